@@ -1,0 +1,59 @@
+//! The command line: one clap-derived enum of subcommands, one file per subcommand under
+//! `src/cli/`. `main.rs` parses, starts tracing and calls [`run`]; every error is mapped to an
+//! exit code once, here, by [`CliError::exit_code`].
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ConfigError;
+
+pub mod advise;
+
+/// sig-gate: a verifying reverse proxy for HMAC-signed internal requests.
+#[derive(Debug, Parser)]
+#[command(name = "sig-gate", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of contract section 2.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decide whether to migrate from shared HMAC secrets to per-service identities.
+    Advise(advise::AdviseArgs),
+}
+
+/// Why a subcommand could not do its work; [`CliError::exit_code`] maps it to the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The configuration was refused (exit 2); the message names the variable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A flag or input value was refused (exit 2); the message names it.
+    #[error("{0}")]
+    Usage(String),
+    /// Anything else that went wrong (exit 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    /// The process exit code for this error: 2 for usage and configuration, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) | CliError::Usage(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+/// Run one parsed command line. `Ok` carries the exit code of a command that ran to the end
+/// (a drill or scorecard with a failed scenario returns `Ok(ExitCode::from(1))`).
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Advise(args) => advise::run(args),
+    }
+}
