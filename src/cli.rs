@@ -1,6 +1,6 @@
 //! The command line: one clap-derived enum of subcommands, one file per subcommand under
-//! `src/cli/`. `main.rs` parses, starts tracing and calls [`run`]; every error is mapped to an
-//! exit code once, here, by [`CliError::exit_code`].
+//! `src/cli/`. `main.rs` parses and calls [`run`]; every error is mapped to an exit code once,
+//! here, by [`CliError::exit_code`].
 
 use std::process::ExitCode;
 
@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use crate::config::ConfigError;
 
 pub mod advise;
+pub mod check_config;
+pub mod demo;
+pub mod keygen;
+pub mod probe;
+pub mod serve;
+pub mod sign;
 
 /// sig-gate: a verifying reverse proxy for HMAC-signed internal requests.
 #[derive(Debug, Parser)]
@@ -22,6 +28,18 @@ pub struct Cli {
 /// The subcommands of contract section 2.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the verifying proxy (the container's entrypoint).
+    Serve(serve::ServeArgs),
+    /// Print the signature headers for one request, from the signer's environment variables.
+    Sign(sign::SignArgs),
+    /// Validate the configuration and print it, secrets shown only as fingerprints.
+    CheckConfig(check_config::CheckConfigArgs),
+    /// Print a new random secret (URL-safe text).
+    Keygen(keygen::KeygenArgs),
+    /// Run the gate in front of a built-in echo upstream and print a signed curl command.
+    Demo(demo::DemoArgs),
+    /// GET an http:// URL and exit 0 on a 2xx answer (container health check).
+    Probe(probe::ProbeArgs),
     /// Decide whether to migrate from shared HMAC secrets to per-service identities.
     Advise(advise::AdviseArgs),
 }
@@ -51,9 +69,23 @@ impl CliError {
 }
 
 /// Run one parsed command line. `Ok` carries the exit code of a command that ran to the end
-/// (a drill or scorecard with a failed scenario returns `Ok(ExitCode::from(1))`).
+/// (a drill or scorecard with a failed scenario returns `Ok(ExitCode::FAILURE)`).
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Sign(args) => sign::run(args),
+        Command::CheckConfig(args) => check_config::run(args),
+        Command::Keygen(args) => keygen::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Probe(args) => probe::run(args),
         Command::Advise(args) => advise::run(args),
     }
+}
+
+/// The multi-threaded tokio runtime the long-running subcommands share.
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| CliError::Failed(format!("cannot start the runtime: {err}")))
 }

@@ -1,6 +1,114 @@
-//! Configuration: figment layers (defaults < TOML file < environment) into a raw struct close to
-//! the environment names, then `TryFrom` into a typed [`Config`] that nothing downstream
-//! re-checks.
+//! Configuration (contract section 3), in two stages:
+//!
+//! 1. figment layers built-in defaults < TOML file (`GATE_CONFIG`, else `config/sig-gate.toml`
+//!    when it exists) < environment into [`Raw`]: every value kept as text, keyed by the
+//!    lowercase environment name, exactly as given.
+//! 2. `TryFrom<Raw>` builds the typed [`Config`] (`Duration`, `SocketAddr`, [`Upstream`],
+//!    [`Keyring`]); nothing downstream re-checks it. Every refusal is one [`ConfigError`] whose
+//!    message names the variable and never contains a secret.
+//!
+//! An empty value counts as unset (Kubernetes manifests often "unset" a variable by emptying
+//! it), except `INTERSERVICE_HMAC_SECRET`, which must be present and non-empty.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use http::Uri;
+use http::uri::{Authority, Scheme};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::keyring::{Key, Keyring, Secret, Slot};
+use crate::protocol;
+use crate::sign::Signer;
+
+/// Names of the variables, fixed by the contract (plus a few of our own, documented in
+/// README.md). One constant each so that messages and lookups cannot disagree.
+pub mod vars {
+    /// Current secret.
+    pub const SECRET: &str = "INTERSERVICE_HMAC_SECRET";
+    /// Current secret, from a file.
+    pub const SECRET_FILE: &str = "INTERSERVICE_HMAC_SECRET_FILE";
+    /// Previous secret (dual-secret mode).
+    pub const SECRET_PREV: &str = "INTERSERVICE_HMAC_SECRET_PREV";
+    /// Previous secret, from a file.
+    pub const SECRET_PREV_FILE: &str = "INTERSERVICE_HMAC_SECRET_PREV_FILE";
+    /// Key id of the current secret.
+    pub const KEY_ID: &str = "INTERSERVICE_HMAC_KEY_ID";
+    /// Key id of the previous secret.
+    pub const KEY_ID_PREV: &str = "INTERSERVICE_HMAC_KEY_ID_PREV";
+    /// Bind key ids to secrets during verification.
+    pub const STRICT_KEY_ID: &str = "INTERSERVICE_HMAC_STRICT_KEY_ID";
+    /// `false` = report-only.
+    pub const REQUIRE_SIGNATURE: &str = "REQUIRE_SIGNATURE";
+    /// Signer side: send current and previous signatures.
+    pub const DUAL_SIGN: &str = "TOOL_GATE_DUAL_SIGN";
+    /// Proxy listener address.
+    pub const LISTEN: &str = "GATE_LISTEN";
+    /// The protected service.
+    pub const UPSTREAM: &str = "GATE_UPSTREAM";
+    /// Admin listener address.
+    pub const ADMIN_LISTEN: &str = "GATE_ADMIN_LISTEN";
+    /// Request body limit.
+    pub const MAX_BODY_BYTES: &str = "GATE_MAX_BODY_BYTES";
+    /// Accepted timestamp distance.
+    pub const CLOCK_SKEW_SECS: &str = "GATE_CLOCK_SKEW_SECS";
+    /// Replay cache bound.
+    pub const NONCE_CACHE_CAPACITY: &str = "GATE_NONCE_CACHE_CAPACITY";
+    /// Paths forwarded without a signature.
+    pub const UNSIGNED_PATHS: &str = "GATE_UNSIGNED_PATHS";
+    /// Upstream exchange deadline up to the response head.
+    pub const UPSTREAM_TIMEOUT_SECS: &str = "GATE_UPSTREAM_TIMEOUT_SECS";
+    /// Drain time after SIGTERM.
+    pub const SHUTDOWN_GRACE_SECS: &str = "GATE_SHUTDOWN_GRACE_SECS";
+    /// `json` or `text`.
+    pub const LOG_FORMAT: &str = "GATE_LOG_FORMAT";
+    /// Accept secrets shorter than 32 bytes.
+    pub const ALLOW_WEAK_SECRET: &str = "GATE_ALLOW_WEAK_SECRET";
+    /// Deadline for a client to send its request head (slow-client protection).
+    pub const HEADER_READ_TIMEOUT_SECS: &str = "GATE_HEADER_READ_TIMEOUT_SECS";
+    /// Deadline for a client to send its whole request body.
+    pub const BODY_READ_TIMEOUT_SECS: &str = "GATE_BODY_READ_TIMEOUT_SECS";
+    /// Path of the TOML configuration file.
+    pub const CONFIG_FILE: &str = "GATE_CONFIG";
+
+    /// Every variable read through figment, in the order `check-config` documents them.
+    pub const ALL: [&str; 22] = [
+        SECRET,
+        SECRET_FILE,
+        SECRET_PREV,
+        SECRET_PREV_FILE,
+        KEY_ID,
+        KEY_ID_PREV,
+        STRICT_KEY_ID,
+        REQUIRE_SIGNATURE,
+        DUAL_SIGN,
+        LISTEN,
+        UPSTREAM,
+        ADMIN_LISTEN,
+        MAX_BODY_BYTES,
+        CLOCK_SKEW_SECS,
+        NONCE_CACHE_CAPACITY,
+        UNSIGNED_PATHS,
+        UPSTREAM_TIMEOUT_SECS,
+        SHUTDOWN_GRACE_SECS,
+        LOG_FORMAT,
+        ALLOW_WEAK_SECRET,
+        HEADER_READ_TIMEOUT_SECS,
+        BODY_READ_TIMEOUT_SECS,
+    ];
+}
+
+/// The configuration file used when `GATE_CONFIG` is unset and this file exists.
+pub const DEFAULT_CONFIG_FILE: &str = "config/sig-gate.toml";
+
+/// Shortest secret accepted without `GATE_ALLOW_WEAK_SECRET=true`.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Why the configuration was refused. Every message names the offending variable.
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +121,21 @@ pub enum ConfigError {
         /// What is wrong with it, never including a secret.
         problem: String,
     },
+    /// The TOML file is missing, unreadable or not of the expected shape.
+    #[error("{}: {path}: {problem}", vars::CONFIG_FILE)]
+    File {
+        /// The file named by `GATE_CONFIG` (or the default path).
+        path: PathBuf,
+        /// What went wrong.
+        problem: String,
+    },
+}
+
+fn invalid(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        problem: problem.into(),
+    }
 }
 
 /// Parse the boolean spellings of contract section 3: `true/false/1/0/yes/no`, any case.
@@ -25,5 +148,542 @@ pub fn parse_bool(value: &str) -> Option<bool> {
         Some(false)
     } else {
         None
+    }
+}
+
+/// A configuration value as text, whatever scalar type the TOML file gave it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Text(String);
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Raw values may be secrets: never print them.
+        f.write_str("Text(..)")
+    }
+}
+
+impl From<&str> for Text {
+    fn from(value: &str) -> Text {
+        Text(value.to_owned())
+    }
+}
+
+impl From<String> for Text {
+    fn from(value: String) -> Text {
+        Text(value)
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl Visitor<'_> for TextVisitor {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(TextVisitor)
+    }
+}
+
+/// Stage one: every variable as given, keyed by its lowercase name. Unknown keys in the TOML
+/// file are refused, so a typo cannot silently leave a default in force.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)] // each field is the lowercase form of the variable in `vars`
+pub struct Raw {
+    pub interservice_hmac_secret: Option<Text>,
+    pub interservice_hmac_secret_file: Option<Text>,
+    pub interservice_hmac_secret_prev: Option<Text>,
+    pub interservice_hmac_secret_prev_file: Option<Text>,
+    pub interservice_hmac_key_id: Option<Text>,
+    pub interservice_hmac_key_id_prev: Option<Text>,
+    pub interservice_hmac_strict_key_id: Option<Text>,
+    pub require_signature: Option<Text>,
+    pub tool_gate_dual_sign: Option<Text>,
+    pub gate_listen: Option<Text>,
+    pub gate_upstream: Option<Text>,
+    pub gate_admin_listen: Option<Text>,
+    pub gate_max_body_bytes: Option<Text>,
+    pub gate_clock_skew_secs: Option<Text>,
+    pub gate_nonce_cache_capacity: Option<Text>,
+    pub gate_unsigned_paths: Option<Text>,
+    pub gate_upstream_timeout_secs: Option<Text>,
+    pub gate_shutdown_grace_secs: Option<Text>,
+    pub gate_log_format: Option<Text>,
+    pub gate_allow_weak_secret: Option<Text>,
+    pub gate_header_read_timeout_secs: Option<Text>,
+    pub gate_body_read_timeout_secs: Option<Text>,
+}
+
+impl Raw {
+    /// Load the layers: defaults < TOML file < environment.
+    pub fn load() -> Result<Raw, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = config_file()? {
+            figment = figment.merge(Toml::file_exact(&path));
+            return figment
+                .merge(ExactEnv)
+                .extract()
+                .map_err(|err| ConfigError::File {
+                    path,
+                    problem: err.to_string(),
+                });
+        }
+        figment
+            .merge(ExactEnv)
+            .extract()
+            .map_err(|err| ConfigError::File {
+                path: PathBuf::from("(environment)"),
+                problem: err.to_string(),
+            })
+    }
+}
+
+/// The TOML file to read: `GATE_CONFIG` (which must exist), else the default when present.
+fn config_file() -> Result<Option<PathBuf>, ConfigError> {
+    match std::env::var_os(vars::CONFIG_FILE).filter(|v| !v.is_empty()) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            if path.is_file() {
+                Ok(Some(path))
+            } else {
+                Err(ConfigError::File {
+                    path,
+                    problem: "no such file".into(),
+                })
+            }
+        }
+        None => Ok(Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file())),
+    }
+}
+
+/// Environment provider that takes exactly the contract's variables, as strings. figment's own
+/// `Env` would parse `0123...` as a number or `[a]` as an array: wrong for secrets and paths.
+struct ExactEnv;
+
+impl Provider for ExactEnv {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for name in vars::ALL {
+            let Some(value) = std::env::var_os(name) else {
+                continue;
+            };
+            let value = value
+                .into_string()
+                .map_err(|_| figment::Error::from(format!("{name}: not valid UTF-8")))?;
+            dict.insert(name.to_ascii_lowercase(), Value::from(value));
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (the default; what log pipelines ingest).
+    Json,
+    /// Human-readable lines, for a terminal.
+    Text,
+}
+
+/// The protected service: scheme and authority of `GATE_UPSTREAM`. Request paths are
+/// forwarded unchanged, so the URL may carry no path of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Always `http` (the sidecar talks to tool-gate over loopback).
+    pub scheme: Scheme,
+    /// Host and port.
+    pub authority: Authority,
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.authority)
+    }
+}
+
+/// The typed configuration of `sig-gate serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Keys to verify with and the strict key-id switch.
+    pub keyring: Keyring,
+    /// `false` = report-only: verify, log and count, but forward everything.
+    pub require_signature: bool,
+    /// Signer side: whether `sig-gate sign` dual-signs (shown by `check-config`).
+    pub dual_sign: bool,
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// Where valid requests go.
+    pub upstream: Upstream,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub admin_listen: SocketAddr,
+    /// Larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// Accepted distance between `X-Gate-Timestamp` and the gate's clock, in seconds.
+    pub clock_skew_secs: u64,
+    /// Replay cache bound, in entries.
+    pub nonce_cache_capacity: usize,
+    /// Raw paths forwarded without signature checks (exact match, query ignored).
+    pub unsigned_paths: Vec<String>,
+    /// Whole upstream exchange up to the response head, connecting included.
+    pub upstream_timeout: Duration,
+    /// Drain time after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Deadline for a client's request head.
+    pub header_read_timeout: Duration,
+    /// Deadline for a client's request body.
+    pub body_read_timeout: Duration,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Load and check the whole configuration.
+    pub fn load() -> Result<Config, ConfigError> {
+        Config::try_from(Raw::load()?)
+    }
+
+    /// Whether `path` (raw, without query) is forwarded without a signature.
+    pub fn is_unsigned_path(&self, path: &str) -> bool {
+        self.unsigned_paths.iter().any(|p| p == path)
+    }
+}
+
+impl TryFrom<Raw> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: Raw) -> Result<Config, ConfigError> {
+        let secrets = Secrets::from_raw(&raw)?;
+        let strict = boolean(
+            &raw.interservice_hmac_strict_key_id,
+            vars::STRICT_KEY_ID,
+            false,
+        )?;
+        Ok(Config {
+            keyring: Keyring::new(secrets.current, secrets.previous, strict),
+            require_signature: boolean(&raw.require_signature, vars::REQUIRE_SIGNATURE, true)?,
+            dual_sign: boolean(&raw.tool_gate_dual_sign, vars::DUAL_SIGN, false)?,
+            listen: address(&raw.gate_listen, vars::LISTEN, "0.0.0.0:8080")?,
+            upstream: upstream(&raw.gate_upstream)?,
+            admin_listen: address(&raw.gate_admin_listen, vars::ADMIN_LISTEN, "127.0.0.1:9090")?,
+            max_body_bytes: count(&raw.gate_max_body_bytes, vars::MAX_BODY_BYTES, 1_048_576)?,
+            clock_skew_secs: positive(&raw.gate_clock_skew_secs, vars::CLOCK_SKEW_SECS, 300)?,
+            nonce_cache_capacity: count(
+                &raw.gate_nonce_cache_capacity,
+                vars::NONCE_CACHE_CAPACITY,
+                1_000_000,
+            )?,
+            unsigned_paths: unsigned_paths(&raw.gate_unsigned_paths)?,
+            upstream_timeout: seconds(
+                &raw.gate_upstream_timeout_secs,
+                vars::UPSTREAM_TIMEOUT_SECS,
+                60,
+            )?,
+            shutdown_grace: seconds(&raw.gate_shutdown_grace_secs, vars::SHUTDOWN_GRACE_SECS, 30)?,
+            header_read_timeout: seconds(
+                &raw.gate_header_read_timeout_secs,
+                vars::HEADER_READ_TIMEOUT_SECS,
+                10,
+            )?,
+            body_read_timeout: seconds(
+                &raw.gate_body_read_timeout_secs,
+                vars::BODY_READ_TIMEOUT_SECS,
+                30,
+            )?,
+            log_format: log_format(&raw.gate_log_format)?,
+        })
+    }
+}
+
+/// The signer side of the configuration (`sig-gate sign` and the drill's clients): only the
+/// secret variables and `TOOL_GATE_DUAL_SIGN`, so a calling service needs no `GATE_*` values.
+pub fn signer() -> Result<Signer, ConfigError> {
+    signer_from_raw(&Raw::load()?)
+}
+
+/// [`signer`] from already loaded values.
+pub fn signer_from_raw(raw: &Raw) -> Result<Signer, ConfigError> {
+    let secrets = Secrets::from_raw(raw)?;
+    let dual = boolean(&raw.tool_gate_dual_sign, vars::DUAL_SIGN, false)?;
+    let dual_with = match (dual, secrets.previous) {
+        (true, Some(previous)) => Some(previous),
+        (true, None) => {
+            return Err(invalid(
+                vars::DUAL_SIGN,
+                format!("true needs a previous secret: set {}", vars::SECRET_PREV),
+            ));
+        }
+        (false, _) => None,
+    };
+    Ok(Signer::new(secrets.current, dual_with))
+}
+
+/// The current and optional previous key, checked against each other.
+struct Secrets {
+    current: Key,
+    previous: Option<Key>,
+}
+
+impl Secrets {
+    fn from_raw(raw: &Raw) -> Result<Secrets, ConfigError> {
+        let allow_weak = boolean(&raw.gate_allow_weak_secret, vars::ALLOW_WEAK_SECRET, false)?;
+        let current = secret(
+            &raw.interservice_hmac_secret,
+            &raw.interservice_hmac_secret_file,
+            (vars::SECRET, vars::SECRET_FILE),
+            allow_weak,
+        )?
+        .ok_or_else(|| {
+            invalid(
+                vars::SECRET,
+                format!(
+                    "required (set it, or {} to a file holding it)",
+                    vars::SECRET_FILE
+                ),
+            )
+        })?;
+        let previous = secret(
+            &raw.interservice_hmac_secret_prev,
+            &raw.interservice_hmac_secret_prev_file,
+            (vars::SECRET_PREV, vars::SECRET_PREV_FILE),
+            allow_weak,
+        )?;
+        let current_id = key_id(&raw.interservice_hmac_key_id, vars::KEY_ID, "current")?;
+        let previous_id = key_id(
+            &raw.interservice_hmac_key_id_prev,
+            vars::KEY_ID_PREV,
+            "previous",
+        )?;
+        if let Some(previous) = &previous {
+            if *previous == current {
+                return Err(invalid(
+                    vars::SECRET_PREV,
+                    format!("equals {}: a rotation needs a new secret", vars::SECRET),
+                ));
+            }
+            if current_id == previous_id {
+                return Err(invalid(
+                    vars::KEY_ID_PREV,
+                    format!(
+                        "equals {} ({current_id:?}): each secret needs its own key id",
+                        vars::KEY_ID
+                    ),
+                ));
+            }
+        }
+        Ok(Secrets {
+            current: Key::new(Slot::Current, current_id, &current),
+            previous: previous.map(|s| Key::new(Slot::Previous, previous_id, &s)),
+        })
+    }
+}
+
+/// The value of a variable, with empty treated as unset.
+fn text(value: &Option<Text>) -> Option<&str> {
+    value
+        .as_ref()
+        .map(|t| t.0.as_str())
+        .filter(|t| !t.is_empty())
+}
+
+/// A secret given directly or through `<VAR>_FILE` (never both).
+fn secret(
+    direct: &Option<Text>,
+    file: &Option<Text>,
+    (var, file_var): (&'static str, &'static str),
+    allow_weak: bool,
+) -> Result<Option<Secret>, ConfigError> {
+    let secret = match (text(direct), text(file)) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                var,
+                format!("given both directly and as {file_var}: keep one"),
+            ));
+        }
+        (Some(value), None) => Secret::new(value),
+        (None, Some(path)) => read_secret_file(file_var, Path::new(path))?,
+        (None, None) => return Ok(None),
+    };
+    if secret.is_empty() {
+        return Err(invalid(var, "is empty"));
+    }
+    if secret.len() < MIN_SECRET_BYTES && !allow_weak {
+        return Err(invalid(
+            var,
+            format!(
+                "is {} bytes, shorter than {MIN_SECRET_BYTES} (generate one with `sig-gate keygen`, \
+                 or set {}=true to accept it)",
+                secret.len(),
+                vars::ALLOW_WEAK_SECRET
+            ),
+        ));
+    }
+    Ok(Some(secret))
+}
+
+/// Read a secret file, stripping one trailing `\n` or `\r\n`.
+fn read_secret_file(var: &'static str, path: &Path) -> Result<Secret, ConfigError> {
+    let mut bytes = std::fs::read(path)
+        .map_err(|err| invalid(var, format!("cannot read {}: {err}", path.display())))?;
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+    }
+    if std::str::from_utf8(&bytes).is_err() {
+        return Err(invalid(
+            var,
+            format!("{} is not UTF-8 text", path.display()),
+        ));
+    }
+    Ok(Secret::new(bytes))
+}
+
+fn key_id(value: &Option<Text>, var: &'static str, default: &str) -> Result<String, ConfigError> {
+    let id = text(value).unwrap_or(default);
+    if protocol::is_key_id(id) {
+        Ok(id.to_owned())
+    } else {
+        Err(invalid(
+            var,
+            format!("{id:?} is not a key id (1-64 chars of A-Z a-z 0-9 . _ : -)"),
+        ))
+    }
+}
+
+fn boolean(value: &Option<Text>, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match text(value) {
+        None => Ok(default),
+        Some(t) => parse_bool(t).ok_or_else(|| {
+            invalid(
+                var,
+                format!("{t:?} is not a boolean (true/false/1/0/yes/no)"),
+            )
+        }),
+    }
+}
+
+/// A whole number of at least 1, digits only.
+fn positive(value: &Option<Text>, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+    let Some(t) = text(value) else {
+        return Ok(default);
+    };
+    let n: u64 = t
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| t.parse().ok())
+        .flatten()
+        .ok_or_else(|| invalid(var, format!("{t:?} is not a whole number")))?;
+    if n < 1 {
+        return Err(invalid(var, "must be at least 1"));
+    }
+    Ok(n)
+}
+
+fn count(value: &Option<Text>, var: &'static str, default: u64) -> Result<usize, ConfigError> {
+    let n = positive(value, var, default)?;
+    usize::try_from(n).map_err(|_| invalid(var, "is too large for this machine"))
+}
+
+fn seconds(value: &Option<Text>, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+    positive(value, var, default).map(Duration::from_secs)
+}
+
+fn address(
+    value: &Option<Text>,
+    var: &'static str,
+    default: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let t = text(value).unwrap_or(default);
+    t.parse()
+        .map_err(|_| invalid(var, format!("{t:?} is not an IP:port address")))
+}
+
+fn upstream(value: &Option<Text>) -> Result<Upstream, ConfigError> {
+    let var = vars::UPSTREAM;
+    let t = text(value).unwrap_or("http://127.0.0.1:8081");
+    let uri: Uri = t
+        .parse()
+        .map_err(|_| invalid(var, format!("{t:?} is not a URL")))?;
+    let parts = uri.into_parts();
+    let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+        return Err(invalid(
+            var,
+            format!("{t:?} needs a scheme and host, like http://127.0.0.1:8081"),
+        ));
+    };
+    if scheme != Scheme::HTTP {
+        return Err(invalid(
+            var,
+            format!("{t:?}: only http:// upstreams are supported"),
+        ));
+    }
+    if authority.as_str().contains('@') {
+        return Err(invalid(var, "must not carry credentials"));
+    }
+    if parts
+        .path_and_query
+        .is_some_and(|pq| !matches!(pq.as_str(), "" | "/"))
+    {
+        return Err(invalid(
+            var,
+            format!("{t:?} has a path or query; request paths are forwarded unchanged"),
+        ));
+    }
+    Ok(Upstream { scheme, authority })
+}
+
+fn unsigned_paths(value: &Option<Text>) -> Result<Vec<String>, ConfigError> {
+    let Some(t) = text(value) else {
+        return Ok(Vec::new());
+    };
+    t.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            if p.starts_with('/') && !p.contains('?') && !p.bytes().any(|b| b.is_ascii_whitespace())
+            {
+                Ok(p.to_owned())
+            } else {
+                Err(invalid(
+                    vars::UNSIGNED_PATHS,
+                    format!("{p:?} is not a path (starts with '/', no query, no spaces)"),
+                ))
+            }
+        })
+        .collect()
+}
+
+fn log_format(value: &Option<Text>) -> Result<LogFormat, ConfigError> {
+    match text(value) {
+        None => Ok(LogFormat::Json),
+        Some(t) if t.eq_ignore_ascii_case("json") => Ok(LogFormat::Json),
+        Some(t) if t.eq_ignore_ascii_case("text") => Ok(LogFormat::Text),
+        Some(t) => Err(invalid(
+            vars::LOG_FORMAT,
+            format!("{t:?} is not json or text"),
+        )),
     }
 }

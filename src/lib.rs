@@ -1,6 +1,38 @@
-//! sig-gate: a verifying reverse proxy for HMAC-signed internal requests.
+//! sig-gate: a verifying reverse proxy for HMAC-signed internal requests, run as a sidecar in
+//! front of an internal service. Calling services sign each request with a shared secret
+//! ([`sign`]); the gate verifies ([`verify`]), forwards valid requests unchanged and streams the
+//! response back ([`proxy`]), rejects the rest with 401, and counts every rejection by reason
+//! ([`metrics`]). The wire format is specified in `docs/protocol.md`; the interface (commands,
+//! variables, headers, status codes, metric names) in the contract the README links.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`protocol`] | header names, value syntax, the signed string, hex: shared by signer and verifier |
+//! | [`keyring`] | secrets (never printed: fingerprints only), pre-keyed HMAC keys, current/previous slots |
+//! | [`verify`] | pure verification: where each `X-Gate-*` header is parsed and each [`verify::Reason`] decided |
+//! | [`replay`] | the bounded nonce cache; its [`replay::Admitted`] proof is what lets a request through |
+//! | [`sign`] | the signer (`sig-gate sign`, the drill's clients) |
+//! | [`config`] | figment layers (defaults < TOML < env) into a typed [`config::Config`]; every refusal names its variable |
+//! | [`proxy`] | the hyper service: gate, then [`proxy::Gate::forward`], where a byte leaves for the upstream |
+//! | [`server`] | listeners (socket activation, `SO_REUSEPORT`), accept loop, admin endpoints, graceful drain |
+//! | [`metrics`] | every Prometheus series, registered at start-up; where a reason is counted |
+//! | [`logging`] | JSON or text log lines on stderr |
+//! | [`echo`] | the built-in echo upstream of `sig-gate demo` and the runbook tools |
+//! | [`cli`] | one file per subcommand under `src/cli/`; errors mapped to exit codes once |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod cli;
 pub mod config;
+pub mod echo;
+pub mod keyring;
+pub mod logging;
+pub mod metrics;
+pub mod protocol;
+pub mod proxy;
+pub mod replay;
+pub mod server;
+pub mod sign;
+pub mod verify;

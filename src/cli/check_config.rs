@@ -1,0 +1,87 @@
+//! `sig-gate check-config`: validate the configuration and print it, secrets shown only as
+//! fingerprints. Exit 0 when valid, 2 (with the offending variable named) when not.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::cli::CliError;
+use crate::config::{Config, LogFormat, vars};
+
+/// Flags of `sig-gate check-config`.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {}
+
+/// Load, validate and print.
+pub fn run(_args: CheckConfigArgs) -> Result<ExitCode, CliError> {
+    let config = Config::load()?;
+    print!("{}", render(&config));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The configuration as an aligned `VARIABLE  value` table.
+pub fn render(config: &Config) -> String {
+    let keyring = &config.keyring;
+    let current = keyring.current();
+    let secret = |key: &crate::keyring::Key| {
+        format!("fingerprint {} (key id {:?})", key.fingerprint(), key.id())
+    };
+    let rows: Vec<(&str, String)> = vec![
+        (vars::SECRET, secret(current)),
+        (
+            vars::SECRET_PREV,
+            keyring
+                .previous()
+                .map_or_else(|| "unset (single-secret mode)".into(), secret),
+        ),
+        (vars::STRICT_KEY_ID, keyring.strict_key_id().to_string()),
+        (
+            vars::REQUIRE_SIGNATURE,
+            if config.require_signature {
+                "true".into()
+            } else {
+                "false (report-only: nothing is rejected for a signature reason)".into()
+            },
+        ),
+        (vars::DUAL_SIGN, config.dual_sign.to_string()),
+        (vars::LISTEN, config.listen.to_string()),
+        (vars::UPSTREAM, config.upstream.to_string()),
+        (vars::ADMIN_LISTEN, config.admin_listen.to_string()),
+        (vars::MAX_BODY_BYTES, config.max_body_bytes.to_string()),
+        (vars::CLOCK_SKEW_SECS, config.clock_skew_secs.to_string()),
+        (
+            vars::NONCE_CACHE_CAPACITY,
+            config.nonce_cache_capacity.to_string(),
+        ),
+        (vars::UNSIGNED_PATHS, config.unsigned_paths.join(",")),
+        (
+            vars::UPSTREAM_TIMEOUT_SECS,
+            config.upstream_timeout.as_secs().to_string(),
+        ),
+        (
+            vars::SHUTDOWN_GRACE_SECS,
+            config.shutdown_grace.as_secs().to_string(),
+        ),
+        (
+            vars::HEADER_READ_TIMEOUT_SECS,
+            config.header_read_timeout.as_secs().to_string(),
+        ),
+        (
+            vars::BODY_READ_TIMEOUT_SECS,
+            config.body_read_timeout.as_secs().to_string(),
+        ),
+        (
+            vars::LOG_FORMAT,
+            match config.log_format {
+                LogFormat::Json => "json".into(),
+                LogFormat::Text => "text".into(),
+            },
+        ),
+    ];
+    let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    let mut out = format!("configuration OK: {} mode\n", keyring.mode());
+    for (name, value) in rows {
+        out.push_str(&format!("  {name:<width$}  {value}\n"));
+    }
+    out
+}

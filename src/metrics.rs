@@ -1,0 +1,269 @@
+//! Prometheus metrics (contract section 7). Every series is registered once at start-up, every
+//! labelled series exists at 0 from the start (so `rate()` works at once), and the request path
+//! holds resolved handles: counting is one atomic add, with no label lookup.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::config::Config;
+use crate::keyring::Slot;
+use crate::verify::Reason;
+
+/// What happened to a request, as `sig_gate_requests_total{outcome}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Forwarded after verification (or in report-only mode).
+    Forwarded,
+    /// Answered by the gate with an error status.
+    Rejected,
+    /// Forwarded without checks: an unsigned path.
+    Exempt,
+    /// The upstream failed (502) or timed out (504).
+    UpstreamError,
+}
+
+impl Outcome {
+    /// Every outcome, in label registration order.
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Forwarded,
+        Outcome::Rejected,
+        Outcome::Exempt,
+        Outcome::UpstreamError,
+    ];
+
+    /// The `outcome` label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Rejected => "rejected",
+            Outcome::Exempt => "exempt",
+            Outcome::UpstreamError => "upstream_error",
+        }
+    }
+}
+
+/// Rejections that are not about the signature: `sig_gate_rejected_other_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtherReason {
+    /// Body over `GATE_MAX_BODY_BYTES` (413).
+    BodyTooLarge,
+    /// Replay cache at capacity (503, fail closed).
+    ReplayCacheFull,
+}
+
+impl OtherReason {
+    /// Every reason, in label registration order.
+    pub const ALL: [OtherReason; 2] = [OtherReason::BodyTooLarge, OtherReason::ReplayCacheFull];
+
+    /// The `reason` label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OtherReason::BodyTooLarge => "body_too_large",
+            OtherReason::ReplayCacheFull => "replay_cache_full",
+        }
+    }
+}
+
+/// Histogram buckets for the whole request, in seconds.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
+
+/// Histogram buckets for clock skew, in seconds: fine near zero, then around the default
+/// 300 s window, then far beyond it.
+const SKEW_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 240.0, 300.0, 600.0, 3600.0, 86400.0,
+];
+
+/// The registry and a resolved handle for every series the request path touches.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: [IntCounter; 4],
+    invalid: [IntCounter; 7],
+    other: [IntCounter; 2],
+    verified: [IntCounter; 2],
+    duration: Histogram,
+    clock_skew: Histogram,
+    nonce_entries: IntGauge,
+}
+
+impl Metrics {
+    /// Register every metric; `config` fills `sig_gate_config_info` and the capacity gauge.
+    pub fn new(config: &Config) -> Metrics {
+        // Registration fails only on a duplicate name or bad label set: a programming error
+        // caught by the first test that builds a Metrics.
+        const VALID: &str = "metric definitions are static and unique";
+        let registry = Registry::new();
+        let register = |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect(VALID);
+
+        let counter_vec = |name: &str, help: &str, label: &str, values: &[&str]| {
+            let vec = IntCounterVec::new(Opts::new(name, help), &[label]).expect(VALID);
+            register(Box::new(vec.clone()));
+            values
+                .iter()
+                .map(|v| vec.with_label_values(&[v]))
+                .collect::<Vec<_>>()
+        };
+        let requests = counter_vec(
+            "sig_gate_requests_total",
+            "Requests by outcome.",
+            "outcome",
+            &Outcome::ALL.map(Outcome::as_str),
+        );
+        let invalid = counter_vec(
+            "sig_gate_invalid_request_signature_total",
+            "Requests that failed signature verification, by reason.",
+            "reason",
+            &Reason::ALL.map(Reason::as_str),
+        );
+        let other = counter_vec(
+            "sig_gate_rejected_other_total",
+            "Requests rejected for a reason other than the signature.",
+            "reason",
+            &OtherReason::ALL.map(OtherReason::as_str),
+        );
+        let verified = counter_vec(
+            "sig_gate_verified_total",
+            "Requests whose signature verified, by the secret slot that verified them.",
+            "slot",
+            &Slot::ALL.map(Slot::as_str),
+        );
+
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "sig_gate_request_duration_seconds",
+                "Whole request as seen by the gate, in seconds.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )
+        .expect(VALID);
+        register(Box::new(duration.clone()));
+        let clock_skew = Histogram::with_opts(
+            HistogramOpts::new(
+                "sig_gate_clock_skew_seconds",
+                "Absolute distance between the gate's clock and X-Gate-Timestamp, in seconds.",
+            )
+            .buckets(SKEW_BUCKETS.to_vec()),
+        )
+        .expect(VALID);
+        register(Box::new(clock_skew.clone()));
+
+        let nonce_entries = IntGauge::new(
+            "sig_gate_nonce_cache_entries",
+            "Nonces held by the replay cache.",
+        )
+        .expect(VALID);
+        register(Box::new(nonce_entries.clone()));
+        let nonce_capacity = IntGauge::new(
+            "sig_gate_nonce_cache_capacity",
+            "Most nonces the replay cache holds (GATE_NONCE_CACHE_CAPACITY).",
+        )
+        .expect(VALID);
+        nonce_capacity.set(i64::try_from(config.nonce_cache_capacity).unwrap_or(i64::MAX));
+        register(Box::new(nonce_capacity));
+
+        let info = IntGaugeVec::new(
+            Opts::new(
+                "sig_gate_config_info",
+                "The running configuration; secrets appear only as fingerprints.",
+            ),
+            &[
+                "mode",
+                "strict_key_id",
+                "require_signature",
+                "key_id",
+                "key_id_prev",
+                "fingerprint",
+                "fingerprint_prev",
+            ],
+        )
+        .expect(VALID);
+        let keyring = &config.keyring;
+        let current = keyring.current();
+        let (prev_id, prev_fp) = keyring
+            .previous()
+            .map(|k| (k.id().to_owned(), k.fingerprint().to_string()))
+            .unwrap_or_default();
+        let current_fp = current.fingerprint().to_string();
+        info.with_label_values(&[
+            keyring.mode(),
+            bool_label(keyring.strict_key_id()),
+            bool_label(config.require_signature),
+            current.id(),
+            &prev_id,
+            &current_fp,
+            &prev_fp,
+        ])
+        .set(1);
+        register(Box::new(info));
+
+        Metrics {
+            registry,
+            requests: to_array(requests),
+            invalid: to_array(invalid),
+            other: to_array(other),
+            verified: to_array(verified),
+            duration,
+            clock_skew,
+            nonce_entries,
+        }
+    }
+
+    /// Count one request's outcome and its duration in seconds.
+    pub fn request(&self, outcome: Outcome, seconds: f64) {
+        self.requests[outcome as usize].inc();
+        self.duration.observe(seconds);
+    }
+
+    /// Count one signature failure.
+    pub fn invalid(&self, reason: Reason) {
+        self.invalid[reason.index()].inc();
+    }
+
+    /// Count one non-signature rejection.
+    pub fn rejected_other(&self, reason: OtherReason) {
+        self.other[reason as usize].inc();
+    }
+
+    /// Count one verified request.
+    pub fn verified(&self, slot: Slot) {
+        self.verified[slot as usize].inc();
+    }
+
+    /// Record the distance between a request's timestamp and the gate's clock.
+    pub fn clock_skew(&self, seconds: u64) {
+        // Seconds fit an f64 exactly far beyond any timestamp of 12 digits.
+        self.clock_skew.observe(seconds as f64);
+    }
+
+    /// Set the replay cache size gauge.
+    pub fn nonce_entries(&self, entries: usize) {
+        self.nonce_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding into a Vec cannot fail on I/O; a failure would be a malformed metric family,
+        // which registration already rules out.
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into memory");
+        out
+    }
+}
+
+fn bool_label(value: bool) -> &'static str {
+    if value { "true" } else { "false" }
+}
+
+fn to_array<const N: usize>(handles: Vec<IntCounter>) -> [IntCounter; N] {
+    // Each vector is built from a fixed label list of exactly N values.
+    handles
+        .try_into()
+        .unwrap_or_else(|v: Vec<_>| panic!("expected {N} label values, got {}", v.len()))
+}

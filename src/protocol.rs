@@ -1,0 +1,238 @@
+//! The wire format of signature version 1 (contract section 4): header names, the syntax of
+//! each header value, the signed string, and lowercase hex. Shared by the signer
+//! ([`crate::sign`]) and the verifier ([`crate::verify`]) so the two cannot drift apart.
+
+use http::HeaderName;
+use sha2::{Digest, Sha256};
+
+/// Key id of the signature in [`SIGNATURE`].
+pub const KEY_ID: HeaderName = HeaderName::from_static("x-gate-key-id");
+/// Unix time in whole seconds.
+pub const TIMESTAMP: HeaderName = HeaderName::from_static("x-gate-timestamp");
+/// Unique per request; the replay cache remembers it.
+pub const NONCE: HeaderName = HeaderName::from_static("x-gate-nonce");
+/// Lowercase hex HMAC-SHA256 of the signed string.
+pub const SIGNATURE: HeaderName = HeaderName::from_static("x-gate-signature");
+/// Dual-sign: JSON array of `{"key_id", "signature"}` objects.
+pub const SIGNATURES: HeaderName = HeaderName::from_static("x-gate-signatures");
+/// Set by the gate on forwarded requests; any copy sent by a client is removed.
+pub const VERIFIED_KEY_ID: HeaderName = HeaderName::from_static("x-gate-verified-key-id");
+/// Every `X-Gate-*` header shares this prefix (header names are lowercase in `http`).
+pub const HEADER_PREFIX: &str = "x-gate-";
+
+/// First line of every signed string: names the algorithm and the version.
+pub const ALGORITHM: &str = "GATE-HMAC-SHA256";
+/// Length of a SHA-256 / HMAC-SHA256 output in bytes.
+pub const DIGEST_LEN: usize = 32;
+/// Most entries `X-Gate-Signatures` may hold.
+pub const MAX_SIGNATURES: usize = 4;
+
+/// True when `id` is a well-formed key id: 1-64 chars of `A-Z a-z 0-9 . _ : -`.
+pub fn is_key_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// True when `nonce` is well-formed: 16-128 chars of `A-Z a-z 0-9 _ -`.
+pub fn is_nonce(nonce: &str) -> bool {
+    (16..=128).contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
+/// Parse a timestamp: 1-12 decimal digits, nothing else (no sign, no spaces).
+pub fn parse_timestamp(text: &str) -> Option<u64> {
+    if !(1..=12).contains(&text.len()) || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // 12 digits stay far below u64::MAX, so this parse cannot overflow.
+    text.parse().ok()
+}
+
+/// Decode exactly 64 lowercase hex digits; uppercase and any other length are malformed.
+pub fn decode_hex32(text: &str) -> Option<[u8; DIGEST_LEN]> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() != 2 * DIGEST_LEN {
+        return None;
+    }
+    let mut out = [0u8; DIGEST_LEN];
+    for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *slot = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+/// Lowercase hex of a 32-byte digest, without allocating.
+pub fn hex32(digest: &[u8; DIGEST_LEN]) -> [u8; 2 * DIGEST_LEN] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 2 * DIGEST_LEN];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(digest) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    out
+}
+
+/// Lowercase hex of a 32-byte digest as a `String` (for the signer and the CLI).
+pub fn hex32_string(digest: &[u8; DIGEST_LEN]) -> String {
+    // hex32 yields ASCII digits only.
+    String::from_utf8(hex32(digest).to_vec()).expect("hex digits are ASCII")
+}
+
+/// SHA-256 of the request body: the last line of the signed string.
+pub fn body_digest(body: &[u8]) -> [u8; DIGEST_LEN] {
+    Sha256::digest(body).into()
+}
+
+/// The request as the signature sees it: everything of the signed string except the key id.
+///
+/// Borrowed from the request; building one allocates nothing. The key id is supplied per
+/// signature, because each dual-sign entry is computed with its own key id.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedString<'a> {
+    /// `X-Gate-Timestamp` exactly as sent.
+    pub timestamp: &'a str,
+    /// `X-Gate-Nonce` exactly as sent.
+    pub nonce: &'a str,
+    /// The HTTP method as sent.
+    pub method: &'a str,
+    /// Raw path of the request target, percent-encoding kept, no query.
+    pub path: &'a str,
+    /// Raw query without `?`; empty when there is none.
+    pub query: &'a str,
+    /// SHA-256 of the body bytes.
+    pub body_digest: &'a [u8; DIGEST_LEN],
+}
+
+impl<'a> SignedString<'a> {
+    /// Split a request target (`/path?query`) into the path and query lines.
+    pub fn split_target(target: &str) -> (&str, &str) {
+        target.split_once('?').unwrap_or((target, ""))
+    }
+
+    /// Feed the eight lines for `key_id` into `sink`, piece by piece, without a buffer.
+    pub fn write(&self, key_id: &str, mut sink: impl FnMut(&[u8])) {
+        let digest_hex = hex32(self.body_digest);
+        let lines: [&[u8]; 8] = [
+            ALGORITHM.as_bytes(),
+            key_id.as_bytes(),
+            self.timestamp.as_bytes(),
+            self.nonce.as_bytes(),
+            self.method.as_bytes(),
+            self.path.as_bytes(),
+            self.query.as_bytes(),
+            &digest_hex,
+        ];
+        for (i, line) in lines.iter().enumerate() {
+            if i > 0 {
+                sink(b"\n");
+            }
+            sink(line);
+        }
+    }
+
+    /// The signed string for `key_id` as text, for the CLI, test vectors and debugging.
+    pub fn render(&self, key_id: &str) -> String {
+        let mut out = Vec::with_capacity(256);
+        self.write(key_id, |piece| out.extend_from_slice(piece));
+        // Every line is valid UTF-8 (str slices and hex digits), so the join is too.
+        String::from_utf8(out).expect("signed string pieces are UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_id_syntax() {
+        assert!(is_key_id("current"));
+        assert!(is_key_id("k-2025.11:a_b"));
+        assert!(is_key_id(&"a".repeat(64)));
+        assert!(!is_key_id(""));
+        assert!(!is_key_id(&"a".repeat(65)));
+        assert!(!is_key_id("has space"));
+        assert!(!is_key_id("slash/"));
+        assert!(!is_key_id("ünicode"));
+    }
+
+    #[test]
+    fn nonce_syntax() {
+        assert!(is_nonce("abcdefghijklmnop"));
+        assert!(is_nonce(&"A-_9".repeat(32)));
+        assert!(!is_nonce("abcdefghijklmno"));
+        assert!(!is_nonce(&"a".repeat(129)));
+        assert!(!is_nonce("abcdefghijklmnop.")); // '.' is allowed in key ids, not nonces
+        assert!(!is_nonce("abcdefghijklmnop="));
+    }
+
+    #[test]
+    fn timestamp_syntax() {
+        assert_eq!(parse_timestamp("0"), Some(0));
+        assert_eq!(parse_timestamp("1764000000"), Some(1_764_000_000));
+        assert_eq!(parse_timestamp("999999999999"), Some(999_999_999_999));
+        for bad in [
+            "",
+            "1234567890123",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1.0",
+            "0x10",
+            "１",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hex_round_trip_and_strictness() {
+        let digest = body_digest(b"abc");
+        let text = hex32_string(&digest);
+        assert_eq!(
+            text,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(decode_hex32(&text), Some(digest));
+        assert_eq!(decode_hex32(&text.to_uppercase()), None);
+        assert_eq!(decode_hex32(&text[1..]), None);
+        assert_eq!(decode_hex32(&format!("{text}0")), None);
+        assert_eq!(decode_hex32(&text.replace('a', "g")), None);
+    }
+
+    #[test]
+    fn signed_string_has_eight_lines_without_trailing_newline() {
+        let digest = body_digest(b"");
+        let s = SignedString {
+            timestamp: "1764000000",
+            nonce: "nonce-0123456789",
+            method: "GET",
+            path: "/a%2Fb",
+            query: "x=1+2",
+            body_digest: &digest,
+        };
+        assert_eq!(
+            s.render(""),
+            "GATE-HMAC-SHA256\n\n1764000000\nnonce-0123456789\nGET\n/a%2Fb\nx=1+2\n\
+             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn split_target_keeps_raw_bytes() {
+        assert_eq!(SignedString::split_target("/p"), ("/p", ""));
+        assert_eq!(SignedString::split_target("/p?"), ("/p", ""));
+        assert_eq!(SignedString::split_target("/p?a=1?b"), ("/p", "a=1?b"));
+    }
+}

@@ -1,0 +1,616 @@
+//! The gate as a hyper service: strip the client's `X-Gate-Verified-Key-Id`, verify, then
+//! forward through one pooled client, streaming the response back.
+//!
+//! Where things happen:
+//! - signature checks: [`Gate::admit`] calls [`verify::check_headers`] (headers only, before
+//!   the body is read), then [`verify::Pending::verify`] and [`NonceCache::admit`];
+//! - where a byte leaves for the upstream: [`Gate::forward`], which takes a [`Pass`]; a
+//!   verified pass holds an [`Admitted`] proof that only the replay cache can build;
+//! - every error's status and body: [`Refusal`], one exhaustive `match`.
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::Config;
+use crate::keyring::Slot;
+use crate::metrics::{Metrics, OtherReason, Outcome};
+use crate::protocol;
+use crate::replay::{Admitted, NonceCache, ReplayError};
+use crate::verify::{self, ClaimedKeyIds, Reason, RequestLine};
+
+/// Body of every response the gate sends: the upstream's, streamed, or the gate's own JSON.
+pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+
+/// `X-Request-Id`: kept when the client sends one, generated otherwise.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Forwarded-For`: the peer address is appended.
+pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Hop-by-hop headers of RFC 9110 section 7.6.1, besides those `Connection` names.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Why the gate answered a request itself. [`Refusal::status`] and [`Refusal::body`] are the
+/// one place that maps an error to what the client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The signature failed (401).
+    Signature(Reason),
+    /// Body over the limit (413).
+    BodyTooLarge,
+    /// The client broke off or sent a malformed body (400).
+    BodyUnreadable,
+    /// The client did not finish its body in time (408).
+    BodyTimeout,
+    /// Replay cache at capacity: fail closed (503).
+    ReplayCacheFull,
+    /// Upstream refused or reset the connection (502).
+    UpstreamUnavailable,
+    /// No upstream response head in time (504).
+    UpstreamTimeout,
+}
+
+impl Refusal {
+    /// The HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::Signature(_) => StatusCode::UNAUTHORIZED,
+            Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Refusal::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The JSON body, a static string (no allocation on the rejection path).
+    pub fn body(self) -> &'static str {
+        macro_rules! invalid {
+            ($reason:literal) => {
+                concat!(
+                    r#"{"error":"invalid request signature","reason":""#,
+                    $reason,
+                    r#""}"#
+                )
+            };
+        }
+        match self {
+            Refusal::Signature(Reason::MissingSignature) => invalid!("missing_signature"),
+            Refusal::Signature(Reason::MalformedSignature) => invalid!("malformed_signature"),
+            Refusal::Signature(Reason::StaleTimestamp) => invalid!("stale_timestamp"),
+            Refusal::Signature(Reason::MissingKeyId) => invalid!("missing_key_id"),
+            Refusal::Signature(Reason::UnknownKeyId) => invalid!("unknown_key_id"),
+            Refusal::Signature(Reason::BadSignature) => invalid!("bad_signature"),
+            Refusal::Signature(Reason::ReplayedNonce) => invalid!("replayed_nonce"),
+            Refusal::BodyTooLarge => r#"{"error":"request body too large"}"#,
+            Refusal::BodyUnreadable => r#"{"error":"request body could not be read"}"#,
+            Refusal::BodyTimeout => r#"{"error":"request body timeout"}"#,
+            Refusal::ReplayCacheFull => r#"{"error":"replay cache full"}"#,
+            Refusal::UpstreamUnavailable => r#"{"error":"upstream unavailable"}"#,
+            Refusal::UpstreamTimeout => r#"{"error":"upstream timeout"}"#,
+        }
+    }
+
+    /// The `sig_gate_requests_total` outcome of a refused request.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Refusal::UpstreamUnavailable | Refusal::UpstreamTimeout => Outcome::UpstreamError,
+            Refusal::Signature(_)
+            | Refusal::BodyTooLarge
+            | Refusal::BodyUnreadable
+            | Refusal::BodyTimeout
+            | Refusal::ReplayCacheFull => Outcome::Rejected,
+        }
+    }
+}
+
+/// Why a request may go upstream. Only [`Gate::admit`] builds one for a signed path.
+#[derive(Debug)]
+enum Pass {
+    /// Signature verified and nonce fresh.
+    Verified(Admitted),
+    /// An unsigned path (`GATE_UNSIGNED_PATHS`).
+    Exempt,
+    /// Report-only mode: failed checks were counted and logged, and the request goes on.
+    ReportOnly,
+}
+
+/// What the gate knows about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    addr: SocketAddr,
+    /// The peer IP as a header value, built once per connection.
+    forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    /// Describe the peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Peer {
+        // An IP address prints as ASCII digits, dots, colons and hex: always a valid value.
+        let forwarded_for = HeaderValue::from_str(&addr.ip().to_string()).expect("IP is ASCII");
+        Peer {
+            addr,
+            forwarded_for,
+        }
+    }
+}
+
+/// The verifying proxy: configuration, keys, replay cache, metrics and the upstream client.
+#[derive(Debug)]
+pub struct Gate {
+    config: Config,
+    metrics: Metrics,
+    nonces: NonceCache,
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// `X-Gate-Verified-Key-Id` values, indexed by [`Slot`], built at start-up.
+    verified_key_ids: [Option<HeaderValue>; 2],
+    request_ids: RequestIds,
+    draining: AtomicBool,
+}
+
+impl Gate {
+    /// Build the gate; must run inside a tokio runtime (the client's pool uses its timer).
+    pub fn new(config: Config, metrics: Metrics) -> Gate {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.upstream_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        let header_value = |slot| {
+            config.keyring.key(slot).map(|key| {
+                // Key ids are validated to `A-Z a-z 0-9 . _ : -`: always a valid header value.
+                HeaderValue::from_str(key.id()).expect("key ids are header-safe")
+            })
+        };
+        let verified_key_ids = Slot::ALL.map(header_value);
+        let nonces = NonceCache::new(config.nonce_cache_capacity, config.clock_skew_secs);
+        Gate {
+            config,
+            metrics,
+            nonces,
+            client,
+            verified_key_ids,
+            request_ids: RequestIds::new(),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The metrics this gate counts into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// From now on, every HTTP/1 response carries `Connection: close`, so clients leave this
+    /// process on their own during a drain instead of racing an idle-connection close.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Handle one request end to end. Never fails: every error becomes a response.
+    pub async fn handle(&self, request: Request<Incoming>, peer: &Peer) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let version = request.version();
+        let (mut parts, body) = request.into_parts();
+        parts.headers.remove(protocol::VERIFIED_KEY_ID);
+        let request_id = match parts.headers.get(REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.request_ids.next();
+                parts.headers.insert(REQUEST_ID, id.clone());
+                id
+            }
+        };
+
+        let result = if self.config.is_unsigned_path(parts.uri.path()) {
+            match self.read_body(&parts.headers, body).await {
+                Ok(body) => self.forward(parts, body, Pass::Exempt, peer).await,
+                Err(refusal) => Err(refusal),
+            }
+        } else {
+            match self.admit(&parts, body, peer, &request_id).await {
+                Ok((pass, body)) => self.forward(parts, body, pass, peer).await,
+                Err(refusal) => Err(refusal),
+            }
+        };
+
+        let (outcome, mut response) = match result {
+            Ok((outcome, response)) => (outcome, response.map(Either::Left)),
+            Err(refusal) => (refusal.outcome(), refusal_response(refusal, request_id)),
+        };
+        if self.draining.load(Ordering::Relaxed) && version < Version::HTTP_2 {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        self.metrics
+            .request(outcome, started.elapsed().as_secs_f64());
+        response
+    }
+
+    /// Verify a request on a signed path and read its body: the contract's order of checks.
+    async fn admit(
+        &self,
+        parts: &Parts,
+        body: Incoming,
+        peer: &Peer,
+        request_id: &HeaderValue,
+    ) -> Result<(Pass, Bytes), Refusal> {
+        let now = unix_now();
+        if let Some(skew) = verify::clock_skew(&parts.headers, now) {
+            self.metrics.clock_skew(skew);
+        }
+        let config = &self.config;
+        let checked =
+            verify::check_headers(&parts.headers, &config.keyring, config.clock_skew_secs, now);
+        if let Err(reason) = checked {
+            self.signature_failure(reason, parts, peer, request_id)?;
+        }
+        let body = self.read_body(&parts.headers, body).await?;
+        let Ok(pending) = checked else {
+            return Ok((Pass::ReportOnly, body));
+        };
+
+        let request = RequestLine {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+        };
+        let verified = match pending.verify(request, &protocol::body_digest(&body)) {
+            Ok(verified) => verified,
+            Err(reason) => {
+                self.signature_failure(reason, parts, peer, request_id)?;
+                return Ok((Pass::ReportOnly, body));
+            }
+        };
+        let admitted = self.nonces.admit(verified, now);
+        self.metrics.nonce_entries(self.nonces.len());
+        match admitted {
+            Ok(admitted) => {
+                self.metrics.verified(admitted.slot());
+                Ok((Pass::Verified(admitted), body))
+            }
+            Err(ReplayError::Replayed) => {
+                self.signature_failure(Reason::ReplayedNonce, parts, peer, request_id)?;
+                Ok((Pass::ReportOnly, body))
+            }
+            Err(ReplayError::Full) => {
+                self.metrics.rejected_other(OtherReason::ReplayCacheFull);
+                tracing::error!(
+                    capacity = self.nonces.capacity(),
+                    request_id = header_text(request_id),
+                    report_only = !config.require_signature,
+                    "replay cache full: failing closed (raise GATE_NONCE_CACHE_CAPACITY)"
+                );
+                if config.require_signature {
+                    Err(Refusal::ReplayCacheFull)
+                } else {
+                    Ok((Pass::ReportOnly, body))
+                }
+            }
+        }
+    }
+
+    /// Count and log a signature failure; `Err` when it rejects the request (enforcing mode).
+    fn signature_failure(
+        &self,
+        reason: Reason,
+        parts: &Parts,
+        peer: &Peer,
+        request_id: &HeaderValue,
+    ) -> Result<(), Refusal> {
+        self.metrics.invalid(reason);
+        tracing::warn!(
+            reason = reason.as_str(),
+            method = parts.method.as_str(),
+            path = parts.uri.path(),
+            key_ids = %ClaimedKeyIds(&parts.headers),
+            peer = %peer.addr,
+            request_id = header_text(request_id),
+            report_only = !self.config.require_signature,
+            "invalid request signature"
+        );
+        if self.config.require_signature {
+            Err(Refusal::Signature(reason))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Read the whole body under `GATE_MAX_BODY_BYTES`: a declared length over the limit is
+    /// refused before a byte is read; a streamed body is cut off at the limit.
+    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, Refusal> {
+        let limit = self.config.max_body_bytes;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let too_large = |refusal| {
+            self.metrics.rejected_other(OtherReason::BodyTooLarge);
+            refusal
+        };
+        if declared.is_some_and(|len| len > limit as u64) {
+            return Err(too_large(Refusal::BodyTooLarge));
+        }
+        let collected = tokio::time::timeout(
+            self.config.body_read_timeout,
+            Limited::new(body, limit).collect(),
+        )
+        .await;
+        match collected {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(too_large(Refusal::BodyTooLarge))
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "request body could not be read");
+                Err(Refusal::BodyUnreadable)
+            }
+            Err(_elapsed) => Err(Refusal::BodyTimeout),
+        }
+    }
+
+    /// Send the request upstream: method, path, query, headers and body unchanged except the
+    /// hop-by-hop headers, `X-Forwarded-For` and `X-Gate-Verified-Key-Id`.
+    async fn forward(
+        &self,
+        mut parts: Parts,
+        body: Bytes,
+        pass: Pass,
+        peer: &Peer,
+    ) -> Result<(Outcome, Response<Incoming>), Refusal> {
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers);
+        append_forwarded_for(headers, &peer.forwarded_for);
+        let outcome = match pass {
+            Pass::Verified(admitted) => {
+                if let Some(id) = &self.verified_key_ids[admitted.slot() as usize] {
+                    headers.insert(protocol::VERIFIED_KEY_ID, id.clone());
+                }
+                Outcome::Forwarded
+            }
+            Pass::ReportOnly => Outcome::Forwarded,
+            Pass::Exempt => Outcome::Exempt,
+        };
+        if !headers.contains_key(header::HOST) {
+            // HTTP/2 carries the host in `:authority`; HTTP/1 upstreams need it as `Host`.
+            if let Some(host) = parts.uri.authority().and_then(|a| a.as_str().parse().ok()) {
+                headers.insert(header::HOST, host);
+            }
+        }
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let upstream = &self.config.upstream;
+        parts.uri = Uri::builder()
+            .scheme(upstream.scheme.clone())
+            .authority(upstream.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            // Scheme and authority were validated at start-up; the path came from a parsed Uri.
+            .expect("upstream URI from validated parts");
+        parts.version = Version::HTTP_11;
+
+        let request = Request::from_parts(parts, Full::new(body));
+        let response =
+            tokio::time::timeout(self.config.upstream_timeout, self.client.request(request)).await;
+        match response {
+            Ok(Ok(mut response)) => {
+                strip_hop_by_hop(response.headers_mut());
+                Ok((outcome, response))
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, upstream = %upstream, "upstream unavailable");
+                Err(Refusal::UpstreamUnavailable)
+            }
+            Err(_elapsed) => {
+                tracing::warn!(upstream = %upstream, "upstream timeout");
+                Err(Refusal::UpstreamTimeout)
+            }
+        }
+    }
+}
+
+/// The gate's own answer to a refused request.
+fn refusal_response(refusal: Refusal, request_id: HeaderValue) -> Response<ResponseBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+        refusal.body().as_bytes(),
+    ))));
+    *response.status_mut() = refusal.status();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Refusal::Signature(_) = refusal {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"GateHMAC realm="sig-gate""#),
+        );
+    }
+    headers.insert(REQUEST_ID, request_id);
+    response
+}
+
+/// Remove hop-by-hop headers: the fixed list and every name the `Connection` header lists.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Append the peer IP to `X-Forwarded-For`, keeping what earlier proxies wrote.
+fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
+    if !headers.contains_key(FORWARDED_FOR) {
+        headers.insert(FORWARDED_FOR, peer.clone());
+        return;
+    }
+    let mut joined = Vec::with_capacity(64);
+    for value in headers.get_all(FORWARDED_FOR) {
+        joined.extend_from_slice(value.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(peer.as_bytes());
+    // Joined from valid header values and ", ": still a valid header value.
+    let value = HeaderValue::from_bytes(&joined).expect("joined header values stay valid");
+    headers.insert(FORWARDED_FOR, value);
+}
+
+/// A header value as text for a log field; non-visible-ASCII values print as `?`.
+fn header_text(value: &HeaderValue) -> &str {
+    value.to_str().unwrap_or("?")
+}
+
+/// Unix time in whole seconds (a clock before 1970 counts as 0, which fails every timestamp).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Request ids for requests that arrive without one: a random per-process prefix and a
+/// counter, so ids are unique across restarts without a random draw per request.
+#[derive(Debug)]
+struct RequestIds {
+    prefix: [u8; 12],
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        let mut random = [0u8; 6];
+        crate::sign::fill_random(&mut random);
+        let mut prefix = [0u8; 12];
+        for (pair, byte) in prefix.chunks_exact_mut(2).zip(random) {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        RequestIds {
+            prefix,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 12 + 1 + 16];
+        buf[..12].copy_from_slice(&self.prefix);
+        buf[12] = b'-';
+        let mut tail = &mut buf[13..];
+        // 16 hex digits always fit the 16-byte tail.
+        write!(tail, "{n:016x}").expect("16 hex digits fit");
+        HeaderValue::from_bytes(&buf).expect("hex and '-' are header-safe")
+    }
+}
+
+/// Serve one connection's request through the gate (the `service_fn` body).
+pub async fn serve_request(
+    gate: std::sync::Arc<Gate>,
+    peer: std::sync::Arc<Peer>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    Ok(gate.handle(request, &peer).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_has_a_json_body_naming_it() {
+        for reason in Reason::ALL {
+            let body: serde_json::Value =
+                serde_json::from_str(Refusal::Signature(reason).body()).expect("valid JSON");
+            assert_eq!(body["error"], "invalid request signature");
+            assert_eq!(body["reason"], reason.as_str());
+        }
+        for refusal in [
+            Refusal::BodyTooLarge,
+            Refusal::BodyUnreadable,
+            Refusal::BodyTimeout,
+            Refusal::ReplayCacheFull,
+            Refusal::UpstreamUnavailable,
+            Refusal::UpstreamTimeout,
+        ] {
+            let body: serde_json::Value = serde_json::from_str(refusal.body()).expect("valid JSON");
+            assert!(body["error"].is_string());
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_connection_listed_ones_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Custom"),
+        );
+        headers.insert("x-custom", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let peer = HeaderValue::from_static("10.0.0.9");
+        let mut headers = HeaderMap::new();
+        append_forwarded_for(&mut headers, &peer);
+        assert_eq!(headers[FORWARDED_FOR], "10.0.0.9");
+        headers.insert(FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        append_forwarded_for(&mut headers, &peer);
+        assert_eq!(headers[FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
+    }
+
+    #[test]
+    fn request_ids_are_unique() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 29);
+    }
+}
