@@ -687,3 +687,331 @@ fn log_format(value: &Option<Text>) -> Result<LogFormat, ConfigError> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    const SECRET_A: &str = "secret-a-0123456789abcdefghijklmnopqrstuv";
+    const SECRET_B: &str = "secret-b-0123456789abcdefghijklmnopqrstuv";
+
+    /// Load with the jail's environment and files; the error message as text.
+    fn refusal(jail: &mut Jail, vars: &[(&str, &str)]) -> String {
+        for (name, value) in vars {
+            jail.set_env(name, value);
+        }
+        match Config::load() {
+            Ok(_) => panic!("expected a refusal for {vars:?}"),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        Jail::expect_with(|jail| {
+            jail.set_env(vars::SECRET, SECRET_A);
+            let config = Config::load().expect("valid");
+            assert_eq!(config.keyring.current().id(), "current");
+            assert!(config.keyring.previous().is_none());
+            assert!(!config.keyring.strict_key_id());
+            assert!(config.require_signature);
+            assert!(!config.dual_sign);
+            assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
+            assert_eq!(config.upstream.to_string(), "http://127.0.0.1:8081");
+            assert_eq!(config.admin_listen.to_string(), "127.0.0.1:9090");
+            assert_eq!(config.max_body_bytes, 1_048_576);
+            assert_eq!(config.clock_skew_secs, 300);
+            assert_eq!(config.nonce_cache_capacity, 1_000_000);
+            assert!(config.unsigned_paths.is_empty());
+            assert_eq!(config.upstream_timeout, Duration::from_secs(60));
+            assert_eq!(config.shutdown_grace, Duration::from_secs(30));
+            assert_eq!(config.log_format, LogFormat::Json);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_refusal_names_its_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[], vars::SECRET),
+            (&[(vars::SECRET, "")], vars::SECRET),
+            (&[(vars::SECRET, "short")], vars::SECRET),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::SECRET_PREV, "short")],
+                vars::SECRET_PREV,
+            ),
+            (
+                &[
+                    (vars::SECRET, SECRET_A),
+                    (vars::SECRET_FILE, "/nonexistent"),
+                ],
+                vars::SECRET,
+            ),
+            (
+                &[(vars::SECRET_FILE, "/nonexistent/secret")],
+                vars::SECRET_FILE,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::SECRET_PREV, SECRET_A)],
+                vars::SECRET_PREV,
+            ),
+            (
+                &[
+                    (vars::SECRET, SECRET_A),
+                    (vars::SECRET_PREV, SECRET_B),
+                    (vars::KEY_ID, "k1"),
+                    (vars::KEY_ID_PREV, "k1"),
+                ],
+                vars::KEY_ID_PREV,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::KEY_ID, "bad id")],
+                vars::KEY_ID,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::STRICT_KEY_ID, "maybe")],
+                vars::STRICT_KEY_ID,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::REQUIRE_SIGNATURE, "on")],
+                vars::REQUIRE_SIGNATURE,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::ALLOW_WEAK_SECRET, "2")],
+                vars::ALLOW_WEAK_SECRET,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::LISTEN, "localhost")],
+                vars::LISTEN,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::ADMIN_LISTEN, "1.2.3.4")],
+                vars::ADMIN_LISTEN,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::UPSTREAM, "not a url")],
+                vars::UPSTREAM,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::UPSTREAM, "https://a:1")],
+                vars::UPSTREAM,
+            ),
+            (
+                &[
+                    (vars::SECRET, SECRET_A),
+                    (vars::UPSTREAM, "http://a:1/base"),
+                ],
+                vars::UPSTREAM,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::UPSTREAM, "/relative")],
+                vars::UPSTREAM,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::MAX_BODY_BYTES, "0")],
+                vars::MAX_BODY_BYTES,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::MAX_BODY_BYTES, "1k")],
+                vars::MAX_BODY_BYTES,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::MAX_BODY_BYTES, "-1")],
+                vars::MAX_BODY_BYTES,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::CLOCK_SKEW_SECS, "0")],
+                vars::CLOCK_SKEW_SECS,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::NONCE_CACHE_CAPACITY, "0")],
+                vars::NONCE_CACHE_CAPACITY,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::UPSTREAM_TIMEOUT_SECS, "0")],
+                vars::UPSTREAM_TIMEOUT_SECS,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::SHUTDOWN_GRACE_SECS, "1.5")],
+                vars::SHUTDOWN_GRACE_SECS,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::UNSIGNED_PATHS, "healthz")],
+                vars::UNSIGNED_PATHS,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::LOG_FORMAT, "xml")],
+                vars::LOG_FORMAT,
+            ),
+            (
+                &[
+                    (vars::SECRET, SECRET_A),
+                    (vars::CONFIG_FILE, "/nonexistent.toml"),
+                ],
+                vars::CONFIG_FILE,
+            ),
+        ];
+        for (vars_set, named) in cases {
+            Jail::expect_with(|jail| {
+                let message = refusal(jail, vars_set);
+                assert!(message.starts_with(named), "{vars_set:?}: {message}");
+                for secret in [SECRET_A, SECRET_B] {
+                    assert!(!message.contains(secret), "secret leaked: {message}");
+                }
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn booleans_take_every_spelling_in_any_case() {
+        for (text, expected) in [
+            ("TRUE", true),
+            ("yes", true),
+            ("1", true),
+            ("No", false),
+            ("0", false),
+            ("false", false),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env(vars::SECRET, SECRET_A);
+                jail.set_env(vars::STRICT_KEY_ID, text);
+                assert_eq!(
+                    Config::load().expect("valid").keyring.strict_key_id(),
+                    expected,
+                    "{text}"
+                );
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn weak_secrets_need_the_explicit_switch() {
+        Jail::expect_with(|jail| {
+            jail.set_env(vars::SECRET, "short-but-allowed");
+            jail.set_env(vars::ALLOW_WEAK_SECRET, "true");
+            assert!(Config::load().is_ok());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secret_files_lose_one_trailing_newline() {
+        for ending in ["\n", "\r\n", ""] {
+            Jail::expect_with(|jail| {
+                jail.create_file("secret", &format!("{SECRET_A}{ending}"))?;
+                jail.create_file("prev", &format!("{SECRET_B}{ending}"))?;
+                jail.set_env(vars::SECRET_FILE, "secret");
+                jail.set_env(vars::SECRET_PREV_FILE, "prev");
+                let config = Config::load().expect("valid");
+                let expected = Secret::new(SECRET_A).fingerprint();
+                assert_eq!(config.keyring.current().fingerprint(), expected);
+                let prev = config.keyring.previous().expect("dual mode");
+                assert_eq!(prev.fingerprint(), Secret::new(SECRET_B).fingerprint());
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn numeric_looking_secrets_stay_text() {
+        // figment's own Env provider would parse this as a number and drop the leading zeros.
+        let digits = "00001234567890123456789012345678901234";
+        Jail::expect_with(|jail| {
+            jail.set_env(vars::SECRET, digits);
+            let config = Config::load().expect("valid");
+            assert_eq!(
+                config.keyring.current().fingerprint(),
+                Secret::new(digits).fingerprint()
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn toml_file_sits_between_defaults_and_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file(
+                DEFAULT_CONFIG_FILE,
+                &format!(
+                    "interservice_hmac_secret = \"{SECRET_A}\"\n\
+                     gate_clock_skew_secs = 120\n\
+                     gate_max_body_bytes = 2048\n\
+                     interservice_hmac_strict_key_id = true\n"
+                ),
+            )?;
+            let config = Config::load().expect("valid");
+            assert_eq!(config.clock_skew_secs, 120);
+            assert!(config.keyring.strict_key_id());
+            jail.set_env(vars::CLOCK_SKEW_SECS, "60");
+            let config = Config::load().expect("valid");
+            assert_eq!(config.clock_skew_secs, 60, "environment wins over the file");
+            assert_eq!(config.max_body_bytes, 2048);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn gate_config_names_the_file_and_unknown_keys_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_file("custom.toml", "gate_clock_skew = 5\n")?;
+            jail.set_env(vars::SECRET, SECRET_A);
+            jail.set_env(vars::CONFIG_FILE, "custom.toml");
+            let message = Config::load().expect_err("typo refused").to_string();
+            assert!(message.contains("gate_clock_skew"), "{message}");
+            assert!(message.starts_with(vars::CONFIG_FILE), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn empty_optional_values_count_as_unset() {
+        Jail::expect_with(|jail| {
+            jail.set_env(vars::SECRET, SECRET_A);
+            jail.set_env(vars::SECRET_PREV, "");
+            jail.set_env(vars::LISTEN, "");
+            let config = Config::load().expect("valid");
+            assert!(config.keyring.previous().is_none());
+            assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn dual_sign_needs_a_previous_secret() {
+        Jail::expect_with(|jail| {
+            jail.set_env(vars::SECRET, SECRET_A);
+            jail.set_env(vars::DUAL_SIGN, "true");
+            let message = signer().expect_err("no previous secret").to_string();
+            assert!(message.starts_with(vars::DUAL_SIGN), "{message}");
+            assert!(message.contains(vars::SECRET_PREV), "{message}");
+            // The gate itself does not sign, so serve still starts.
+            assert!(Config::load().is_ok());
+            jail.set_env(vars::SECRET_PREV, SECRET_B);
+            assert!(signer().is_ok());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        Jail::expect_with(|jail| {
+            jail.set_env(vars::SECRET, SECRET_A);
+            jail.set_env(vars::SECRET_PREV, SECRET_B);
+            let shown = format!(
+                "{:?} {:?}",
+                Config::load().expect("valid"),
+                Raw::load().expect("valid")
+            );
+            assert!(
+                !shown.contains(SECRET_A) && !shown.contains(SECRET_B),
+                "{shown}"
+            );
+            Ok(())
+        });
+    }
+}

@@ -155,3 +155,126 @@ impl Hasher for PreHashed {
         self.0 = value;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    use super::*;
+    use crate::keyring::{Key, Keyring, Secret};
+    use crate::protocol;
+    use crate::sign::{Request, Signer};
+    use crate::verify::{self, RequestLine};
+
+    const SECRET: &str = "replay-test-secret-0123456789abcdefghij";
+    const WINDOW: u64 = 300;
+    const T0: u64 = 1_764_000_000;
+
+    fn keyring() -> Keyring {
+        Keyring::new(
+            Key::new(Slot::Current, "k".into(), &Secret::new(SECRET)),
+            None,
+            false,
+        )
+    }
+
+    fn headers(nonce: &str, timestamp: u64) -> HeaderMap {
+        let signer = Signer::new(
+            Key::new(Slot::Current, "k".into(), &Secret::new(SECRET)),
+            None,
+        );
+        let request = Request {
+            method: "GET",
+            target: "/",
+            body: b"",
+            timestamp,
+            nonce,
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in signer.sign(&request) {
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).expect("static name"),
+                HeaderValue::from_str(&value).expect("header-safe"),
+            );
+        }
+        headers
+    }
+
+    /// Verify a fresh request with `nonce` at `timestamp` and offer it to the cache at `now`.
+    fn admit(
+        cache: &NonceCache,
+        nonce: &str,
+        timestamp: u64,
+        now: u64,
+    ) -> Result<Slot, ReplayError> {
+        let keyring = keyring();
+        let headers = headers(nonce, timestamp);
+        let line = RequestLine {
+            method: "GET",
+            path: "/",
+            query: "",
+        };
+        let verified = verify::check_headers(&headers, &keyring, WINDOW, now)
+            .and_then(|p| p.verify(line, &protocol::body_digest(b"")))
+            .expect("a freshly signed request verifies");
+        cache.admit(verified, now).map(|a| a.slot())
+    }
+
+    fn nonce(n: usize) -> String {
+        format!("nonce-{n:016}")
+    }
+
+    #[test]
+    fn a_nonce_is_accepted_once_within_its_window() {
+        let cache = NonceCache::new(10, WINDOW);
+        assert_eq!(admit(&cache, &nonce(1), T0, T0), Ok(Slot::Current));
+        assert_eq!(
+            admit(&cache, &nonce(1), T0, T0 + 1),
+            Err(ReplayError::Replayed)
+        );
+        assert_eq!(
+            admit(&cache, &nonce(1), T0, T0 + WINDOW),
+            Err(ReplayError::Replayed)
+        );
+        assert_eq!(admit(&cache, &nonce(2), T0, T0 + 1), Ok(Slot::Current));
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn an_expired_nonce_may_be_used_again_with_a_fresh_timestamp() {
+        let cache = NonceCache::new(10, WINDOW);
+        assert!(admit(&cache, &nonce(1), T0, T0).is_ok());
+        let later = T0 + WINDOW + 1;
+        assert!(admit(&cache, &nonce(1), later, later).is_ok());
+    }
+
+    #[test]
+    fn a_full_cache_fails_closed_until_entries_expire() {
+        let cache = NonceCache::new(3, WINDOW);
+        for n in 0..3 {
+            assert!(admit(&cache, &nonce(n), T0, T0).is_ok());
+        }
+        assert_eq!(admit(&cache, &nonce(3), T0, T0 + 1), Err(ReplayError::Full));
+        assert_eq!(cache.len(), 3, "never holds more than its capacity");
+        // A replay of a held nonce is still reported as a replay, not as a full cache.
+        assert_eq!(
+            admit(&cache, &nonce(0), T0, T0 + 1),
+            Err(ReplayError::Replayed)
+        );
+        // Once the held nonces leave the window, room frees up.
+        let later = T0 + WINDOW + 1;
+        assert!(admit(&cache, &nonce(3), later, later).is_ok());
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn periodic_sweeps_forget_expired_nonces() {
+        let cache = NonceCache::new(100, WINDOW);
+        for n in 0..50 {
+            assert!(admit(&cache, &nonce(n), T0, T0).is_ok());
+        }
+        let later = T0 + 2 * WINDOW;
+        assert!(admit(&cache, &nonce(999), later, later).is_ok());
+        assert_eq!(cache.len(), 1);
+    }
+}

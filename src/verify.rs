@@ -388,3 +388,541 @@ impl<'de> Deserialize<'de> for Entries<'de> {
         deserializer.deserialize_seq(EntriesVisitor)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::keyring::{Key, Secret};
+    use crate::sign::{Request, Signer};
+
+    const NOW: u64 = 1_764_000_000;
+    const SKEW: u64 = 300;
+    const OLD: &str = "old-secret-0123456789-abcdefghijklmnopq";
+    const NEW: &str = "new-secret-0123456789-abcdefghijklmnopq";
+    const NONCE: &str = "nonce-0123456789abcdef";
+
+    fn key(slot: Slot, id: &str, secret: &str) -> Key {
+        Key::new(slot, id.into(), &Secret::new(secret))
+    }
+
+    fn single(strict: bool) -> Keyring {
+        Keyring::new(key(Slot::Current, "k-new", NEW), None, strict)
+    }
+
+    fn dual(strict: bool) -> Keyring {
+        Keyring::new(
+            key(Slot::Current, "k-new", NEW),
+            Some(key(Slot::Previous, "k-old", OLD)),
+            strict,
+        )
+    }
+
+    /// Headers as `signer` would send them for `POST /t?q=1` with body `{}` at `timestamp`.
+    fn signed(signer: &Signer, timestamp: u64) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let request = Request {
+            method: "POST",
+            target: "/t?q=1",
+            body: b"{}",
+            timestamp,
+            nonce: NONCE,
+        };
+        for (name, value) in signer.sign(&request) {
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).expect("static name"),
+                HeaderValue::from_str(&value).expect("signer output is header-safe"),
+            );
+        }
+        headers
+    }
+
+    fn signer(id: &str, secret: &str) -> Signer {
+        Signer::new(key(Slot::Current, id, secret), None)
+    }
+
+    const LINE: RequestLine<'static> = RequestLine {
+        method: "POST",
+        path: "/t",
+        query: "q=1",
+    };
+
+    /// Run both stages against the canonical request line and body.
+    fn outcome(headers: &HeaderMap, keyring: &Keyring) -> Result<Slot, Reason> {
+        check_headers(headers, keyring, SKEW, NOW)?
+            .verify(LINE, &protocol::body_digest(b"{}"))
+            .map(|v| v.slot())
+    }
+
+    fn with(mut headers: HeaderMap, name: HeaderName, value: &str) -> HeaderMap {
+        headers.insert(name, HeaderValue::from_str(value).expect("test value"));
+        headers
+    }
+
+    fn without(mut headers: HeaderMap, name: HeaderName) -> HeaderMap {
+        headers.remove(name);
+        headers
+    }
+
+    #[test]
+    fn every_reason_in_a_table() {
+        let new = signed(&signer("k-new", NEW), NOW);
+        let old = signed(&signer("k-old", OLD), NOW);
+        let zero_sig = "0".repeat(64);
+        let dual_json = |entries: &str| {
+            with(
+                without(new.clone(), protocol::SIGNATURE),
+                protocol::SIGNATURES,
+                entries,
+            )
+        };
+        let entry = |id: &str| format!(r#"{{"key_id":"{id}","signature":"{zero_sig}"}}"#);
+        let mut repeated_nonce = new.clone();
+        repeated_nonce.append(
+            protocol::NONCE,
+            HeaderValue::from_static("nonce-0123456789abcdef"),
+        );
+        let mut repeated_other = new.clone();
+        repeated_other.append("x-gate-extra", HeaderValue::from_static("a"));
+        repeated_other.append("x-gate-extra", HeaderValue::from_static("b"));
+
+        let cases: Vec<(&str, HeaderMap, Keyring, Result<Slot, Reason>)> = vec![
+            (
+                "valid single",
+                new.clone(),
+                single(false),
+                Ok(Slot::Current),
+            ),
+            (
+                "old under dual",
+                old.clone(),
+                dual(false),
+                Ok(Slot::Previous),
+            ),
+            (
+                "new under dual",
+                new.clone(),
+                dual(false),
+                Ok(Slot::Current),
+            ),
+            (
+                "no headers",
+                HeaderMap::new(),
+                single(false),
+                Err(Reason::MissingSignature),
+            ),
+            (
+                "key id only",
+                without(new.clone(), protocol::SIGNATURE),
+                single(false),
+                Err(Reason::MissingSignature),
+            ),
+            (
+                "repeated nonce",
+                repeated_nonce,
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "repeated x-gate-*",
+                repeated_other,
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "no timestamp",
+                without(new.clone(), protocol::TIMESTAMP),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "no nonce",
+                without(new.clone(), protocol::NONCE),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "timestamp with sign",
+                with(new.clone(), protocol::TIMESTAMP, "+1764000000"),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "timestamp 13 digits",
+                with(new.clone(), protocol::TIMESTAMP, "1764000000000"),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "short nonce",
+                with(new.clone(), protocol::NONCE, "short"),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "nonce with dot",
+                with(new.clone(), protocol::NONCE, "nonce.0123456789abcdef"),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "uppercase hex",
+                with(new.clone(), protocol::SIGNATURE, &"A".repeat(64)),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "short hex",
+                with(new.clone(), protocol::SIGNATURE, &"a".repeat(63)),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "bad key id",
+                with(new.clone(), protocol::KEY_ID, "has space"),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "empty key id",
+                with(new.clone(), protocol::KEY_ID, ""),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "json not array",
+                dual_json("{}"),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "json empty array",
+                dual_json("[]"),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "json five entries",
+                dual_json(&format!("[{0},{0},{0},{0},{0}]", entry("a"))),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "json extra field",
+                dual_json(&format!(
+                    r#"[{{"key_id":"a","signature":"{zero_sig}","x":1}}]"#
+                )),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "json missing field",
+                dual_json(r#"[{"key_id":"a"}]"#),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "json number field",
+                dual_json(r#"[{"key_id":1,"signature":"00"}]"#),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "json bad key id",
+                dual_json(&format!("[{}]", entry("bad id"))),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "json trailing text",
+                dual_json(&format!("[{}] x", entry("a"))),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "stale past",
+                signed(&signer("k-new", NEW), NOW - SKEW - 1),
+                single(false),
+                Err(Reason::StaleTimestamp),
+            ),
+            (
+                "stale future",
+                signed(&signer("k-new", NEW), NOW + SKEW + 1),
+                single(false),
+                Err(Reason::StaleTimestamp),
+            ),
+            (
+                "edge past",
+                signed(&signer("k-new", NEW), NOW - SKEW),
+                single(false),
+                Ok(Slot::Current),
+            ),
+            (
+                "edge future",
+                signed(&signer("k-new", NEW), NOW + SKEW),
+                single(false),
+                Ok(Slot::Current),
+            ),
+            (
+                "strict no key id",
+                without(new.clone(), protocol::KEY_ID),
+                single(true),
+                Err(Reason::MissingKeyId),
+            ),
+            (
+                "strict unknown id",
+                signed(&signer("k-other", NEW), NOW),
+                single(true),
+                Err(Reason::UnknownKeyId),
+            ),
+            (
+                "strict prev id in single",
+                old.clone(),
+                single(true),
+                Err(Reason::UnknownKeyId),
+            ),
+            (
+                "strict mislabelled",
+                signed(&signer("k-old", NEW), NOW),
+                dual(true),
+                Err(Reason::BadSignature),
+            ),
+            (
+                "strict correct old",
+                old.clone(),
+                dual(true),
+                Ok(Slot::Previous),
+            ),
+            (
+                "non-strict any label",
+                signed(&signer("k-other", NEW), NOW),
+                single(false),
+                Ok(Slot::Current),
+            ),
+            (
+                "key id header dropped after signing",
+                without(new.clone(), protocol::KEY_ID),
+                single(false),
+                Err(Reason::BadSignature),
+            ),
+            (
+                "signed and sent without key id",
+                without(signed(&signer("", NEW), NOW), protocol::KEY_ID),
+                single(false),
+                Ok(Slot::Current),
+            ),
+            (
+                "wrong secret",
+                signed(&signer("k-new", OLD), NOW),
+                single(false),
+                Err(Reason::BadSignature),
+            ),
+            (
+                "zero signature",
+                with(new.clone(), protocol::SIGNATURE, &zero_sig),
+                single(false),
+                Err(Reason::BadSignature),
+            ),
+        ];
+        for (name, headers, keyring, expected) in cases {
+            assert_eq!(outcome(&headers, &keyring), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn key_id_less_signature_verifies_when_signed_with_empty_key_id() {
+        // The signed string's key id line is empty when the request carries no key id.
+        let digest = protocol::body_digest(b"{}");
+        let signed_string = SignedString {
+            timestamp: "1764000000",
+            nonce: NONCE,
+            method: "POST",
+            path: "/t",
+            query: "q=1",
+            body_digest: &digest,
+        };
+        let tag = key(Slot::Current, "ignored", NEW).mac(&signed_string, "");
+        let mut headers = HeaderMap::new();
+        headers.insert(protocol::TIMESTAMP, HeaderValue::from_static("1764000000"));
+        headers.insert(protocol::NONCE, HeaderValue::from_static(NONCE));
+        let hex = protocol::hex32_string(&tag);
+        headers.insert(
+            protocol::SIGNATURE,
+            HeaderValue::from_str(&hex).expect("hex"),
+        );
+        assert_eq!(outcome(&headers, &single(false)), Ok(Slot::Current));
+        assert_eq!(outcome(&headers, &single(true)), Err(Reason::MissingKeyId));
+    }
+
+    #[test]
+    fn dual_signed_request_passes_a_gate_knowing_either_secret() {
+        let dual_signer = Signer::new(
+            key(Slot::Current, "k-new", NEW),
+            Some(key(Slot::Previous, "k-old", OLD)),
+        );
+        let headers = signed(&dual_signer, NOW);
+        let only_old = Keyring::new(key(Slot::Current, "k-old", OLD), None, true);
+        let only_new = single(true);
+        assert_eq!(outcome(&headers, &only_old), Ok(Slot::Current));
+        assert_eq!(outcome(&headers, &only_new), Ok(Slot::Current));
+        assert_eq!(outcome(&headers, &dual(true)), Ok(Slot::Current));
+        // With the header pair gone, the X-Gate-Signatures entries alone still verify.
+        let entries_only = without(headers, protocol::SIGNATURE);
+        assert_eq!(outcome(&entries_only, &only_old), Ok(Slot::Current));
+    }
+
+    #[test]
+    fn current_secret_wins_when_several_candidates_verify() {
+        let dual_signer = Signer::new(
+            key(Slot::Current, "k-old", OLD),
+            Some(key(Slot::Previous, "k-new", NEW)),
+        );
+        // The pair is signed with OLD (previous slot at the gate), an entry with NEW (current).
+        assert_eq!(
+            outcome(&signed(&dual_signer, NOW), &dual(false)),
+            Ok(Slot::Current)
+        );
+    }
+
+    #[test]
+    fn tampering_with_the_request_line_or_body_is_a_bad_signature() {
+        let headers = signed(&signer("k-new", NEW), NOW);
+        let keyring = single(false);
+        let digest = protocol::body_digest(b"{}");
+        let tampered = [
+            (
+                RequestLine {
+                    method: "PUT",
+                    ..LINE
+                },
+                digest,
+            ),
+            (RequestLine { path: "/T", ..LINE }, digest),
+            (
+                RequestLine {
+                    query: "q=2",
+                    ..LINE
+                },
+                digest,
+            ),
+            (LINE, protocol::body_digest(b"{ }")),
+        ];
+        for (line, digest) in tampered {
+            let result = check_headers(&headers, &keyring, SKEW, NOW)
+                .expect("headers are valid")
+                .verify(line, &digest);
+            assert_eq!(
+                result.map(|v| v.slot()),
+                Err(Reason::BadSignature),
+                "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn claimed_key_ids_never_echo_ill_formed_text() {
+        let mut headers = HeaderMap::new();
+        headers.insert(protocol::KEY_ID, HeaderValue::from_static("evil\"id"));
+        headers.insert(
+            protocol::SIGNATURES,
+            HeaderValue::from_static(r#"[{"key_id":"k1","signature":"00"}]"#),
+        );
+        assert_eq!(ClaimedKeyIds(&headers).to_string(), "?,k1");
+    }
+
+    #[test]
+    fn clock_skew_is_measured_for_stale_timestamps_too() {
+        let headers = signed(&signer("k-new", NEW), NOW - 1000);
+        assert_eq!(clock_skew(&headers, NOW), Some(1000));
+        assert_eq!(clock_skew(&HeaderMap::new(), NOW), None);
+    }
+
+    fn method() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("GET".to_string()),
+            Just("POST".to_string()),
+            "[A-Z]{1,10}",
+            "[a-z!#$%&'*+.^_`|~-]{1,8}",
+        ]
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        // Raw request-target paths: visible ASCII except '?' and '#', percent escapes kept.
+        "/[A-Za-z0-9%._~!$&'()*+,;=:@/-]{0,40}"
+    }
+
+    fn query() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9%._~!$&'()*+,;=:@/?+-]{0,40}"
+    }
+
+    proptest! {
+        #[test]
+        fn sign_then_verify_round_trips(
+            method in method(),
+            path in path(),
+            query in proptest::option::of(query()),
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+            strict in any::<bool>(),
+        ) {
+            let target = match &query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            let headers = signed_request(&method, &target, &body);
+            let keyring = single(strict);
+            let line = RequestLine { method: &method, path: &path, query: query.as_deref().unwrap_or("") };
+            let verified = check_headers(&headers, &keyring, SKEW, NOW)
+                .and_then(|p| p.verify(line, &protocol::body_digest(&body)));
+            prop_assert_eq!(verified.map(|v| v.slot()), Ok(Slot::Current));
+        }
+
+        #[test]
+        fn any_single_byte_change_is_rejected(
+            method in method(),
+            path in path(),
+            query in query(),
+            body in proptest::collection::vec(any::<u8>(), 1..256),
+            field in 0usize..4,
+            position in any::<proptest::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let target = format!("{path}?{query}");
+            let headers = signed_request(&method, &target, &body);
+            let mut parts = [method.clone().into_bytes(), path.clone().into_bytes(), query.clone().into_bytes(), body.clone()];
+            let bytes = &mut parts[field];
+            prop_assume!(!bytes.is_empty());
+            let i = position.index(bytes.len());
+            bytes[i] ^= flip;
+            // The changed request line must still be text for it to be a request at all.
+            let [m, p, q, b] = &parts;
+            let (Ok(m), Ok(p), Ok(q)) = (std::str::from_utf8(m), std::str::from_utf8(p), std::str::from_utf8(q)) else {
+                return Ok(());
+            };
+            let line = RequestLine { method: m, path: p, query: q };
+            let keyring = single(false);
+            let verified = check_headers(&headers, &keyring, SKEW, NOW)
+                .and_then(|pending| pending.verify(line, &protocol::body_digest(b)));
+            prop_assert_eq!(verified.map(|v| v.slot()), Err(Reason::BadSignature));
+        }
+    }
+
+    fn signed_request(method: &str, target: &str, body: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let request = Request {
+            method,
+            target,
+            body,
+            timestamp: NOW,
+            nonce: NONCE,
+        };
+        for (name, value) in signer("k-new", NEW).sign(&request) {
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).expect("static name"),
+                HeaderValue::from_str(&value).expect("signer output is header-safe"),
+            );
+        }
+        headers
+    }
+}
