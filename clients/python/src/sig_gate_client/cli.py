@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument(
         "--path", required=True, help="request target exactly as sent: raw path plus optional ?query"
     )
-    sign.add_argument("--body-file", help="file holding the exact body bytes (default: empty body)")
+    sign.add_argument(
+        "--body-file", help="file holding the exact body bytes ('-' reads standard input; default: empty body)"
+    )
     sign.add_argument("--timestamp", help="Unix seconds to sign with (default: now); for tests and debugging")
     sign.add_argument("--nonce", help="nonce to sign with (default: random); for tests and debugging")
     return parser
@@ -55,7 +57,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise AssertionError(args.command)
 
     body = b""
-    if args.body_file is not None:
+    if args.body_file == "-":
+        body = sys.stdin.buffer.read()
+    elif args.body_file is not None:
         try:
             with open(args.body_file, "rb") as handle:
                 body = handle.read()

@@ -25,7 +25,11 @@ class GateAuth(httpx.Auth):
     Works with ``httpx.Client`` and ``httpx.AsyncClient``. Streaming bodies (generators,
     files) are read into memory first (``requires_request_body``), because the body digest
     is part of the signed string; the gate buffers them anyway, up to
-    ``GATE_MAX_BODY_BYTES``. Redirects are signed again for their new target.
+    ``GATE_MAX_BODY_BYTES``.
+
+    httpx follows redirects inside a single auth flow, so a redirected request keeps the
+    first request's signature and the gate rejects it: calls through the gate should not
+    depend on redirects (the gate itself never sends one).
     """
 
     requires_request_body = True
@@ -70,8 +74,9 @@ def sign_httpx_request(signer: GateSigner, request: httpx.Request) -> None:
     """
     target = request.url.raw_path.decode("ascii")
     headers = signer.sign(request.method, target, request.content)
-    # A redirected or retried request carries the previous attempt's headers: drop them all,
-    # so a stale X-Gate-Signatures never travels with a fresh X-Gate-Signature.
+    # A request built from an earlier one (a retry, or a caller copying headers) may carry
+    # old signature headers: drop them all, so a stale X-Gate-Signatures never travels with
+    # a fresh X-Gate-Signature.
     for name in protocol.SIGNATURE_HEADERS:
         request.headers.pop(name, None)
     request.headers.update(headers)

@@ -11,7 +11,7 @@ Limits, both because requests offers no later hook to sign from:
   which reads streams itself.
 * requests does not run custom auth again when it follows a redirect, so a redirected
   request keeps the first request's signature and the gate rejects it. Calls through the
-  gate should not depend on redirects (or use the httpx adapter, which re-signs them).
+  gate should not depend on redirects (the gate itself never sends one).
 
 This module imports requests; ``import sig_gate_client`` alone never does.
 """

@@ -1,0 +1,239 @@
+"""Real processes and sockets for the interop tests: a recording upstream and the gate.
+
+Nothing here is mocked: the upstream is an ``http.server`` on 127.0.0.1 port 0 that records
+every request exactly as it arrived, and the gate is the real ``sig-gate serve`` binary,
+started with its own environment and found through its ``"listening"`` log event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+VECTORS_FILE = REPO_ROOT / "tests" / "vectors" / "hmac-v1.json"
+LISTENING_TIMEOUT_SECS = 20.0
+
+
+def gate_binary() -> Path:
+    """``SIG_GATE_BIN`` when set, else the debug build in this checkout."""
+    override = os.environ.get("SIG_GATE_BIN")
+    if override:
+        return Path(override)
+    target_dir = Path(os.environ.get("CARGO_TARGET_DIR") or REPO_ROOT / "target")
+    return target_dir / "debug" / "sig-gate"
+
+
+def independent_signature(secret: str, key_id: str, headers: Mapping[str, str], method: str, target: str, body: bytes) -> str:
+    """Recompute a signature from contract section 4 without the client package.
+
+    The offline adapter tests check the client against this, so a shared bug in the
+    package's own signed-string code could not make them pass.
+    """
+    path, _, query = target.partition("?")
+    message = "\n".join(
+        [
+            "GATE-HMAC-SHA256",
+            key_id,
+            headers["X-Gate-Timestamp"],
+            headers["X-Gate-Nonce"],
+            method,
+            path,
+            query,
+            hashlib.sha256(body).hexdigest(),
+        ]
+    )
+    return hmac.new(secret.encode("utf-8"), message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the upstream saw it on the wire."""
+
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> Optional[str]:
+        """The single value of ``name`` (case-insensitive), or None; fails on duplicates."""
+        values = [v for k, v in self.headers if k.lower() == name.lower()]
+        assert len(values) <= 1, f"{name} received {len(values)} times: {values}"
+        return values[0] if values else None
+
+
+class _RecordingHandler(BaseHTTPRequestHandler):
+    """Answers every method with 200 and a small JSON body, recording what arrived."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as the gate's pooled client expects
+    server: "RecordingUpstream._Server"
+
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        # BaseHTTPRequestHandler dispatches to do_<METHOD>; accept any method, PURGE included.
+        if name.startswith("do_"):
+            return self._record
+        raise AttributeError(name)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()  # CRLF after each chunk
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _record(self) -> None:
+        body = self._read_body()
+        received = Received(self.command, self.path, list(self.headers.items()), body)
+        self.server.received.put(received)
+        payload = json.dumps({"ok": True, "method": self.command, "target": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class name
+        """Silence the per-request access log; pytest shows failures, not traffic."""
+
+
+class RecordingUpstream:
+    """A threaded HTTP/1.1 server on 127.0.0.1:0 standing in for tool-gate."""
+
+    class _Server(ThreadingHTTPServer):
+        daemon_threads = True
+        received: "queue.Queue[Received]"
+
+    def __init__(self) -> None:
+        self._server = self._Server(("127.0.0.1", 0), _RecordingHandler)
+        self._server.received = queue.Queue()
+        self._thread = threading.Thread(target=self._server.serve_forever, name="upstream", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def next_request(self, timeout: float = 5.0) -> Received:
+        """The next request that reached the upstream; fails if none arrives in time."""
+        try:
+            return self._server.received.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("no request reached the upstream") from None
+
+    def assert_nothing_received(self) -> None:
+        """A rejected request must never reach the upstream, not even its headers."""
+        assert self._server.received.empty(), f"upstream received {self._server.received.get_nowait()}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@dataclass
+class GateProcess:
+    """A running ``sig-gate serve``, with its JSON log lines collected from stderr."""
+
+    process: subprocess.Popen[bytes]
+    proxy_url: str = ""
+    admin_url: str = ""
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    raw_stderr: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, binary: Path, env: Mapping[str, str], cwd: Path) -> "GateProcess":
+        """Start the gate on loopback port 0 and wait for its ``listening`` event.
+
+        The environment is built from scratch (only ``PATH`` is inherited) so that no
+        ``INTERSERVICE_*`` value of the developer's shell can leak into a test, and the
+        working directory is empty so that no ``config/sig-gate.toml`` is picked up.
+        """
+        full_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "GATE_LISTEN": "127.0.0.1:0",
+            "GATE_ADMIN_LISTEN": "127.0.0.1:0",
+            "GATE_LOG_FORMAT": "json",
+            "RUST_BACKTRACE": "1",
+            **env,
+        }
+        process = subprocess.Popen(
+            [str(binary), "serve"],
+            env=full_env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        gate = cls(process)
+        listening: "queue.Queue[dict[str, Any]]" = queue.Queue()
+        reader = threading.Thread(target=gate._read_stderr, args=(listening,), name="gate-stderr", daemon=True)
+        reader.start()
+        deadline = time.monotonic() + LISTENING_TIMEOUT_SECS
+        while True:
+            try:
+                event = listening.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if process.poll() is not None:
+                    reader.join(timeout=2)
+                    raise RuntimeError(
+                        f"sig-gate exited with {process.returncode} before listening:\n" + "".join(gate.raw_stderr)
+                    )
+                if time.monotonic() > deadline:
+                    gate.stop()
+                    raise RuntimeError(
+                        f"sig-gate did not log 'listening' within {LISTENING_TIMEOUT_SECS:.0f} s:\n"
+                        + "".join(gate.raw_stderr)
+                    )
+        gate.proxy_url = f"http://{event['proxy_addr']}"
+        gate.admin_url = f"http://{event['admin_addr']}"
+        return gate
+
+    def _read_stderr(self, listening: "queue.Queue[dict[str, Any]]") -> None:
+        """Drain stderr for the life of the process so the pipe can never fill and block it."""
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            line = raw.decode("utf-8", "replace")
+            self.raw_stderr.append(line)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            self.logs.append(event)
+            if event.get("message") == "listening" and "proxy_addr" in event:
+                listening.put(event)
+
+    def events(self, message: str) -> list[dict[str, Any]]:
+        """Log events whose message is exactly ``message``."""
+        return [e for e in self.logs if e.get("message") == message]
+
+    def stop(self) -> Optional[int]:
+        """SIGTERM, then wait for the drain; SIGKILL only if the gate hangs."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
