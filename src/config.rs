@@ -689,6 +689,8 @@ fn log_format(value: &Option<Text>) -> Result<LogFormat, ConfigError> {
 }
 
 #[cfg(test)]
+// figment's Jail fixes the closures' error type to its own (large) `figment::Error`.
+#[allow(clippy::result_large_err)]
 mod tests {
     use figment::Jail;
 
