@@ -1,0 +1,284 @@
+//! The real `sig-gate` binary: configuration refusals (exit 2, one line naming the variable),
+//! `check-config`, `keygen`, `sign` flag errors, `probe`, and `serve` exiting 0 after a drain
+//! or 1 when the grace period runs out.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::{SECRET, Upstream, sign};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sig-gate");
+
+fn sig_gate(args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run sig-gate")
+}
+
+#[test]
+fn bad_configuration_exits_2_with_one_line_naming_the_variable() {
+    let ok = ("INTERSERVICE_HMAC_SECRET", SECRET);
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[], "INTERSERVICE_HMAC_SECRET"),
+        (
+            &[("INTERSERVICE_HMAC_SECRET", "too-short")],
+            "INTERSERVICE_HMAC_SECRET",
+        ),
+        (
+            &[ok, ("INTERSERVICE_HMAC_SECRET_FILE", "/etc/hostname")],
+            "INTERSERVICE_HMAC_SECRET",
+        ),
+        (
+            &[ok, ("INTERSERVICE_HMAC_SECRET_PREV", SECRET)],
+            "INTERSERVICE_HMAC_SECRET_PREV",
+        ),
+        (&[ok, ("REQUIRE_SIGNATURE", "perhaps")], "REQUIRE_SIGNATURE"),
+        (&[ok, ("GATE_LISTEN", "nowhere")], "GATE_LISTEN"),
+        (&[ok, ("GATE_UPSTREAM", "ftp://x")], "GATE_UPSTREAM"),
+        (&[ok, ("GATE_CLOCK_SKEW_SECS", "0")], "GATE_CLOCK_SKEW_SECS"),
+        (
+            &[ok, ("GATE_CONFIG", "/does/not/exist.toml")],
+            "GATE_CONFIG",
+        ),
+    ];
+    for subcommand in ["serve", "check-config"] {
+        for (vars, named) in cases {
+            let output = sig_gate(&[subcommand], vars);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{subcommand} {vars:?}: {stderr}"
+            );
+            assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+            assert!(stderr.contains(named), "{vars:?}: {stderr}");
+            assert!(!stderr.contains(SECRET), "no secret in errors");
+        }
+    }
+}
+
+#[test]
+fn check_config_shows_fingerprints_never_secrets() {
+    let previous = "previous-secret-0123456789abcdefghijkl";
+    let output = sig_gate(
+        &["check-config"],
+        &[
+            ("INTERSERVICE_HMAC_SECRET", SECRET),
+            ("INTERSERVICE_HMAC_SECRET_PREV", previous),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let fingerprint = sig_gate::keyring::Secret::new(SECRET)
+        .fingerprint()
+        .to_string();
+    assert!(stdout.contains(&fingerprint), "{stdout}");
+    assert!(stdout.contains("dual mode"), "{stdout}");
+    assert!(
+        !stdout.contains(SECRET) && !stdout.contains(previous),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn keygen_prints_url_safe_secrets_of_at_least_32_bytes() {
+    let a = sig_gate(&["keygen"], &[]);
+    let b = sig_gate(&["keygen"], &[]);
+    assert!(a.status.success());
+    let (a, b) = (
+        String::from_utf8_lossy(&a.stdout),
+        String::from_utf8_lossy(&b.stdout),
+    );
+    let a = a.trim_end();
+    assert_eq!(a.len(), 43, "32 bytes as unpadded base64");
+    assert!(
+        a.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    );
+    assert_ne!(a, b.trim_end());
+    assert_eq!(
+        sig_gate(&["keygen", "--bytes", "16"], &[]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn sign_refuses_bad_flags_and_explains_dual_sign() {
+    let secret = [("INTERSERVICE_HMAC_SECRET", SECRET)];
+    for args in [
+        &["sign", "--method", "GET", "--path", "no-slash"][..],
+        &["sign", "--method", "G E T", "--path", "/"],
+        &["sign", "--method", "GET", "--path", "/", "--nonce", "short"],
+        &[
+            "sign",
+            "--method",
+            "GET",
+            "--path",
+            "/",
+            "--timestamp",
+            "-5",
+        ],
+        &["sign", "--method", "GET"],
+    ] {
+        assert_eq!(sig_gate(args, &secret).status.code(), Some(2), "{args:?}");
+    }
+    let output = sig_gate(
+        &["sign", "--method", "GET", "--path", "/"],
+        &[
+            ("INTERSERVICE_HMAC_SECRET", SECRET),
+            ("TOOL_GATE_DUAL_SIGN", "true"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("INTERSERVICE_HMAC_SECRET_PREV"));
+    let output = sig_gate(&["sign", "--method", "GET", "--path", "/x?y=1"], &secret);
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let names: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_once(": ").map(|(n, _)| n))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "X-Gate-Key-Id",
+            "X-Gate-Timestamp",
+            "X-Gate-Nonce",
+            "X-Gate-Signature"
+        ]
+    );
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [
+        "serve",
+        "sign",
+        "check-config",
+        "keygen",
+        "demo",
+        "probe",
+        "advise",
+    ] {
+        let output = sig_gate(&[sub, "--help"], &[]);
+        assert!(output.status.success(), "{sub} --help");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Usage"),
+            "{sub}"
+        );
+    }
+}
+
+/// A `sig-gate serve` child process and the addresses from its `listening` log line.
+struct Served {
+    child: Child,
+    proxy: String,
+    admin: String,
+}
+
+fn serve(upstream: &str, vars: &[(&str, &str)]) -> Served {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .envs([
+            ("INTERSERVICE_HMAC_SECRET", SECRET),
+            ("GATE_LISTEN", "127.0.0.1:0"),
+            ("GATE_ADMIN_LISTEN", "127.0.0.1:0"),
+            ("GATE_UPSTREAM", upstream),
+            ("GATE_LOG_FORMAT", "json"),
+        ])
+        .envs(vars.iter().copied())
+        .current_dir(std::env::temp_dir())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let listening = loop {
+        let line = lines
+            .next()
+            .expect("serve logs until listening")
+            .expect("utf-8 log");
+        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if event["message"] == "listening" {
+            break event;
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Served {
+        child,
+        proxy: listening["proxy_addr"]
+            .as_str()
+            .expect("proxy_addr")
+            .to_owned(),
+        admin: listening["admin_addr"]
+            .as_str()
+            .expect("admin_addr")
+            .to_owned(),
+    }
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[test]
+fn probe_and_sigterm_exit_0() {
+    let served = serve("http://127.0.0.1:9", &[]);
+    let probe = |path: &str| {
+        sig_gate(&["probe", &format!("http://{}{path}", served.admin)], &[])
+            .status
+            .code()
+    };
+    assert_eq!(probe("/readyz"), Some(0));
+    assert_eq!(probe("/nonexistent"), Some(1));
+    assert_eq!(
+        sig_gate(&["probe", "not a url"], &[]).status.code(),
+        Some(2)
+    );
+    let mut served = served;
+    terminate(&served.child);
+    assert_eq!(served.child.wait().expect("exit").code(), Some(0));
+    assert_eq!(
+        sig_gate(&["probe", &format!("http://{}/healthz", served.admin)], &[])
+            .status
+            .code(),
+        Some(1)
+    );
+    let _ = served.proxy;
+}
+
+#[tokio::test]
+async fn sigterm_with_a_request_outliving_the_grace_period_exits_1() {
+    let upstream = Upstream::start().await;
+    let mut served = serve(&upstream.url(), &[("GATE_SHUTDOWN_GRACE_SECS", "1")]);
+    let addr = served.proxy.parse().expect("addr");
+    let headers = sign(SECRET, "current", "GET", "/hold", b"");
+    let held =
+        tokio::spawn(
+            async move { support::start_request(addr, "GET", "/hold", &headers, "").await },
+        );
+    while upstream.seen().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    terminate(&served.child);
+    let code = tokio::task::spawn_blocking(move || served.child.wait().expect("exit").code())
+        .await
+        .expect("wait");
+    assert_eq!(
+        code,
+        Some(1),
+        "grace period ran out with a request in flight"
+    );
+    held.abort();
+}
