@@ -124,7 +124,10 @@ class RecordingUpstream:
     def __init__(self) -> None:
         self._server = self._Server(("127.0.0.1", 0), _RecordingHandler)
         self._server.received = queue.Queue()
-        self._thread = threading.Thread(target=self._server.serve_forever, name="upstream", daemon=True)
+        # A short poll interval keeps shutdown() (called at every test's teardown) fast.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="upstream", daemon=True
+        )
         self._thread.start()
 
     @property

@@ -1,0 +1,421 @@
+"""Live interop: the Python adapters against the real ``sig-gate serve`` binary on loopback.
+
+Every test starts its own gate (``start_gate``) in front of a recording upstream and sends real
+HTTP requests through httpx (sync and async) and requests. Accepted requests must arrive at
+the upstream byte for byte; rejected ones must get the contract's 401 and never reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Optional
+
+import httpx
+import pytest
+import requests
+
+from conftest import StartGate
+from harness import GateProcess, RecordingUpstream
+from sig_gate_client import GateAuth, GateRequestsAuth, GateSigner, sign_gate_request
+
+NEW = "interop-new-secret-0123456789abcdefghijkl"
+OLD = "interop-old-secret-0123456789abcdefghijkl"
+KINDS = ["httpx", "httpx-async", "requests"]
+REJECTION_HEADERS = {"www-authenticate": 'GateHMAC realm="sig-gate"', "content-type": "application/json"}
+
+UNICODE_JSON = json.dumps({"query": "café ☕ 東京", "tags": ["naïve", "résumé"]}, ensure_ascii=False).encode()
+
+# (method, target exactly as sent, body): the shapes the vectors cover, now over real sockets.
+REQUESTS = [
+    ("POST", "/tools/search?q=a+b&r=c%20d&tag=x&tag=y&tag=x", UNICODE_JSON),
+    ("GET", "/files/a%2Fb%20c", b""),
+    ("GET", "/items?tag=b&tag=a&tag=b", b""),
+    ("PATCH", "/tools/42", b'{"enabled":false}'),
+    ("PURGE", "/cache/tools", b""),
+    ("PUT", "/blobs/upload", bytes(range(256))),
+    ("GET", "/", b""),
+]
+
+
+@dataclass
+class Reply:
+    """What the client got back, whichever library sent the request."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def send(
+    kind: str,
+    gate: GateProcess,
+    signer: Optional[GateSigner],
+    method: str,
+    target: str,
+    body: bytes = b"",
+    headers: Optional[dict[str, str]] = None,
+) -> Reply:
+    """Send one request through the gate with the named library and adapter.
+
+    ``signer=None`` sends the request unsigned (for tests that set the headers by hand).
+    ``trust_env`` is off so a developer's HTTP_PROXY cannot reroute loopback traffic.
+    """
+    url = gate.proxy_url + target
+    if kind == "httpx":
+        with httpx.Client(auth=GateAuth(signer) if signer else None, trust_env=False, timeout=10) as client:
+            r = client.request(method, url, content=body, headers=headers)
+        return Reply(r.status_code, r.headers, r.content)
+    if kind == "httpx-async":
+
+        async def run() -> httpx.Response:
+            auth = GateAuth(signer) if signer else None
+            async with httpx.AsyncClient(auth=auth, trust_env=False, timeout=10) as client:
+                return await client.request(method, url, content=body, headers=headers)
+
+        r = asyncio.run(run())
+        return Reply(r.status_code, r.headers, r.content)
+    if kind == "requests":
+        with requests.Session() as session:
+            session.trust_env = False
+            auth = GateRequestsAuth(signer) if signer else None
+            rr = session.request(method, url, data=body, headers=headers, auth=auth, timeout=10)
+        return Reply(rr.status_code, rr.headers, rr.content)
+    raise AssertionError(kind)
+
+
+def assert_forwarded(reply: Reply, upstream: RecordingUpstream, method: str, target: str, body: bytes, key_id: str) -> None:
+    """Accepted, and the upstream got exactly what was signed, plus the verified key id."""
+    assert reply.status == 200, reply.body
+    received = upstream.next_request()
+    assert (received.method, received.target, received.body) == (method, target, body)
+    assert received.header("X-Gate-Verified-Key-Id") == key_id
+    assert received.header("X-Gate-Signature") is not None, "signature headers are forwarded"
+
+
+def assert_rejected(reply: Reply, upstream: RecordingUpstream, reason: str) -> None:
+    """The contract's 401, byte for byte, and nothing reached the upstream."""
+    assert reply.status == 401, (reply.status, reply.body)
+    assert reply.body == b'{"error":"invalid request signature","reason":"%s"}' % reason.encode()
+    for name, value in REJECTION_HEADERS.items():
+        assert reply.headers[name] == value
+    upstream.assert_nothing_received()
+
+
+def gate_env(**env: str) -> dict[str, str]:
+    """Gate settings by their contract names, dropping the ones given as empty."""
+    return {k: v for k, v in env.items() if v}
+
+
+# --- accepted in single, dual and strict modes ------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_single_mode_accepts_every_request_shape(kind: str, start_gate: StartGate, upstream: RecordingUpstream) -> None:
+    gate = start_gate(INTERSERVICE_HMAC_SECRET=NEW)
+    signer = GateSigner.from_env(secret=NEW)
+    for method, target, body in REQUESTS:
+        reply = send(kind, gate, signer, method, target, body)
+        assert_forwarded(reply, upstream, method, target, body, key_id="current")
+        assert json.loads(reply.body)["target"] == target
+
+
+@pytest.mark.parametrize("kind", ["httpx", "requests"])
+def test_library_encoded_params_are_signed_as_sent(kind: str, start_gate: StartGate, upstream: RecordingUpstream) -> None:
+    """Let the library build the query from params=; the gate must accept what it built."""
+    gate = start_gate(INTERSERVICE_HMAC_SECRET=NEW)
+    signer = GateSigner.from_env(secret=NEW)
+    params = [("q", "a b"), ("q", "ü+x"), ("empty", "")]
+    if kind == "httpx":
+        with httpx.Client(auth=GateAuth(signer), trust_env=False, timeout=10) as client:
+            status = client.get(gate.proxy_url + "/search", params=params).status_code
+    else:
+        with requests.Session() as session:
+            session.trust_env = False
+            status = session.get(gate.proxy_url + "/search", params=params, auth=GateRequestsAuth(signer), timeout=10).status_code
+    assert status == 200
+    assert upstream.next_request().target == "/search?q=a+b&q=%C3%BC%2Bx&empty="
+
+
+def test_httpx_streaming_body_through_the_gate(start_gate: StartGate, upstream: RecordingUpstream) -> None:
+    gate = start_gate(INTERSERVICE_HMAC_SECRET=NEW)
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(50):
+            yield f"chunk-{i:02d}-ü;".encode()
+
+    with httpx.Client(auth=GateAuth(secret=NEW), trust_env=False, timeout=10) as client:
+        reply = client.post(gate.proxy_url + "/stream?x=1", content=chunks())
+    assert reply.status_code == 200
+    received = upstream.next_request()
+    assert received.body == b"".join(chunks())
+
+
+@pytest.mark.parametrize("strict", ["false", "true"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_dual_secret_gate_accepts_old_new_and_dual_signing_clients(
+    kind: str, strict: str, start_gate: StartGate, upstream: RecordingUpstream
+) -> None:
+    """The overlap window: the gate holds both secrets; clients may be on either, or dual-sign."""
+    gate = start_gate(
+        INTERSERVICE_HMAC_SECRET=NEW,
+        INTERSERVICE_HMAC_KEY_ID="k2",
+        INTERSERVICE_HMAC_SECRET_PREV=OLD,
+        INTERSERVICE_HMAC_KEY_ID_PREV="k1",
+        INTERSERVICE_HMAC_STRICT_KEY_ID=strict,
+    )
+    clients = [
+        ("not yet rotated", GateSigner.from_env(secret=OLD, key_id="k1"), "k1"),
+        ("rotated", GateSigner.from_env(secret=NEW, key_id="k2"), "k2"),
+        (
+            "dual-signing",
+            GateSigner.from_env(secret=NEW, key_id="k2", prev_secret=OLD, prev_key_id="k1", dual_sign=True),
+            "k2",
+        ),
+    ]
+    method, target, body = REQUESTS[0]
+    for _label, signer, verified in clients:
+        reply = send(kind, gate, signer, method, target, body)
+        assert_forwarded(reply, upstream, method, target, body, key_id=verified)
+
+
+@pytest.mark.parametrize(
+    ("gate_secret", "gate_key_id", "strict", "labels", "verified"),
+    [
+        (OLD, "k1", "false", ("k2", "k1"), "k1"),
+        (OLD, "k1", "true", ("k2", "k1"), "k1"),
+        (NEW, "k2", "false", ("k2", "k1"), "k2"),
+        (NEW, "k2", "true", ("k2", "k1"), "k2"),
+        # Default labels: the old gate calls its only secret "current", the client calls the
+        # same secret "previous". Non-strict verification accepts it regardless of the label.
+        (OLD, "", "false", ("current", "previous"), "current"),
+        (NEW, "", "false", ("current", "previous"), "current"),
+    ],
+    ids=["old-gate", "old-gate-strict", "new-gate", "new-gate-strict", "old-gate-default-ids", "new-gate-default-ids"],
+)
+@pytest.mark.parametrize("kind", KINDS)
+def test_dual_signing_client_works_with_a_gate_on_either_side_of_the_rotation(
+    kind: str,
+    gate_secret: str,
+    gate_key_id: str,
+    strict: str,
+    labels: tuple[str, str],
+    verified: str,
+    start_gate: StartGate,
+    upstream: RecordingUpstream,
+) -> None:
+    """Signer redeployed first (gate knows only OLD) or gate redeployed and cut over (only NEW)."""
+    gate = start_gate(
+        **gate_env(
+            INTERSERVICE_HMAC_SECRET=gate_secret,
+            INTERSERVICE_HMAC_KEY_ID=gate_key_id,
+            INTERSERVICE_HMAC_STRICT_KEY_ID=strict,
+        )
+    )
+    signer = GateSigner.from_env(secret=NEW, key_id=labels[0], prev_secret=OLD, prev_key_id=labels[1], dual_sign=True)
+    for method, target, body in REQUESTS[:3]:
+        reply = send(kind, gate, signer, method, target, body)
+        assert_forwarded(reply, upstream, method, target, body, key_id=verified)
+
+
+def test_single_signing_new_client_is_rejected_by_a_gate_that_only_knows_the_old_secret(
+    start_gate: StartGate, upstream: RecordingUpstream
+) -> None:
+    """Why dual-sign exists: without it, redeploying the signer first breaks traffic."""
+    gate = start_gate(INTERSERVICE_HMAC_SECRET=OLD)
+    reply = send("httpx", gate, GateSigner.from_env(secret=NEW), "GET", "/tools/list")
+    assert_rejected(reply, upstream, "bad_signature")
+
+
+def test_strict_mode_binds_key_ids_to_secrets(start_gate: StartGate, upstream: RecordingUpstream) -> None:
+    strict = start_gate(
+        INTERSERVICE_HMAC_SECRET=NEW,
+        INTERSERVICE_HMAC_KEY_ID="k2",
+        INTERSERVICE_HMAC_SECRET_PREV=OLD,
+        INTERSERVICE_HMAC_KEY_ID_PREV="k1",
+        INTERSERVICE_HMAC_STRICT_KEY_ID="true",
+    )
+    mislabelled = GateSigner.from_env(secret=OLD, key_id="k2")
+    assert_rejected(send("requests", strict, mislabelled, "GET", "/x"), upstream, "bad_signature")
+    unknown = GateSigner.from_env(secret=OLD, key_id="k9")
+    assert_rejected(send("requests", strict, unknown, "GET", "/x"), upstream, "unknown_key_id")
+
+    lenient = start_gate(
+        INTERSERVICE_HMAC_SECRET=NEW,
+        INTERSERVICE_HMAC_KEY_ID="k2",
+        INTERSERVICE_HMAC_SECRET_PREV=OLD,
+        INTERSERVICE_HMAC_KEY_ID_PREV="k1",
+    )
+    assert_forwarded(send("requests", lenient, unknown, "GET", "/x"), upstream, "GET", "/x", b"", key_id="k1")
+
+
+# --- rejections -------------------------------------------------------------------------------
+
+
+SIGNED_METHOD, SIGNED_TARGET, SIGNED_BODY = "POST", "/tools/run?b=2&a=1", UNICODE_JSON
+
+
+def _signed(**overrides: object) -> dict[str, str]:
+    return sign_gate_request(SIGNED_METHOD, SIGNED_TARGET, SIGNED_BODY, secret=NEW, **overrides)  # type: ignore[arg-type]
+
+
+TAMPERED = [
+    # (case, method, target, body, header changes, reason)
+    ("body changed", SIGNED_METHOD, SIGNED_TARGET, SIGNED_BODY.replace("東京".encode(), "大阪".encode()), {}, "bad_signature"),
+    ("body re-serialised", SIGNED_METHOD, SIGNED_TARGET, json.dumps(json.loads(SIGNED_BODY)).encode(), {}, "bad_signature"),
+    ("query reordered", SIGNED_METHOD, "/tools/run?a=1&b=2", SIGNED_BODY, {}, "bad_signature"),
+    ("path changed", SIGNED_METHOD, "/tools/run2?b=2&a=1", SIGNED_BODY, {}, "bad_signature"),
+    ("method changed", "PUT", SIGNED_TARGET, SIGNED_BODY, {}, "bad_signature"),
+    ("key id changed", SIGNED_METHOD, SIGNED_TARGET, SIGNED_BODY, {"X-Gate-Key-Id": "other"}, "bad_signature"),
+    ("uppercase hex", SIGNED_METHOD, SIGNED_TARGET, SIGNED_BODY, {"X-Gate-Signature": str.upper}, "malformed_signature"),
+    ("short nonce", SIGNED_METHOD, SIGNED_TARGET, SIGNED_BODY, {"X-Gate-Nonce": "short"}, "malformed_signature"),
+    ("no signature", SIGNED_METHOD, SIGNED_TARGET, SIGNED_BODY, {"X-Gate-Signature": None}, "missing_signature"),
+    ("no timestamp", SIGNED_METHOD, SIGNED_TARGET, SIGNED_BODY, {"X-Gate-Timestamp": None}, "malformed_signature"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "body", "changes", "reason"), [case[1:] for case in TAMPERED], ids=[case[0] for case in TAMPERED]
+)
+def test_tampered_request_is_rejected_with_the_contract_body(
+    method: str,
+    target: str,
+    body: bytes,
+    changes: dict[str, object],
+    reason: str,
+    start_gate: StartGate,
+    upstream: RecordingUpstream,
+) -> None:
+    gate = start_gate(INTERSERVICE_HMAC_SECRET=NEW)
+    headers = _signed()
+    for name, change in changes.items():
+        if change is None:
+            del headers[name]
+        elif callable(change):
+            headers[name] = change(headers[name])
+        else:
+            headers[name] = str(change)
+    reply = send("httpx", gate, None, method, target, body, headers=headers)
+    assert_rejected(reply, upstream, reason)
+
+
+def test_stale_timestamp_and_replay_are_rejected(start_gate: StartGate, upstream: RecordingUpstream) -> None:
+    gate = start_gate(INTERSERVICE_HMAC_SECRET=NEW)
+    stale = _signed(timestamp=int(time.time()) - 3600)
+    assert_rejected(send("requests", gate, None, SIGNED_METHOD, SIGNED_TARGET, SIGNED_BODY, stale), upstream, "stale_timestamp")
+
+    fresh = _signed()
+    first = send("requests", gate, None, SIGNED_METHOD, SIGNED_TARGET, SIGNED_BODY, fresh)
+    assert_forwarded(first, upstream, SIGNED_METHOD, SIGNED_TARGET, SIGNED_BODY, key_id="current")
+    replay = send("httpx", gate, None, SIGNED_METHOD, SIGNED_TARGET, SIGNED_BODY, fresh)
+    assert_rejected(replay, upstream, "replayed_nonce")
+
+
+def test_rejections_are_logged_without_secrets_or_signatures(start_gate: StartGate, upstream: RecordingUpstream) -> None:
+    gate = start_gate(INTERSERVICE_HMAC_SECRET=NEW, INTERSERVICE_HMAC_SECRET_PREV=OLD)
+    headers = _signed()
+    send("httpx", gate, None, SIGNED_METHOD, "/tools/run?secret_query=1", SIGNED_BODY, headers=headers)
+    deadline = time.monotonic() + 5
+    while not gate.events("invalid request signature") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (event,) = gate.events("invalid request signature")
+    assert event["reason"] == "bad_signature"
+    log_text = "".join(gate.raw_stderr)
+    for forbidden in (NEW, OLD, headers["X-Gate-Signature"], "secret_query"):
+        assert forbidden not in log_text
+
+
+# --- `sig-gate sign` and the Python signer agree -----------------------------------------------
+
+
+CLI_CASES = [
+    ({"INTERSERVICE_HMAC_SECRET": NEW}, "GET", "/tools/list", b""),
+    ({"INTERSERVICE_HMAC_SECRET": NEW, "INTERSERVICE_HMAC_KEY_ID": "k2"}, "POST", "/tools/search?q=a+b&r=c%20d", UNICODE_JSON),
+    ({"INTERSERVICE_HMAC_SECRET": NEW}, "PURGE", "/p?", b"\x00\xff\r\n"),
+    (
+        {
+            "INTERSERVICE_HMAC_SECRET": NEW,
+            "INTERSERVICE_HMAC_SECRET_PREV": OLD,
+            "INTERSERVICE_HMAC_KEY_ID": "k-2025-11",
+            "INTERSERVICE_HMAC_KEY_ID_PREV": "k-2025-08",
+            "TOOL_GATE_DUAL_SIGN": "YES",
+        },
+        "PATCH",
+        "/files/a%2Fb%20c?x=1&x=2",
+        UNICODE_JSON,
+    ),
+    (
+        {"INTERSERVICE_HMAC_SECRET": NEW, "INTERSERVICE_HMAC_SECRET_PREV": OLD, "TOOL_GATE_DUAL_SIGN": "1"},
+        "DELETE",
+        "/",
+        b"",
+    ),
+]
+
+
+def _isolated_env(extra: Mapping[str, str]) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("INTERSERVICE_", "TOOL_GATE_", "GATE_"))}
+    return {**base, **extra}
+
+
+@pytest.mark.parametrize(("env", "method", "target", "body"), CLI_CASES, ids=["plain", "query", "empty-query", "dual", "dual-defaults"])
+def test_rust_and_python_sign_commands_print_identical_lines(
+    sig_gate_bin: Path, tmp_path: Path, env: dict[str, str], method: str, target: str, body: bytes
+) -> None:
+    import sys
+
+    body_file = tmp_path / "body"
+    body_file.write_bytes(body)
+    args = ["sign", "--method", method, "--path", target, "--body-file", str(body_file)]
+    args += ["--timestamp", "1764000000", "--nonce", "interop-cli-nonce-0001"]
+    rust = subprocess.run([str(sig_gate_bin), *args], env=_isolated_env(env), cwd=tmp_path, capture_output=True)
+    python = subprocess.run(
+        [sys.executable, "-m", "sig_gate_client", *args], env=_isolated_env(env), cwd=tmp_path, capture_output=True
+    )
+    assert rust.returncode == 0, rust.stderr
+    assert python.returncode == 0, python.stderr
+    assert rust.stdout == python.stdout
+    assert rust.stdout.decode().count("\n") == (5 if "TOOL_GATE_DUAL_SIGN" in env else 4)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"INTERSERVICE_HMAC_SECRET": "weak"}, {"INTERSERVICE_HMAC_SECRET": NEW, "TOOL_GATE_DUAL_SIGN": "true"}],
+    ids=["no-secret", "weak-secret", "dual-without-prev"],
+)
+def test_rust_and_python_sign_commands_refuse_the_same_configurations(
+    sig_gate_bin: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    import sys
+
+    args = ["sign", "--method", "GET", "--path", "/"]
+    rust = subprocess.run([str(sig_gate_bin), *args], env=_isolated_env(env), cwd=tmp_path, capture_output=True)
+    python = subprocess.run(
+        [sys.executable, "-m", "sig_gate_client", *args], env=_isolated_env(env), cwd=tmp_path, capture_output=True
+    )
+    assert rust.returncode == python.returncode == 2, (rust.stderr, python.stderr)
+
+
+def test_headers_printed_by_the_rust_cli_are_accepted_through_the_gate(
+    sig_gate_bin: Path, tmp_path: Path, start_gate: StartGate, upstream: RecordingUpstream
+) -> None:
+    """Closing the loop: Rust signs, Python sends, Rust verifies."""
+    gate = start_gate(INTERSERVICE_HMAC_SECRET=NEW)
+    body_file = tmp_path / "body"
+    body_file.write_bytes(UNICODE_JSON)
+    target = "/tools/search?q=a+b&r=c%20d"
+    rust = subprocess.run(
+        [str(sig_gate_bin), "sign", "--method", "POST", "--path", target, "--body-file", str(body_file)],
+        env=_isolated_env({"INTERSERVICE_HMAC_SECRET": NEW}),
+        cwd=tmp_path,
+        capture_output=True,
+        check=True,
+    )
+    headers = dict(line.split(": ", 1) for line in rust.stdout.decode().splitlines())
+    reply = send("requests", gate, None, "POST", target, UNICODE_JSON, headers=headers)
+    assert_forwarded(reply, upstream, "POST", target, UNICODE_JSON, key_id="current")
