@@ -7,6 +7,7 @@ and read by the Rust tests too, so passing here means both languages sign identi
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import sys
 from typing import Any
@@ -18,8 +19,6 @@ from sig_gate_client import GateConfigError, protocol, sign_gate_request
 
 
 def _load() -> dict[str, Any]:
-    import json
-
     with VECTORS_FILE.open(encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -122,3 +121,24 @@ def test_dual_sign_without_flag_sends_only_the_first_four(entry: dict[str, Any])
         nonce=entry["nonce"],
     )
     assert [list(item) for item in headers.items()] == entry["headers"][:4]
+
+
+def test_protocol_doc_quotes_the_vectors_file() -> None:
+    """docs/protocol.md copies its worked examples from the vectors; regenerate one, fix the other."""
+    import re
+
+    doc = (VECTORS_FILE.parents[2] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    known = set()
+    for entry in _DATA["vectors"]:
+        known.update({entry["signature"], entry["body_sha256"]})
+    for entry in _DATA["dual_sign"]:
+        known.update(re.findall(r"[0-9a-f]{64}", json.dumps(entry["headers"])))
+    quoted = set(re.findall(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])", doc))
+    assert len(quoted) >= 4
+    assert quoted <= known, f"hex values in docs/protocol.md not in the vectors: {sorted(quoted - known)}"
+
+    worked = next(v for v in _DATA["vectors"] if v["name"] == "query with + and %20 kept raw")
+    assert worked["signed_string"] in doc
+    dual = next(v for v in _DATA["dual_sign"] if v["name"] == "dual sign with custom key ids and empty body")
+    for name, value in dual["headers"]:
+        assert f"{name}: {value}" in doc
