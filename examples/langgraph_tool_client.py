@@ -105,7 +105,8 @@ def as_langchain_tool(client: ToolGateClient, name: str, description: str) -> Ca
         from langchain_core.tools import StructuredTool  # type: ignore[import-not-found]
     except ImportError:
         return call
-    return StructuredTool.from_function(func=call, name=name, description=description)
+    tool: Callable[..., Any] = StructuredTool.from_function(func=call, name=name, description=description)
+    return tool
 
 
 def main(argv: Optional[list[str]] = None) -> int:

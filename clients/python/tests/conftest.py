@@ -35,7 +35,8 @@ def clean_signer_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def vectors() -> dict[str, Any]:
     """The shared test vectors every language's tests read."""
     with VECTORS_FILE.open(encoding="utf-8") as handle:
-        return json.load(handle)
+        data: dict[str, Any] = json.load(handle)
+    return data
 
 
 @pytest.fixture(scope="session")

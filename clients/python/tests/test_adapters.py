@@ -26,7 +26,7 @@ from sig_gate_client.requests_auth import UnsignableBodyError
 SECRET = "adapter-secret-0123456789abcdefghijklm"
 PREV = "adapter-previous-0123456789abcdefghijk"
 BASE = "http://gate.test"
-UNICODE_JSON = {"query": "café ☕ 東京", "n": 1}
+UNICODE_JSON: dict[str, Any] = {"query": "café ☕ 東京", "n": 1}
 
 
 def assert_signed(headers: Any, method: str, target: str, body: bytes, *, key_id: str = "current") -> None:
@@ -269,7 +269,7 @@ def test_requests_dual_sign() -> None:
     (sent,) = recorder.sent
     assert_signed(sent.headers, "PATCH", "/tools/1?x=1", _body(sent), key_id="k2")
     entries = json.loads(sent.headers["X-Gate-Signatures"])
-    values = {n: sent.headers[n] for n in ("X-Gate-Timestamp", "X-Gate-Nonce")}
+    values = {n: str(sent.headers[n]) for n in ("X-Gate-Timestamp", "X-Gate-Nonce")}
     assert entries[1] == {
         "key_id": "k1",
         "signature": independent_signature(PREV, "k1", values, "PATCH", "/tools/1?x=1", _body(sent)),

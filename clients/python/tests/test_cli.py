@@ -68,7 +68,8 @@ def dual_vectors() -> list[dict[str, Any]]:
 
     from harness import VECTORS_FILE
 
-    return json.loads(VECTORS_FILE.read_text(encoding="utf-8"))["dual_sign"]
+    entries: list[dict[str, Any]] = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))["dual_sign"]
+    return entries
 
 
 def test_dual_sign_vectors_through_the_cli(tmp_path: Path, dual_vectors: list[dict[str, Any]]) -> None:

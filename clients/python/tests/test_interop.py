@@ -130,7 +130,7 @@ def test_library_encoded_params_are_signed_as_sent(kind: str, start_gate: StartG
     """Let the library build the query from params=; the gate must accept what it built."""
     gate = start_gate(INTERSERVICE_HMAC_SECRET=NEW)
     signer = GateSigner.from_env(secret=NEW)
-    params = [("q", "a b"), ("q", "ü+x"), ("empty", "")]
+    params: list[tuple[str, str | int | float | bool | None]] = [("q", "a b"), ("q", "ü+x"), ("empty", "")]
     if kind == "httpx":
         with httpx.Client(auth=GateAuth(signer), trust_env=False, timeout=10) as client:
             status = client.get(gate.proxy_url + "/search", params=params).status_code

@@ -20,7 +20,8 @@ from sig_gate_client import GateConfigError, protocol, sign_gate_request
 
 def _load() -> dict[str, Any]:
     with VECTORS_FILE.open(encoding="utf-8") as handle:
-        return json.load(handle)
+        data: dict[str, Any] = json.load(handle)
+    return data
 
 
 _DATA = _load()
