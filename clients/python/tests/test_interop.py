@@ -419,3 +419,11 @@ def test_headers_printed_by_the_rust_cli_are_accepted_through_the_gate(
     headers = dict(line.split(": ", 1) for line in rust.stdout.decode().splitlines())
     reply = send("requests", gate, None, "POST", target, UNICODE_JSON, headers=headers)
     assert_forwarded(reply, upstream, "POST", target, UNICODE_JSON, key_id="current")
+
+
+def test_gate_exits_0_on_sigterm_after_serving(start_gate: StartGate, upstream: RecordingUpstream) -> None:
+    """The harness stops gates with SIGTERM; check that this is the clean shutdown it claims."""
+    gate = start_gate(INTERSERVICE_HMAC_SECRET=NEW)
+    assert send("httpx", gate, GateSigner.from_env(secret=NEW), "GET", "/x").status == 200
+    upstream.next_request()
+    assert gate.stop() == 0, "".join(gate.raw_stderr)
