@@ -38,7 +38,7 @@ KUSTOMIZE_DIR = REPO / "deploy" / "kubernetes"
 # kubernetes-validate ships.
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 
-# Contract section 3: every variable the gate reads. `_FILE` is allowed for the secrets.
+# Contract section 3: the variables the gate reads. `_FILE` is allowed for the secrets.
 CONTRACT_ENV = {
     "INTERSERVICE_HMAC_SECRET", "INTERSERVICE_HMAC_SECRET_PREV",
     "INTERSERVICE_HMAC_SECRET_FILE", "INTERSERVICE_HMAC_SECRET_PREV_FILE",
@@ -48,6 +48,8 @@ CONTRACT_ENV = {
     "GATE_CLOCK_SKEW_SECS", "GATE_NONCE_CACHE_CAPACITY", "GATE_UNSIGNED_PATHS",
     "GATE_UPSTREAM_TIMEOUT_SECS", "GATE_SHUTDOWN_GRACE_SECS", "GATE_LOG_FORMAT",
     "GATE_ALLOW_WEAK_SECRET",
+    # Beyond the contract's table, read by the gate (`sig-gate check-config` lists them).
+    "GATE_HEADER_READ_TIMEOUT_SECS", "GATE_BODY_READ_TIMEOUT_SECS",
 }
 
 SECRET_NAME = "sig-gate-hmac"
