@@ -7,6 +7,7 @@
 //! 64-bit hash: about `entries / 2^64` per request, one in ten trillion at a million entries.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,22 +89,20 @@ impl NonceCache {
             table.sweep(now);
             table.next_sweep = now.saturating_add((self.window / 2).max(1));
         }
-        let result = match table.expiries.get_mut(&key) {
-            Some(live) if *live >= now => Err(ReplayError::Replayed),
-            Some(expired) => {
-                *expired = expiry;
+        if table.expiries.len() >= self.capacity && !table.expiries.contains_key(&key) {
+            table.sweep(now);
+        }
+        let full = table.expiries.len() >= self.capacity;
+        let result = match table.expiries.entry(key) {
+            Entry::Occupied(live) if *live.get() >= now => Err(ReplayError::Replayed),
+            Entry::Occupied(mut expired) => {
+                expired.insert(expiry);
                 Ok(())
             }
-            None => {
-                if table.expiries.len() >= self.capacity {
-                    table.sweep(now);
-                }
-                if table.expiries.len() >= self.capacity {
-                    Err(ReplayError::Full)
-                } else {
-                    table.expiries.insert(key, expiry);
-                    Ok(())
-                }
+            Entry::Vacant(_) if full => Err(ReplayError::Full),
+            Entry::Vacant(vacant) => {
+                vacant.insert(expiry);
+                Ok(())
             }
         };
         self.len.store(table.expiries.len(), Ordering::Relaxed);

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
@@ -271,37 +271,73 @@ impl fmt::Display for ClaimedKeyIds<'_> {
     }
 }
 
+/// The `X-Gate-*` headers of a request, found in one pass over the header map.
+#[derive(Default)]
+struct GateHeaders<'a> {
+    key_id: Option<&'a HeaderValue>,
+    timestamp: Option<&'a HeaderValue>,
+    nonce: Option<&'a HeaderValue>,
+    signature: Option<&'a HeaderValue>,
+    signatures: Option<&'a HeaderValue>,
+    /// Some `X-Gate-*` header appears more than once.
+    repeated: bool,
+}
+
+impl<'a> GateHeaders<'a> {
+    /// One walk over every header value: no hash lookups, so the cost is the same whether or
+    /// not the request is signed.
+    fn find(headers: &'a HeaderMap) -> Self {
+        let mut found = GateHeaders::default();
+        for (name, value) in headers {
+            let Some(suffix) = name.as_str().strip_prefix(protocol::HEADER_PREFIX) else {
+                continue;
+            };
+            let slot = match suffix {
+                "key-id" => &mut found.key_id,
+                "timestamp" => &mut found.timestamp,
+                "nonce" => &mut found.nonce,
+                "signature" => &mut found.signature,
+                "signatures" => &mut found.signatures,
+                _ => {
+                    // Any other X-Gate-* name must not repeat either (rare: one lookup).
+                    found.repeated |= headers.get_all(name).iter().nth(1).is_some();
+                    continue;
+                }
+            };
+            found.repeated |= slot.replace(value).is_some();
+        }
+        found
+    }
+}
+
 /// Parse and syntax-check the signature headers (reasons `missing_signature` and
 /// `malformed_signature`).
 fn parse(headers: &HeaderMap) -> Result<Claim<'_>, Reason> {
-    if !headers.contains_key(protocol::SIGNATURE) && !headers.contains_key(protocol::SIGNATURES) {
+    let found = GateHeaders::find(headers);
+    if found.signature.is_none() && found.signatures.is_none() {
         return Err(Reason::MissingSignature);
     }
-    let repeated = headers.keys().any(|name| {
-        name.as_str().starts_with(protocol::HEADER_PREFIX)
-            && headers.get_all(name).iter().nth(1).is_some()
-    });
-    if repeated {
+    if found.repeated {
         return Err(Reason::MalformedSignature);
     }
-    let malformed = |_| Reason::MalformedSignature;
-    let timestamp_text = single(headers, protocol::TIMESTAMP)?.ok_or(Reason::MalformedSignature)?;
+    let timestamp_text = text(found.timestamp)?.ok_or(Reason::MalformedSignature)?;
     let timestamp = protocol::parse_timestamp(timestamp_text).ok_or(Reason::MalformedSignature)?;
-    let nonce = single(headers, protocol::NONCE)?
+    let nonce = text(found.nonce)?
         .filter(|n| protocol::is_nonce(n))
         .ok_or(Reason::MalformedSignature)?;
-    let key_id = single(headers, protocol::KEY_ID)?;
+    let key_id = text(found.key_id)?;
     if key_id.is_some_and(|id| !protocol::is_key_id(id)) {
         return Err(Reason::MalformedSignature);
     }
 
     let mut candidates = Candidates::new();
-    if let Some(signature) = single(headers, protocol::SIGNATURE)? {
+    if let Some(signature) = text(found.signature)? {
         let tag = protocol::decode_hex32(signature).ok_or(Reason::MalformedSignature)?;
         candidates.push(Candidate { key_id, tag });
     }
-    if let Some(json) = single(headers, protocol::SIGNATURES)? {
-        let entries: Entries<'_> = serde_json::from_str(json).map_err(malformed)?;
+    if let Some(json) = text(found.signatures)? {
+        let entries: Entries<'_> =
+            serde_json::from_str(json).map_err(|_| Reason::MalformedSignature)?;
         for entry in entries.as_slice() {
             if !protocol::is_key_id(entry.key_id) {
                 return Err(Reason::MalformedSignature);
@@ -321,11 +357,10 @@ fn parse(headers: &HeaderMap) -> Result<Claim<'_>, Reason> {
     })
 }
 
-/// The one value of a header that must not repeat (repeats were refused already), as text.
-fn single(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, Reason> {
-    headers
-        .get(name)
-        .map(|value| value.to_str().map_err(|_| Reason::MalformedSignature))
+/// A header value as text; non-visible-ASCII is malformed.
+fn text(value: Option<&HeaderValue>) -> Result<Option<&str>, Reason> {
+    value
+        .map(|v| v.to_str().map_err(|_| Reason::MalformedSignature))
         .transpose()
 }
 
@@ -391,7 +426,7 @@ impl<'de> Deserialize<'de> for Entries<'de> {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
+    use http::{HeaderName, HeaderValue};
     use proptest::prelude::*;
 
     use super::*;

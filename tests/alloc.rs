@@ -1,0 +1,81 @@
+//! The verification path allocates nothing: parsing the headers, building the signed string,
+//! both HMAC checks and the dual-sign JSON all work on borrowed data and fixed arrays. The
+//! replay cache's table grows by doubling, so it allocates a handful of times over a process's
+//! life, never per request. Counted with a counting global allocator (allocation-counter).
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use sig_gate::keyring::{Key, Keyring, Secret, Slot};
+use sig_gate::protocol;
+use sig_gate::replay::NonceCache;
+use sig_gate::sign::{Request, Signer};
+use sig_gate::verify::{self, RequestLine};
+
+const NEW: &str = "alloc-test-secret-new-0123456789abcdefgh";
+const OLD: &str = "alloc-test-secret-old-0123456789abcdefgh";
+const NOW: u64 = 1_764_000_000;
+const BODY: &[u8] = br#"{"tool":"search","args":{"q":"sig-gate"}}"#;
+
+fn keyring() -> Keyring {
+    Keyring::new(
+        Key::new(Slot::Current, "k-new".into(), &Secret::new(NEW)),
+        Some(Key::new(Slot::Previous, "k-old".into(), &Secret::new(OLD))),
+        true,
+    )
+}
+
+/// `count` dual-signed requests, each with its own nonce.
+fn requests(count: usize) -> Vec<HeaderMap> {
+    let signer = Signer::new(
+        Key::new(Slot::Current, "k-new".into(), &Secret::new(NEW)),
+        Some(Key::new(Slot::Previous, "k-old".into(), &Secret::new(OLD))),
+    );
+    (0..count)
+        .map(|i| {
+            let nonce = format!("alloc-nonce-{i:016}");
+            let request = Request { method: "POST", target: "/tools/call?x=1", body: BODY, timestamp: NOW, nonce: &nonce };
+            let mut headers = HeaderMap::new();
+            for (name, value) in signer.sign(&request) {
+                headers.insert(
+                    HeaderName::from_bytes(name.as_bytes()).expect("static name"),
+                    HeaderValue::from_str(&value).expect("header-safe"),
+                );
+            }
+            headers
+        })
+        .collect()
+}
+
+const LINE: RequestLine<'static> = RequestLine { method: "POST", path: "/tools/call", query: "x=1" };
+
+#[test]
+fn verification_allocates_nothing() {
+    let keyring = keyring();
+    let requests = requests(1000);
+    let counted = allocation_counter::measure(|| {
+        for headers in &requests {
+            let verified = verify::check_headers(headers, &keyring, 300, NOW)
+                .and_then(|pending| pending.verify(LINE, &protocol::body_digest(BODY)))
+                .expect("valid request");
+            std::hint::black_box(verified);
+        }
+    });
+    assert_eq!(counted.count_total, 0, "allocations on the verification path");
+}
+
+#[test]
+fn replay_cache_allocates_only_when_its_table_grows() {
+    let keyring = keyring();
+    let requests = requests(4096);
+    let cache = NonceCache::new(1_000_000, 300);
+    let counted = allocation_counter::measure(|| {
+        for headers in &requests {
+            let verified = verify::check_headers(headers, &keyring, 300, NOW)
+                .and_then(|pending| pending.verify(LINE, &protocol::body_digest(BODY)))
+                .expect("valid request");
+            cache.admit(verified, NOW).expect("fresh nonce");
+        }
+    });
+    // 4096 entries need a table of 8192 buckets: reached by doubling from empty, 10 growths.
+    assert!(counted.count_total <= 12, "{} allocations for 4096 requests", counted.count_total);
+    assert_eq!(cache.len(), 4096);
+}
