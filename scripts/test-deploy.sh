@@ -96,9 +96,13 @@ if ! command -v promtool > /dev/null || ! command -v prometheus > /dev/null; the
         rm -f /usr/sbin/policy-rc.d
         trap - EXIT
     fi
-    # Where systemd runs, make sure the packaged service is neither running nor enabled.
+    # The package also enables its service for the next boot: undo that, and where systemd
+    # runs now, stop it in case something started it anyway. Only our own loopback
+    # Prometheus, started by the end-to-end test, may run.
     if [ -d /run/systemd/system ]; then
         systemctl disable --now prometheus.service > /dev/null 2>&1 || true
+    elif command -v systemctl > /dev/null; then
+        systemctl disable prometheus.service > /dev/null 2>&1 || true
     fi
 fi
 
