@@ -11,6 +11,7 @@ use crate::config::ConfigError;
 pub mod advise;
 pub mod check_config;
 pub mod demo;
+pub mod drill;
 pub mod keygen;
 pub mod probe;
 pub mod serve;
@@ -42,6 +43,8 @@ pub enum Command {
     Probe(probe::ProbeArgs),
     /// Decide whether to migrate from shared HMAC secrets to per-service identities.
     Advise(advise::AdviseArgs),
+    /// Rehearse the HMAC rotation with real gates under signed load; exit 1 if a phase fails.
+    Drill(drill::DrillArgs),
 }
 
 /// Why a subcommand could not do its work; [`CliError::exit_code`] maps it to the exit code.
@@ -79,6 +82,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Demo(args) => demo::run(args),
         Command::Probe(args) => probe::run(args),
         Command::Advise(args) => advise::run(args),
+        Command::Drill(args) => drill::run(args),
     }
 }
 

@@ -1000,6 +1000,42 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_documents_every_key() {
+        let example = include_str!("../config/sig-gate.toml");
+        // Uncomment every `# key = value` line: the result must be a valid file for Raw.
+        let uncommented: String = example
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| {
+                line.split_once(" = ").is_some_and(|(key, _)| {
+                    key.contains('_') && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                })
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        toml_value(&uncommented);
+        for name in vars::ALL {
+            let key = name.to_ascii_lowercase();
+            assert!(
+                uncommented.contains(&format!("{key} = ")),
+                "{key} is not in the example"
+            );
+        }
+        // Every key is commented out, so the file alone changes nothing.
+        assert!(
+            example
+                .lines()
+                .all(|l| l.trim().is_empty() || l.starts_with('#'))
+        );
+    }
+
+    fn toml_value(text: &str) -> Raw {
+        Figment::from(Toml::string(text))
+            .extract()
+            .expect("example keys are known")
+    }
+
+    #[test]
     fn debug_output_holds_no_secret() {
         Jail::expect_with(|jail| {
             jail.set_env(vars::SECRET, SECRET_A);

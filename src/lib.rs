@@ -20,6 +20,7 @@
 //! | [`metrics`] | every Prometheus series, registered at start-up; where a reason is counted |
 //! | [`logging`] | JSON or text log lines on stderr |
 //! | [`echo`] | the built-in echo upstream of `sig-gate demo` and the runbook tools |
+//! | [`runbook`] | the harness of `sig-gate drill` and `sig-gate scorecard`: real gate processes, upstream and signed load on loopback |
 //! | [`cli`] | one file per subcommand under `src/cli/`; errors mapped to exit codes once |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod replay;
+pub mod runbook;
 pub mod server;
 pub mod sign;
 pub mod verify;

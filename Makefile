@@ -1,0 +1,56 @@
+# sig-gate. A newcomer needs two targets: `make run` (the gate in front of a built-in echo
+# upstream, with a signed curl command to paste) and `make test` (every test there is).
+# Everything else: `make help`.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+BIN := target/debug/sig-gate
+
+.PHONY: help build run test test-rust test-python test-runbook test-deploy lint bench \
+	hmac-rotation-drill game-day-scorecard hmac-migration-advice debug-bin
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 24
+
+build: ## release binary at target/release/sig-gate (the Dockerfile runs the same command)
+	$(CARGO) build --release --locked
+
+run: debug-bin ## sig-gate demo: the gate in front of a built-in echo upstream on loopback
+	$(BIN) demo
+
+test: test-rust test-python test-runbook test-deploy ## every test: Rust, Python client, drills (quick), deploy files and alert rules
+
+test-rust: ## unit, property, vector, allocation and black-box tests of the crate
+	$(CARGO) test --locked
+
+test-python: ## the Python signer: vectors, unit tests, live interop with the real gate
+	scripts/test-python.sh
+
+test-runbook: debug-bin ## rotation drill and game-day scorecard in quick mode, real processes
+	$(BIN) drill --quick
+	$(BIN) scorecard --quick
+
+test-deploy: ## Prometheus rules, kustomize overlays, dashboard, units, Prometheus end to end
+	scripts/test-deploy.sh
+
+lint: ## rustfmt, clippy (warnings are errors), hadolint
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	scripts/lint-deploy.sh
+
+bench: ## criterion: full verification against raw crypto (target <= 1.3x)
+	$(CARGO) bench --locked --bench verify
+	python3 scripts/verify-ratio.py target/criterion/verify_1KiB_POST
+
+hmac-rotation-drill: debug-bin ## the runbook's rotation, redeploys under load, zero failed requests
+	$(BIN) drill
+
+game-day-scorecard: debug-bin ## attack and fault scenarios against the real gate, scored
+	$(BIN) scorecard
+
+hmac-migration-advice: debug-bin ## the runbook's decision checkpoint (reads AUTH_SERVICES, ...)
+	$(BIN) advise
+
+debug-bin:
+	$(CARGO) build --locked --bin sig-gate

@@ -1,0 +1,1098 @@
+//! `sig-gate drill` (`make hmac-rotation-drill`): the rotation procedure of the HMAC rotation
+//! runbook, rehearsed with real `sig-gate serve` processes and a real upstream on loopback,
+//! under a continuous stream of signed requests from a client that follows its own rollout.
+//!
+//! The drill binds the proxy socket once and hands it to every gate generation as fd 3
+//! (`LISTEN_FDS=1`), as systemd socket activation would. A redeploy starts the new generation,
+//! waits for its `/readyz`, switches the client to its next signing mode while both
+//! generations serve (so either order of signer and gate redeploys is exercised), then
+//! SIGTERMs the old generation, which drains and must exit 0. Each phase then sends probes
+//! (requests signed the ways the runbook says must be accepted or rejected), lets the stream
+//! run, and compares the gate's own `/metrics` over the phase's window with what the phase
+//! expects: verified requests per secret slot, every invalid-signature reason, the configuration
+//! it reports. Any non-2xx answer or connection error on the stream fails the drill.
+//!
+//! Phases: 1 current state (old secret), 2 overlap (new + previous, strict key ids off),
+//! 3 overlap with strict key ids, 4 retirement (new only), 5 rollback rehearsal (back into the
+//! overlap, then back to the old secret alone).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::cli::CliError;
+use crate::config::vars;
+use crate::keyring::Slot;
+use crate::runbook::client::{Call, Credential, Http, Reply};
+use crate::runbook::exposition::Scrape;
+use crate::runbook::gate::{GateEnv, GateProcess, Launcher, Workdir};
+use crate::runbook::load::{Load, Sample, Stats};
+use crate::runbook::upstream::Upstream;
+use crate::runbook::{self, Check, HarnessError};
+use crate::sign::Signer;
+use crate::verify::Reason;
+
+/// The stream's floor, from the runbook: at least 200 signed requests a second.
+pub const MIN_RATE: u32 = 200;
+
+/// Seconds each phase runs under load in full mode (five phases and six redeploys fit well
+/// inside the 90 s budget).
+const FULL_PHASE_SECS: u64 = 9;
+/// Seconds each phase runs with `--quick`.
+const QUICK_PHASE_SECS: u64 = 2;
+
+/// How long the old and the new generation both serve before the old one is told to drain.
+const BOTH_SERVING: Duration = Duration::from_millis(250);
+
+/// Drain limit given to every generation (`GATE_SHUTDOWN_GRACE_SECS`).
+const GRACE_SECS: u64 = 10;
+
+/// Flags of `sig-gate drill`.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Print one JSON object on stdout instead of the tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Shorter phases (same phases, probes and checks): what `make test` runs.
+    #[arg(long)]
+    pub quick: bool,
+    /// Signed requests per second of the continuous stream (at least 200).
+    #[arg(long, default_value_t = 250)]
+    pub rate: u32,
+    /// Seconds each phase runs under load [default: 9, or 2 with --quick].
+    #[arg(long)]
+    pub phase_secs: Option<u64>,
+    /// The sig-gate binary to drill [default: this one].
+    #[arg(long)]
+    pub gate_bin: Option<PathBuf>,
+}
+
+/// Run the drill; exit 0 when every phase passed, 1 otherwise.
+pub fn run(args: DrillArgs) -> Result<ExitCode, CliError> {
+    if args.rate < MIN_RATE {
+        return Err(CliError::Usage(format!(
+            "--rate: {} is below the drill's floor of {MIN_RATE} requests a second",
+            args.rate
+        )));
+    }
+    let phase_secs = args.phase_secs.unwrap_or(if args.quick {
+        QUICK_PHASE_SECS
+    } else {
+        FULL_PHASE_SECS
+    });
+    if !(1..=600).contains(&phase_secs) {
+        return Err(CliError::Usage(format!(
+            "--phase-secs: {phase_secs} is outside 1..=600"
+        )));
+    }
+    let program = match args.gate_bin {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(|err| CliError::Failed(format!("cannot find this binary: {err}")))?,
+    };
+    let settings = Settings {
+        program,
+        rate: args.rate,
+        phase: Duration::from_secs(phase_secs),
+        progress: true,
+    };
+    let report = super::runtime()?.block_on(async {
+        tokio::select! {
+            report = drill(&settings) => report,
+            () = crate::server::shutdown_signal() => Report::aborted(&settings, "interrupted"),
+        }
+    });
+    if args.json {
+        // Plain data (strings, numbers, maps): serialisation cannot fail.
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("report serialises")
+        );
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// What the drill runs against and how hard.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The `sig-gate` binary started for every generation.
+    pub program: PathBuf,
+    /// Requests per second of the stream.
+    pub rate: u32,
+    /// Time under load per phase.
+    pub phase: Duration,
+    /// Print progress lines on stderr.
+    pub progress: bool,
+}
+
+/// The drill's verdict: what `--json` prints.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Every phase passed and no legitimate request failed.
+    pub passed: bool,
+    /// Requests of the continuous stream that failed (non-2xx or connection error).
+    pub failed_requests: usize,
+    /// Requests the continuous stream sent.
+    pub stream_requests: usize,
+    /// Target rate of the stream, requests per second.
+    pub rate_target: u32,
+    /// Gate generations replaced under load.
+    pub redeploys: usize,
+    /// Wall time, seconds.
+    pub duration_secs: f64,
+    /// Why the drill stopped early, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// One entry per phase, in order.
+    pub phases: Vec<PhaseReport>,
+}
+
+/// One phase's results.
+#[derive(Debug, Serialize)]
+pub struct PhaseReport {
+    /// For example `2 overlap`.
+    pub name: String,
+    /// Every check passed.
+    pub passed: bool,
+    /// The gate configuration(s) deployed in this phase.
+    pub gate: String,
+    /// How the client signs in this phase.
+    pub client: String,
+    /// Requests sent in the phase: the stream plus the probes.
+    pub requests: usize,
+    /// Of those, answered 2xx.
+    pub accepted: usize,
+    /// Probes answered 401, by reason.
+    pub rejected: BTreeMap<String, usize>,
+    /// Stream requests that failed.
+    pub failed: usize,
+    /// Achieved stream rate, requests per second.
+    pub rate: f64,
+    /// Stream latency, median, milliseconds.
+    pub p50_ms: f64,
+    /// Stream latency, 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Every comparison made, expected against observed.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn aborted(settings: &Settings, why: &str) -> Report {
+        Report {
+            passed: false,
+            failed_requests: 0,
+            stream_requests: 0,
+            rate_target: settings.rate,
+            redeploys: 0,
+            duration_secs: 0.0,
+            error: Some(why.to_owned()),
+            phases: Vec::new(),
+        }
+    }
+
+    /// The tables an operator reads.
+    pub fn render(&self) -> String {
+        let mut out = String::from("HMAC rotation drill\n\n");
+        let rows: Vec<Vec<String>> = self
+            .phases
+            .iter()
+            .map(|p| {
+                let rejected = if p.rejected.is_empty() {
+                    "-".to_owned()
+                } else {
+                    p.rejected
+                        .iter()
+                        .map(|(reason, n)| format!("{reason}={n}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                vec![
+                    p.name.clone(),
+                    p.requests.to_string(),
+                    format!("{:.0}", p.rate),
+                    p.accepted.to_string(),
+                    rejected,
+                    format!("{:.1}", p.p50_ms),
+                    format!("{:.1}", p.p99_ms),
+                    p.failed.to_string(),
+                    runbook::verdict(p.passed).to_owned(),
+                ]
+            })
+            .collect();
+        out.push_str(&runbook::table(
+            &[
+                "phase",
+                "requests",
+                "req/s",
+                "accepted",
+                "rejected by reason",
+                "p50 ms",
+                "p99 ms",
+                "failed",
+                "result",
+            ],
+            &rows,
+        ));
+        for phase in &self.phases {
+            out.push_str(&format!(
+                "\n{}  [{}]\n  gate: {}\n  client: {}\n",
+                phase.name,
+                runbook::verdict(phase.passed),
+                phase.gate,
+                phase.client
+            ));
+            for check in &phase.checks {
+                out.push_str(&format!(
+                    "  {:<4}  {}: expected {}; observed {}\n",
+                    if check.passed { "ok" } else { "FAIL" },
+                    check.name,
+                    check.expected,
+                    check.observed
+                ));
+            }
+        }
+        if let Some(error) = &self.error {
+            out.push_str(&format!("\ndrill stopped early: {error}\n"));
+        }
+        out.push_str(&format!(
+            "\n{}: {}/{} phases passed; {} of {} stream requests failed across {} redeploys \
+             ({:.1} s)\n",
+            if self.passed {
+                "DRILL PASSED"
+            } else {
+                "DRILL FAILED"
+            },
+            self.phases.iter().filter(|p| p.passed).count(),
+            self.phases.len(),
+            self.failed_requests,
+            self.stream_requests,
+            self.redeploys,
+            self.duration_secs
+        ));
+        out
+    }
+}
+
+/// A gate configuration of the rotation: current secret, optional previous, strict key ids.
+#[derive(Debug, Clone)]
+struct Deployment {
+    current: Credential,
+    previous: Option<Credential>,
+    strict: bool,
+}
+
+impl Deployment {
+    fn env(&self, upstream: &str) -> GateEnv {
+        let env = GateEnv::new(upstream)
+            .current(&self.current)
+            .set(vars::STRICT_KEY_ID, self.strict.to_string())
+            .set(vars::SHUTDOWN_GRACE_SECS, GRACE_SECS.to_string());
+        match &self.previous {
+            Some(previous) => env.previous(previous),
+            None => env.without_previous(),
+        }
+    }
+
+    /// `SECRET=new(k2) PREV=old(k1) STRICT=true`, with the harness's names for the secrets.
+    fn describe(&self, names: &Names) -> String {
+        let mut text = format!(
+            "SECRET={}({})",
+            names.of(&self.current),
+            self.current.key_id()
+        );
+        if let Some(previous) = &self.previous {
+            text.push_str(&format!(
+                " SECRET_PREV={}({})",
+                names.of(previous),
+                previous.key_id()
+            ));
+        }
+        text.push_str(&format!(" STRICT_KEY_ID={}", self.strict));
+        text
+    }
+
+    /// The `sig_gate_config_info` labels this deployment must report.
+    fn info(&self) -> BTreeMap<String, String> {
+        let (key_id_prev, fingerprint_prev) = self
+            .previous
+            .as_ref()
+            .map(|p| (p.key_id().to_owned(), p.fingerprint()))
+            .unwrap_or_default();
+        BTreeMap::from([
+            (
+                "mode".to_owned(),
+                if self.previous.is_some() {
+                    "dual"
+                } else {
+                    "single"
+                }
+                .to_owned(),
+            ),
+            ("strict_key_id".to_owned(), self.strict.to_string()),
+            ("require_signature".to_owned(), "true".to_owned()),
+            ("key_id".to_owned(), self.current.key_id().to_owned()),
+            ("key_id_prev".to_owned(), key_id_prev),
+            ("fingerprint".to_owned(), self.current.fingerprint()),
+            ("fingerprint_prev".to_owned(), fingerprint_prev),
+        ])
+    }
+}
+
+/// The run's credentials and the names the report gives their secrets.
+#[derive(Debug)]
+struct Names {
+    old: Credential,
+    new: Credential,
+    stranger: Credential,
+}
+
+impl Names {
+    fn of(&self, credential: &Credential) -> &'static str {
+        if credential.secret() == self.old.secret() {
+            "old"
+        } else if credential.secret() == self.new.secret() {
+            "new"
+        } else {
+            "unknown"
+        }
+    }
+}
+
+/// What a probe must get.
+#[derive(Debug, Clone)]
+enum Expect {
+    /// 200, verified under `slot`, forwarded with `X-Gate-Verified-Key-Id: key_id`.
+    Accepted { slot: Slot, key_id: String },
+    /// 401 with this reason, never forwarded.
+    Rejected(Reason),
+}
+
+/// A request signed one particular way, with the answer the phase requires.
+#[derive(Debug, Clone)]
+struct Probe {
+    name: String,
+    signer: Signer,
+    expect: Expect,
+}
+
+fn accepted(name: &str, signer: Signer, slot: Slot, key_id: &str) -> Probe {
+    Probe {
+        name: name.to_owned(),
+        signer,
+        expect: Expect::Accepted {
+            slot,
+            key_id: key_id.to_owned(),
+        },
+    }
+}
+
+fn rejected(name: &str, signer: Signer, reason: Reason) -> Probe {
+    Probe {
+        name: name.to_owned(),
+        signer,
+        expect: Expect::Rejected(reason),
+    }
+}
+
+/// One gate generation within a phase.
+#[derive(Debug, Clone)]
+struct Step {
+    /// What the redeploy does, for the check names.
+    label: &'static str,
+    deployment: Deployment,
+    /// How the client signs once this generation serves.
+    client: Signer,
+    /// The slot the client's signatures verify under on this generation.
+    client_slot: Slot,
+    probes: Vec<Probe>,
+    /// Share of the phase's time spent on this step, in percent.
+    share: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Phase {
+    name: &'static str,
+    client: String,
+    steps: Vec<Step>,
+}
+
+/// The runbook's five phases.
+fn plan(names: &Names) -> Vec<Phase> {
+    let (old, new) = (&names.old, &names.new);
+    let old_only = Deployment {
+        current: old.clone(),
+        previous: None,
+        strict: false,
+    };
+    let overlap = Deployment {
+        current: new.clone(),
+        previous: Some(old.clone()),
+        strict: false,
+    };
+    let overlap_strict = Deployment {
+        strict: true,
+        ..overlap.clone()
+    };
+    let retired = Deployment {
+        current: new.clone(),
+        previous: None,
+        strict: true,
+    };
+    let dual = new.dual_signer(old);
+    let (k1, k2) = (old.key_id(), new.key_id());
+    let old_k1 = || old.signer();
+    let new_k2 = || new.signer();
+    let old_as_k2 = || old.relabelled(k2).signer();
+    let new_as_k1 = || new.relabelled(k1).signer();
+    let single = |step: Step| vec![Step { share: 100, ..step }];
+
+    vec![
+        Phase {
+            name: "1 current state",
+            client: format!("signs with old ({k1})"),
+            steps: single(Step {
+                label: "deploy SECRET=old",
+                deployment: old_only.clone(),
+                client: old_k1(),
+                client_slot: Slot::Current,
+                probes: vec![
+                    accepted("old-signed (k1)", old_k1(), Slot::Current, k1),
+                    rejected("new-signed (k2)", new_k2(), Reason::BadSignature),
+                ],
+                share: 100,
+            }),
+        },
+        Phase {
+            name: "2 overlap",
+            client: format!("dual-signs new ({k2}) + old ({k1}), switched while both gates serve"),
+            steps: single(Step {
+                label: "redeploy into the overlap",
+                deployment: overlap.clone(),
+                client: dual.clone(),
+                client_slot: Slot::Current,
+                probes: vec![
+                    accepted("old-signed (k1)", old_k1(), Slot::Previous, k1),
+                    accepted("new-signed (k2)", new_k2(), Slot::Current, k2),
+                    accepted("dual-signed (k2+k1)", dual.clone(), Slot::Current, k2),
+                    accepted(
+                        "old secret labelled k2 (strict off)",
+                        old_as_k2(),
+                        Slot::Previous,
+                        k1,
+                    ),
+                    rejected(
+                        "signed with an unknown secret",
+                        names.stranger.signer(),
+                        Reason::BadSignature,
+                    ),
+                ],
+                share: 100,
+            }),
+        },
+        Phase {
+            name: "3 overlap, strict key ids",
+            client: format!("dual-signs new ({k2}) + old ({k1})"),
+            steps: single(Step {
+                label: "redeploy with INTERSERVICE_HMAC_STRICT_KEY_ID=true",
+                deployment: overlap_strict,
+                client: dual.clone(),
+                client_slot: Slot::Current,
+                probes: vec![
+                    accepted("new-signed (k2)", new_k2(), Slot::Current, k2),
+                    accepted("old-signed (k1)", old_k1(), Slot::Previous, k1),
+                    accepted("dual-signed (k2+k1)", dual.clone(), Slot::Current, k2),
+                    rejected(
+                        "old secret mislabelled k2",
+                        old_as_k2(),
+                        Reason::BadSignature,
+                    ),
+                    rejected(
+                        "new secret mislabelled k1",
+                        new_as_k1(),
+                        Reason::BadSignature,
+                    ),
+                    rejected(
+                        "new secret, unknown key id k9",
+                        new.relabelled("k9").signer(),
+                        Reason::UnknownKeyId,
+                    ),
+                ],
+                share: 100,
+            }),
+        },
+        Phase {
+            name: "4 retirement",
+            client: format!("signs with new ({k2}) only, switched while both gates serve"),
+            steps: single(Step {
+                label: "redeploy with SECRET_PREV unset",
+                deployment: retired,
+                client: new_k2(),
+                client_slot: Slot::Current,
+                probes: vec![
+                    accepted("new-signed (k2)", new_k2(), Slot::Current, k2),
+                    rejected("old-signed (k1)", old_k1(), Reason::UnknownKeyId),
+                    rejected("old secret labelled k2", old_as_k2(), Reason::BadSignature),
+                    accepted(
+                        "dual-signed (a client not yet switched)",
+                        dual.clone(),
+                        Slot::Current,
+                        k2,
+                    ),
+                ],
+                share: 100,
+            }),
+        },
+        Phase {
+            name: "5 rollback rehearsal",
+            client: format!("dual-signs again in the overlap, then signs with old ({k1}) only"),
+            steps: vec![
+                Step {
+                    label: "redeploy back into the overlap",
+                    deployment: overlap,
+                    client: dual.clone(),
+                    client_slot: Slot::Current,
+                    probes: vec![
+                        accepted("old-signed (k1)", old_k1(), Slot::Previous, k1),
+                        accepted("new-signed (k2)", new_k2(), Slot::Current, k2),
+                    ],
+                    share: 40,
+                },
+                Step {
+                    label: "roll back to SECRET=old",
+                    deployment: old_only,
+                    client: old_k1(),
+                    client_slot: Slot::Current,
+                    probes: vec![
+                        accepted("old-signed (k1)", old_k1(), Slot::Current, k1),
+                        rejected("new-signed (k2)", new_k2(), Reason::BadSignature),
+                        accepted(
+                            "dual-signed (a client not yet rolled back)",
+                            dual,
+                            Slot::Current,
+                            k1,
+                        ),
+                    ],
+                    share: 60,
+                },
+            ],
+        },
+    ]
+}
+
+/// Everything the phases share.
+struct Rig {
+    launcher: Launcher,
+    /// The proxy socket every generation inherits; the drill never accepts on it.
+    listener: std::net::TcpListener,
+    proxy: SocketAddr,
+    upstream: Upstream,
+    http: Http,
+    settings: Settings,
+    _workdir: Workdir,
+}
+
+impl Rig {
+    async fn new(settings: &Settings) -> Result<Rig, HarnessError> {
+        let workdir = Workdir::create("drill").map_err(|e| HarnessError::new("work dir", e))?;
+        let listener = crate::server::bind_reuseport("127.0.0.1:0".parse().expect("literal"))
+            .map_err(|e| HarnessError::new("binding the shared proxy socket", e))?;
+        let proxy = listener
+            .local_addr()
+            .map_err(|e| HarnessError::new("shared proxy socket", e))?;
+        let upstream = Upstream::start()
+            .await
+            .map_err(|e| HarnessError::new("starting the upstream", e))?;
+        Ok(Rig {
+            launcher: Launcher::new(settings.program.clone(), &workdir),
+            listener,
+            proxy,
+            upstream,
+            http: Http::new(Duration::from_secs(2)),
+            settings: settings.clone(),
+            _workdir: workdir,
+        })
+    }
+
+    fn progress(&self, line: &str) {
+        if self.settings.progress {
+            eprintln!("sig-gate drill: {line}");
+        }
+    }
+}
+
+/// What happened in one phase, before it is summarised.
+#[derive(Default)]
+struct PhaseRun {
+    checks: Vec<Check>,
+    replies: Vec<Reply>,
+    started: Option<Instant>,
+}
+
+/// Run the whole drill. Never fails: a harness error ends the drill early and fails it.
+pub async fn drill(settings: &Settings) -> Report {
+    let started = Instant::now();
+    let names = Names {
+        old: Credential::generate("k1"),
+        new: Credential::generate("k2"),
+        stranger: Credential::generate("k2"),
+    };
+    let phases = plan(&names);
+    let mut runs: Vec<PhaseRun> = phases.iter().map(|_| PhaseRun::default()).collect();
+    let mut redeploys = 0;
+    let mut error = None;
+    let mut samples = Vec::new();
+
+    match Rig::new(settings).await {
+        Err(err) => error = Some(err.to_string()),
+        Ok(rig) => {
+            let mut live: Option<GateProcess> = None;
+            let mut load: Option<Load> = None;
+            'phases: for (index, (phase, run)) in phases.iter().zip(&mut runs).enumerate() {
+                rig.progress(&format!("phase {}", phase.name));
+                run.started = Some(Instant::now());
+                if let Some(load) = &load {
+                    load.set_phase(index);
+                }
+                let dwell_total = settings.phase;
+                for (number, step) in phase.steps.iter().enumerate() {
+                    let dwell = dwell_total * step.share / 100;
+                    let at = (index, number);
+                    let outcome =
+                        run_step(&rig, step, at, dwell, live.take(), &mut load, run).await;
+                    match outcome {
+                        Ok((gate, replaced)) => {
+                            live = Some(gate);
+                            redeploys += usize::from(replaced);
+                        }
+                        Err((still_live, err)) => {
+                            live = still_live;
+                            error = Some(format!("{}: {err}", phase.name));
+                            run.checks
+                                .push(Check::broken(step.label, "the step runs", &err));
+                            break 'phases;
+                        }
+                    }
+                }
+            }
+            if let Some(load) = load {
+                samples = load.stop().await;
+            }
+            if let Some(mut gate) = live {
+                let exit = gate.stop(Duration::from_secs(GRACE_SECS + 5)).await;
+                if let Some(run) = runs.iter_mut().rev().find(|r| r.started.is_some()) {
+                    run.checks.push(exit_check(&gate, exit));
+                }
+            }
+            rig.progress("done");
+        }
+    }
+
+    let reports: Vec<PhaseReport> = phases
+        .iter()
+        .zip(runs)
+        .enumerate()
+        .map(|(index, (phase, run))| summarise(&names, index, phase, run, &samples, settings))
+        .collect();
+    let failed_requests = samples.iter().filter(|s| s.failure.is_some()).count();
+    Report {
+        passed: error.is_none() && failed_requests == 0 && reports.iter().all(|p| p.passed),
+        failed_requests,
+        stream_requests: samples.len(),
+        rate_target: settings.rate,
+        redeploys,
+        duration_secs: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        error,
+        phases: reports,
+    }
+}
+
+/// Deploy one generation: start it on the shared socket, wait until ready, switch the client,
+/// SIGTERM the previous generation and check it drained, then probe, dwell under load, and
+/// compare the generation's `/metrics` over the window with what the step expects. Returns the
+/// new live generation and whether it replaced one; on a harness error, the generation that
+/// still serves (if any) and the error.
+async fn run_step(
+    rig: &Rig,
+    step: &Step,
+    (phase, number): (usize, usize),
+    dwell: Duration,
+    previous: Option<GateProcess>,
+    load: &mut Option<Load>,
+    run: &mut PhaseRun,
+) -> Result<(GateProcess, bool), (Option<GateProcess>, HarnessError)> {
+    let env = step.deployment.env(&rig.upstream.url());
+    let multi = number > 0 || step.share < 100;
+    let name = if multi {
+        format!(
+            "phase {}{} gate",
+            phase + 1,
+            char::from(b'a' + number as u8)
+        )
+    } else {
+        format!("phase {} gate", phase + 1)
+    };
+    let named = |what: &str| {
+        if multi {
+            format!("{}: {what}", step.label)
+        } else {
+            what.to_owned()
+        }
+    };
+    let gate = match rig
+        .launcher
+        .start_running(&name, &env, Some(&rig.listener))
+        .await
+    {
+        Ok(gate) => gate,
+        Err(err) => return Err((previous, err)),
+    };
+    if let Err(err) = gate.wait_ready(Duration::from_secs(10)).await {
+        return Err((previous, err));
+    }
+    run.checks.push(Check::new(
+        named(&format!("{name} ready")),
+        "/readyz 200",
+        "/readyz 200",
+        true,
+    ));
+    match load {
+        Some(load) => load.set_signer(step.client.clone()),
+        None => {
+            let stream = Load::start(rig.proxy, rig.settings.rate, step.client.clone(), "drill");
+            stream.set_phase(phase);
+            *load = Some(stream);
+        }
+    }
+    let replaced = previous.is_some();
+    if let Some(mut old) = previous {
+        tokio::time::sleep(BOTH_SERVING).await;
+        let exit = old.stop(Duration::from_secs(GRACE_SECS + 5)).await;
+        run.checks.push(exit_check(&old, exit));
+    }
+
+    let first = match timed_scrape(&gate).await {
+        Ok(scrape) => scrape,
+        Err(err) => return Err((Some(gate), err)),
+    };
+    let mut expected_accepted = [0i64; 2];
+    let mut expected_rejected: BTreeMap<&'static str, i64> = BTreeMap::new();
+    for (n, probe) in step.probes.iter().enumerate() {
+        let path = format!("/drill/phase{}/step{number}/probe{n}", phase + 1);
+        let call = Call::signed_post(path.clone(), &probe.signer);
+        let (expected, observed) = match rig.http.call(rig.proxy, &call).await {
+            Ok(reply) => {
+                let seen = rig.upstream.seen(&path);
+                let observed = describe_probe(&reply, seen.count, seen.verified_key_id.as_deref());
+                run.replies.push(reply);
+                (expected_probe(&probe.expect), observed)
+            }
+            Err(err) => (expected_probe(&probe.expect), format!("error: {err}")),
+        };
+        match &probe.expect {
+            Expect::Accepted { slot, .. } => expected_accepted[*slot as usize] += 1,
+            Expect::Rejected(reason) => *expected_rejected.entry(reason.as_str()).or_default() += 1,
+        }
+        run.checks.push(Check::equal(
+            named(&format!("probe {}", probe.name)),
+            expected,
+            observed,
+        ));
+    }
+
+    let elapsed = first.0.at.elapsed();
+    if elapsed < dwell {
+        tokio::time::sleep(dwell - elapsed).await;
+    }
+    let second = match timed_scrape(&gate).await {
+        Ok(scrape) => scrape,
+        Err(err) => return Err((Some(gate), err)),
+    };
+    let bounds = load
+        .as_ref()
+        .map_or((0, 0), |load| load.counted_between(first.1, second.1));
+    run.checks.extend(metric_checks(
+        step,
+        &named,
+        &first.0,
+        &second.0,
+        bounds,
+        expected_accepted,
+        &expected_rejected,
+    ));
+    Ok((gate, replaced))
+}
+
+/// A scrape with the instants its request was sent and its answer arrived.
+async fn timed_scrape(gate: &GateProcess) -> Result<(Scrape, (Instant, Instant)), HarnessError> {
+    let sent = Instant::now();
+    let scrape = gate.scrape().await?;
+    Ok((scrape, (sent, Instant::now())))
+}
+
+fn expected_probe(expect: &Expect) -> String {
+    match expect {
+        Expect::Accepted { key_id, .. } => format!("200, forwarded as verified {key_id}"),
+        Expect::Rejected(reason) => format!("401 {reason}, not forwarded"),
+    }
+}
+
+/// The probe's answer in the words of [`expected_probe`].
+fn describe_probe(reply: &Reply, forwarded: usize, verified_key_id: Option<&str>) -> String {
+    match (forwarded, verified_key_id) {
+        (0, _) => format!("{}, not forwarded", reply.summary()),
+        (1, Some(key_id)) => format!("{}, forwarded as verified {key_id}", reply.summary()),
+        (1, None) => format!("{}, forwarded without a verified key id", reply.summary()),
+        (n, _) => format!("{}, forwarded {n} times", reply.summary()),
+    }
+}
+
+fn exit_check(gate: &GateProcess, exit: Result<Option<i32>, HarnessError>) -> Check {
+    let observed = match exit {
+        Ok(Some(code)) => format!("exit {code}"),
+        Ok(None) => "killed by a signal".to_owned(),
+        Err(err) => format!("harness error: {err}"),
+    };
+    let passed = observed == "exit 0";
+    let observed = if passed {
+        observed
+    } else {
+        format!(
+            "{observed}; last log lines: {}",
+            gate.log_tail().join(" | ")
+        )
+    };
+    Check::new(
+        format!("{} drained after SIGTERM", gate.name()),
+        "exit 0",
+        observed,
+        passed,
+    )
+}
+
+/// Compare the generation's counters over the window with the step's expectations.
+fn metric_checks(
+    step: &Step,
+    named: &dyn Fn(&str) -> String,
+    first: &Scrape,
+    second: &Scrape,
+    (lower, upper): (usize, usize),
+    accepted: [i64; 2],
+    rejected: &BTreeMap<&'static str, i64>,
+) -> Vec<Check> {
+    let (lower, upper) = (lower as i64, upper as i64);
+    let mut checks = Vec::new();
+    let within = |name: String, probes: i64, observed: i64| {
+        let passed = observed >= lower + probes && observed <= upper + probes;
+        Check::new(
+            name,
+            format!(
+                "{}..={} (stream {lower}..={upper} + {probes} probes)",
+                lower + probes,
+                upper + probes
+            ),
+            observed.to_string(),
+            passed,
+        )
+    };
+    for slot in Slot::ALL {
+        let name = named(&format!(
+            "/metrics sig_gate_verified_total{{slot=\"{}\"}}",
+            slot.as_str()
+        ));
+        let observed =
+            second.count_delta(first, "sig_gate_verified_total", &[("slot", slot.as_str())]);
+        let probes = accepted[slot as usize];
+        checks.push(if slot == step.client_slot {
+            within(name, probes, observed)
+        } else {
+            Check::equal(name, probes, observed)
+        });
+    }
+    let forwarded = second.count_delta(
+        first,
+        "sig_gate_requests_total",
+        &[("outcome", "forwarded")],
+    );
+    checks.push(within(
+        named("/metrics sig_gate_requests_total{outcome=\"forwarded\"}"),
+        accepted.iter().sum(),
+        forwarded,
+    ));
+
+    let observed: BTreeMap<&'static str, i64> = Reason::ALL
+        .iter()
+        .map(|reason| {
+            let delta = second.count_delta(
+                first,
+                "sig_gate_invalid_request_signature_total",
+                &[("reason", reason.as_str())],
+            );
+            (reason.as_str(), delta)
+        })
+        .filter(|(_, delta)| *delta != 0)
+        .collect();
+    checks.push(Check::equal(
+        named("/metrics sig_gate_invalid_request_signature_total by reason"),
+        counts_text(rejected),
+        counts_text(&observed),
+    ));
+    let rejected_total: i64 = rejected.values().sum();
+    for (outcome, expected) in [("rejected", rejected_total), ("upstream_error", 0)] {
+        checks.push(Check::equal(
+            named(&format!(
+                "/metrics sig_gate_requests_total{{outcome=\"{outcome}\"}}"
+            )),
+            expected,
+            second.count_delta(first, "sig_gate_requests_total", &[("outcome", outcome)]),
+        ));
+    }
+    checks.push(Check::equal(
+        named("/metrics sig_gate_rejected_other_total"),
+        0,
+        (second.sum("sig_gate_rejected_other_total") - first.sum("sig_gate_rejected_other_total"))
+            .round() as i64,
+    ));
+
+    let expected_info = step.deployment.info();
+    let observed_info: BTreeMap<String, String> = second
+        .labels("sig_gate_config_info")
+        .map(|labels| {
+            labels
+                .iter()
+                .filter(|(k, _)| expected_info.contains_key(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    checks.push(Check::equal(
+        named("/metrics sig_gate_config_info"),
+        labels_text(&expected_info),
+        labels_text(&observed_info),
+    ));
+    checks
+}
+
+fn counts_text<K: std::fmt::Display>(counts: &BTreeMap<K, i64>) -> String {
+    if counts.is_empty() {
+        return "all 0".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "(no series)".to_owned();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Turn a phase's checks, probe answers and stream samples into its report.
+fn summarise(
+    names: &Names,
+    index: usize,
+    phase: &Phase,
+    run: PhaseRun,
+    samples: &[Sample],
+    settings: &Settings,
+) -> PhaseReport {
+    let gate = phase
+        .steps
+        .iter()
+        .map(|s| s.deployment.describe(names))
+        .collect::<Vec<_>>()
+        .join(", then ");
+    let stream: Vec<&Sample> = samples.iter().filter(|s| s.phase == index).collect();
+    let stats = Stats::of(stream.iter().copied());
+    let rate = rate_of(&stream);
+    let mut rejected = BTreeMap::new();
+    let mut probes_ok = 0;
+    for reply in &run.replies {
+        if reply.status.is_success() {
+            probes_ok += 1;
+        } else {
+            let key = reply.reason().unwrap_or_else(|| reply.summary());
+            *rejected.entry(key).or_default() += 1;
+        }
+    }
+    let mut checks = run.checks;
+    let ran = run.started.is_some();
+    if ran {
+        checks.push(Check::new(
+            "stream: no failed requests (any non-2xx or connection error)",
+            "0 failed",
+            if stats.failed == 0 {
+                "0 failed".to_owned()
+            } else {
+                format!(
+                    "{} failed of {}, first: {}",
+                    stats.failed,
+                    stats.requests,
+                    stats.first_failures.join("; ")
+                )
+            },
+            stats.failed == 0,
+        ));
+        checks.push(Check::new(
+            "stream: rate held",
+            format!(">= {MIN_RATE} req/s (target {})", settings.rate),
+            format!("{rate:.0} req/s"),
+            rate >= f64::from(MIN_RATE),
+        ));
+    } else {
+        checks.push(Check::new(
+            "phase ran",
+            "ran",
+            "not run: the drill stopped earlier",
+            false,
+        ));
+    }
+    PhaseReport {
+        name: phase.name.to_owned(),
+        passed: ran && checks.iter().all(|c| c.passed),
+        gate,
+        client: phase.client.clone(),
+        requests: stats.requests + run.replies.len(),
+        accepted: stats.ok + probes_ok,
+        rejected,
+        failed: stats.failed,
+        rate,
+        p50_ms: stats.p50_ms,
+        p99_ms: stats.p99_ms,
+        checks,
+    }
+}
+
+/// Requests per second over the span of the phase's stream: from its first request's start to
+/// its last's (a stall in between lowers it, as it should).
+fn rate_of(stream: &[&Sample]) -> f64 {
+    let (Some(first), Some(last)) = (
+        stream.iter().map(|s| s.started).min(),
+        stream.iter().map(|s| s.started).max(),
+    ) else {
+        return 0.0;
+    };
+    let span = (last - first).as_secs_f64();
+    if span <= 0.0 {
+        return 0.0;
+    }
+    (stream.len() - 1) as f64 / span
+}
