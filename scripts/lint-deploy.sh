@@ -13,7 +13,7 @@ VENV=.venv
 passed=0
 failed=0
 
-result() { # name status [detail]
+result() { # NAME EXIT-STATUS
     if [ "$2" -eq 0 ]; then
         passed=$((passed + 1)); echo "PASS $1"
     else

@@ -109,8 +109,8 @@ fi
 if [ -n "${SIG_GATE_BIN:-}" ]; then
     echo "using SIG_GATE_BIN=$SIG_GATE_BIN"
 else
-    echo "cargo build --bin sig-gate"
-    cargo build --quiet --bin sig-gate || setup_failed "cargo build --bin sig-gate"
+    echo "cargo build --locked --bin sig-gate"
+    cargo build --quiet --locked --bin sig-gate || setup_failed "cargo build --locked --bin sig-gate"
     export SIG_GATE_BIN="$REPO/target/debug/sig-gate"
 fi
 

@@ -112,8 +112,13 @@ class Gate:
 
     def __init__(self, upstream_port: int) -> None:
         self.secret = secrets.token_urlsafe(32)
+        # Only the settings below: nothing from the caller's environment may change the
+        # gate (a stray GATE_UNSIGNED_PATHS, say), and the working directory is a temporary
+        # one so that no config/sig-gate.toml is picked up.
+        inherited = {k: v for k, v in os.environ.items()
+                     if not k.startswith(("GATE_", "INTERSERVICE_", "REQUIRE_SIGNATURE", "TOOL_GATE_", "LISTEN_"))}
         self.env = {
-            **os.environ,
+            **inherited,
             "INTERSERVICE_HMAC_SECRET": self.secret,
             "GATE_LISTEN": "127.0.0.1:0",
             "GATE_ADMIN_LISTEN": "127.0.0.1:0",
@@ -121,9 +126,6 @@ class Gate:
             "GATE_LOG_FORMAT": "json",
             "GATE_SHUTDOWN_GRACE_SECS": "10",
         }
-        for var in ("INTERSERVICE_HMAC_SECRET_PREV", "INTERSERVICE_HMAC_SECRET_FILE", "GATE_CONFIG",
-                    "LISTEN_FDS", "LISTEN_PID", "REQUIRE_SIGNATURE", "INTERSERVICE_HMAC_STRICT_KEY_ID"):
-            self.env.pop(var, None)
         self.log: list[str] = []
         self.proc = subprocess.Popen([str(GATE_BIN), "serve"], env=self.env, cwd=tempfile.gettempdir(),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -149,7 +151,7 @@ class Gate:
 
     def sign(self, method: str, path: str) -> dict[str, str]:
         out = subprocess.run([str(GATE_BIN), "sign", "--method", method, "--path", path], env=self.env,
-                             capture_output=True, text=True, check=True)
+                             cwd=tempfile.gettempdir(), capture_output=True, text=True, check=True)
         return dict(line.split(": ", 1) for line in out.stdout.splitlines() if line.strip())
 
     def stop(self) -> int:
@@ -192,7 +194,8 @@ def check_probe(gate: Gate, upstream_port: int) -> None:
     binary = str(GATE_BIN)
 
     def run(target: str) -> int:
-        return subprocess.run([binary, *command[1:-1], target], capture_output=True, timeout=30).returncode
+        return subprocess.run([binary, *command[1:-1], target], cwd=tempfile.gettempdir(),
+                              capture_output=True, timeout=30).returncode
 
     ready = run(f"http://{gate.admin_addr}{url.path}")
     record("probe: HEALTHCHECK command on a ready gate exits 0", ready == 0, f"exit {ready}")
