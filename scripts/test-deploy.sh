@@ -36,7 +36,7 @@ run_check() {
         failures+=("$name")
         echo "FAIL $name (exit $rc)"
     fi
-    [ -n "$out" ] && sed 's/^/    /' <<< "$out"
+    [ -n "$out" ] && echo "    ${out//$'\n'/$'\n'    }"
     return 0
 }
 
@@ -48,7 +48,7 @@ run_multi() {
     echo "---- $name"
     out=$("$@" 2>&1)
     rc=$?
-    sed 's/^/  /' <<< "$out"
+    echo "  ${out//$'\n'/$'\n'  }"
     p=$(grep -c '^  PASS ' <<< "$out")
     f=$(grep -c '^  FAIL ' <<< "$out")
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
