@@ -245,7 +245,7 @@ def check_metrics(gate: Gate) -> None:
             for name, value in LABEL_RE.findall(match[2] or ""):
                 labels.setdefault(name, set()).add(value)
     problems = []
-    sources = [(p, e) for p, e in [("alerts.yml", x) for x in exprs_of_rules(REPO / "deploy/prometheus/alerts.yml")]]
+    sources = [("alerts.yml", x) for x in exprs_of_rules(REPO / "deploy/prometheus/alerts.yml")]
     sources += [("sig-gate.json", x) for x in exprs_of_dashboard(REPO / "deploy/grafana/sig-gate.json")]
     for origin, expr in sources:
         for metric, matchers in SELECTOR_RE.findall(expr):
