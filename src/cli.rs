@@ -14,6 +14,7 @@ pub mod demo;
 pub mod drill;
 pub mod keygen;
 pub mod probe;
+pub mod scorecard;
 pub mod serve;
 pub mod sign;
 
@@ -45,6 +46,8 @@ pub enum Command {
     Advise(advise::AdviseArgs),
     /// Rehearse the HMAC rotation with real gates under signed load; exit 1 if a phase fails.
     Drill(drill::DrillArgs),
+    /// Run attack and fault scenarios against real gates and score them; exit 1 if one fails.
+    Scorecard(scorecard::ScorecardArgs),
 }
 
 /// Why a subcommand could not do its work; [`CliError::exit_code`] maps it to the exit code.
@@ -83,6 +86,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Probe(args) => probe::run(args),
         Command::Advise(args) => advise::run(args),
         Command::Drill(args) => drill::run(args),
+        Command::Scorecard(args) => scorecard::run(args),
     }
 }
 

@@ -214,6 +214,17 @@ impl Call {
         self.target.split('?').next().unwrap_or(&self.target)
     }
 
+    /// The request in origin form (`POST /path HTTP/1.1` with a `Host` header), as a raw
+    /// connection sends it.
+    pub fn origin_request(&self, addr: SocketAddr) -> Request<Body> {
+        let mut request = self.request(addr);
+        // A path-and-query the harness wrote is a valid origin-form URI.
+        *request.uri_mut() = self.target.parse().expect("harness targets are valid URIs");
+        let host = HeaderValue::from_str(&addr.to_string()).expect("a socket address is ASCII");
+        request.headers_mut().insert(http::header::HOST, host);
+        request
+    }
+
     /// The request to send to `addr`; a call can be built again (that is how a replay is sent).
     pub fn request(&self, addr: SocketAddr) -> Request<Body> {
         let body = match &self.chunks {
@@ -355,6 +366,63 @@ impl Http {
     /// `GET http://addr/path` (admin endpoints), 5 s limit.
     pub async fn get(&self, addr: SocketAddr, path: &str) -> Result<Reply, HarnessError> {
         self.call(addr, &Call::new(Method::GET, path)).await
+    }
+}
+
+/// One HTTP/1.1 connection of its own, one request at a time: what a client with a single
+/// keep-alive connection does, and a way to know exactly which requests were in flight when
+/// the server began to drain.
+#[derive(Debug)]
+pub struct Connection {
+    addr: SocketAddr,
+    sender: hyper::client::conn::http1::SendRequest<Body>,
+}
+
+impl Connection {
+    /// Connect and complete the HTTP/1.1 handshake.
+    pub async fn open(addr: SocketAddr) -> Result<Connection, String> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|err| format!("connect {addr}: {err}"))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|err| format!("handshake {addr}: {}", error_chain(&err)))?;
+        tokio::spawn(connection);
+        Ok(Connection { addr, sender })
+    }
+
+    /// Whether the connection can take another request (false once the server closed it or
+    /// answered `Connection: close`).
+    pub async fn usable(&mut self) -> bool {
+        self.sender.ready().await.is_ok()
+    }
+
+    /// Send one call and read the whole answer, giving up after `within`.
+    pub async fn send(&mut self, call: &Call, within: Duration) -> Result<Reply, String> {
+        let request = call.origin_request(self.addr);
+        let exchange = async {
+            let response = self
+                .sender
+                .send_request(request)
+                .await
+                .map_err(|err| error_chain(&err))?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|err| format!("reading the body: {}", error_chain(&err)))?
+                .to_bytes();
+            Ok(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(within, exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} ms", within.as_millis())))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The protected service's stand-in (tool-gate), in-process on loopback. It answers every
 //! request with a small JSON body, records what reached it by path (so a report can show that
 //! a rejected request never got there, and which key id the gate said verified it), sleeps on
-//! `/slow?ms=N` (the upstream-timeout scenario), and can be stopped and restarted on the same
+//! `/slow...?ms=N` (any path under `/slow`: upstream timeouts, requests held during a drain), and can be stopped and restarted on the same
 //! port (the upstream-down scenario): stopping closes every open connection too, so the gate's
 //! pooled connections see the outage at once.
 
@@ -157,7 +157,7 @@ async fn respond(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
     }
-    if parts.uri.path() == "/slow" {
+    if parts.uri.path().starts_with("/slow") {
         let millis = parts
             .uri
             .query()
