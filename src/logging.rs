@@ -2,6 +2,8 @@
 //! `GATE_LOG` (tracing's directive syntax, default `info`). Log lines never carry secrets or
 //! signatures: the only request fields logged are those the rejection event names.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -15,6 +17,7 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _already_set = match format {
         LogFormat::Json => builder
