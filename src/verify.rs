@@ -325,13 +325,13 @@ fn parse(headers: &HeaderMap) -> Result<Claim<'_>, Reason> {
     let nonce = text(found.nonce)?
         .filter(|n| protocol::is_nonce(n))
         .ok_or(Reason::MalformedSignature)?;
-    let key_id = text(found.key_id)?;
-    if key_id.is_some_and(|id| !protocol::is_key_id(id)) {
-        return Err(Reason::MalformedSignature);
-    }
-
     let mut candidates = Candidates::new();
+    // X-Gate-Key-Id belongs to X-Gate-Signature; without one it is ignored (contract §5).
     if let Some(signature) = text(found.signature)? {
+        let key_id = text(found.key_id)?;
+        if key_id.is_some_and(|id| !protocol::is_key_id(id)) {
+            return Err(Reason::MalformedSignature);
+        }
         let tag = protocol::decode_hex32(signature).ok_or(Reason::MalformedSignature)?;
         candidates.push(Candidate { key_id, tag });
     }
@@ -806,6 +806,17 @@ mod tests {
         // With the header pair gone, the X-Gate-Signatures entries alone still verify.
         let entries_only = without(headers, protocol::SIGNATURE);
         assert_eq!(outcome(&entries_only, &only_old), Ok(Slot::Current));
+    }
+
+    #[test]
+    fn a_key_id_without_its_signature_header_is_ignored() {
+        let dual_signer = Signer::new(
+            key(Slot::Current, "k-new", NEW),
+            Some(key(Slot::Previous, "k-old", OLD)),
+        );
+        let entries_only = without(signed(&dual_signer, NOW), protocol::SIGNATURE);
+        let junk_label = with(entries_only, protocol::KEY_ID, "not a key id!");
+        assert_eq!(outcome(&junk_label, &dual(true)), Ok(Slot::Current));
     }
 
     #[test]
