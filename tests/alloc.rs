@@ -32,7 +32,13 @@ fn requests(count: usize) -> Vec<HeaderMap> {
     (0..count)
         .map(|i| {
             let nonce = format!("alloc-nonce-{i:016}");
-            let request = Request { method: "POST", target: "/tools/call?x=1", body: BODY, timestamp: NOW, nonce: &nonce };
+            let request = Request {
+                method: "POST",
+                target: "/tools/call?x=1",
+                body: BODY,
+                timestamp: NOW,
+                nonce: &nonce,
+            };
             let mut headers = HeaderMap::new();
             for (name, value) in signer.sign(&request) {
                 headers.insert(
@@ -45,7 +51,11 @@ fn requests(count: usize) -> Vec<HeaderMap> {
         .collect()
 }
 
-const LINE: RequestLine<'static> = RequestLine { method: "POST", path: "/tools/call", query: "x=1" };
+const LINE: RequestLine<'static> = RequestLine {
+    method: "POST",
+    path: "/tools/call",
+    query: "x=1",
+};
 
 #[test]
 fn verification_allocates_nothing() {
@@ -59,7 +69,10 @@ fn verification_allocates_nothing() {
             std::hint::black_box(verified);
         }
     });
-    assert_eq!(counted.count_total, 0, "allocations on the verification path");
+    assert_eq!(
+        counted.count_total, 0,
+        "allocations on the verification path"
+    );
 }
 
 #[test]
@@ -76,6 +89,10 @@ fn replay_cache_allocates_only_when_its_table_grows() {
         }
     });
     // 4096 entries need a table of 8192 buckets: reached by doubling from empty, 10 growths.
-    assert!(counted.count_total <= 12, "{} allocations for 4096 requests", counted.count_total);
+    assert!(
+        counted.count_total <= 12,
+        "{} allocations for 4096 requests",
+        counted.count_total
+    );
     assert_eq!(cache.len(), 4096);
 }
