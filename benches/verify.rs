@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hmac::{KeyInit, Mac};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use sig_gate::keyring::{HmacSha256, Key, Keyring, Secret, Slot};
 use sig_gate::protocol::{self, SignedString};
 use sig_gate::replay::NonceCache;
@@ -53,7 +53,7 @@ fn pool(signer: &Signer, body: &[u8], timestamp: u64, first: u64) -> Vec<Signed>
                 timestamp,
                 nonce: &nonce,
             };
-            let mut headers = HeaderMap::new();
+            let mut headers = sig_gate::sign::header_map(&signer.sign(&request));
             for (name, value) in [
                 ("host", "tool-gate:8081"),
                 ("content-type", "application/json"),
@@ -62,12 +62,6 @@ fn pool(signer: &Signer, body: &[u8], timestamp: u64, first: u64) -> Vec<Signed>
                 ("accept", "*/*"),
             ] {
                 headers.insert(name, HeaderValue::from_static(value));
-            }
-            for (name, value) in signer.sign(&request) {
-                headers.insert(
-                    HeaderName::from_bytes(name.as_bytes()).expect("static name"),
-                    HeaderValue::from_str(&value).expect("header-safe"),
-                );
             }
             let signed = SignedString {
                 timestamp: &ts,

@@ -93,7 +93,7 @@ async fn respond(request: Request<Incoming>) -> Result<Response<EchoBody>, Infal
 }
 
 /// A body whose frames arrive on a channel, each sent to the client as soon as it arrives.
-pub struct EventStream(tokio::sync::mpsc::Receiver<Bytes>);
+pub struct EventStream(pub tokio::sync::mpsc::Receiver<Bytes>);
 
 impl http_body::Body for EventStream {
     type Data = Bytes;

@@ -132,24 +132,23 @@ impl Metrics {
             &Slot::ALL.map(Slot::as_str),
         );
 
-        let duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "sig_gate_request_duration_seconds",
-                "Whole request as seen by the gate, in seconds.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-        )
-        .expect(VALID);
-        register(Box::new(duration.clone()));
-        let clock_skew = Histogram::with_opts(
-            HistogramOpts::new(
-                "sig_gate_clock_skew_seconds",
-                "Absolute distance between the gate's clock and X-Gate-Timestamp, in seconds.",
-            )
-            .buckets(SKEW_BUCKETS.to_vec()),
-        )
-        .expect(VALID);
-        register(Box::new(clock_skew.clone()));
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let histogram =
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+                    .expect(VALID);
+            register(Box::new(histogram.clone()));
+            histogram
+        };
+        let duration = histogram(
+            "sig_gate_request_duration_seconds",
+            "Whole request as seen by the gate, in seconds.",
+            &DURATION_BUCKETS,
+        );
+        let clock_skew = histogram(
+            "sig_gate_clock_skew_seconds",
+            "Absolute distance between the gate's clock and X-Gate-Timestamp, in seconds.",
+            &SKEW_BUCKETS,
+        );
 
         let nonce_entries = IntGauge::new(
             "sig_gate_nonce_cache_entries",

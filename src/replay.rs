@@ -157,7 +157,7 @@ impl Hasher for PreHashed {
 
 #[cfg(test)]
 mod tests {
-    use http::{HeaderMap, HeaderName, HeaderValue};
+    use http::HeaderMap;
 
     use super::*;
     use crate::keyring::{Key, Keyring, Secret};
@@ -189,14 +189,7 @@ mod tests {
             timestamp,
             nonce,
         };
-        let mut headers = HeaderMap::new();
-        for (name, value) in signer.sign(&request) {
-            headers.insert(
-                HeaderName::from_bytes(name.as_bytes()).expect("static name"),
-                HeaderValue::from_str(&value).expect("header-safe"),
-            );
-        }
-        headers
+        crate::sign::header_map(&signer.sign(&request))
     }
 
     /// Verify a fresh request with `nonce` at `timestamp` and offer it to the cache at `now`.

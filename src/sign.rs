@@ -91,6 +91,32 @@ impl Signer {
     }
 }
 
+/// The headers as an [`http::HeaderMap`], for clients built on `http` types.
+pub fn header_map(headers: &Headers) -> http::HeaderMap {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                header_name(name),
+                // Key ids, digits, nonces, hex and the canonical JSON are all visible ASCII.
+                http::HeaderValue::from_str(value).expect("signature headers are header-safe"),
+            )
+        })
+        .collect()
+}
+
+/// The `http` header name of one of the [`names`].
+fn header_name(name: &str) -> http::HeaderName {
+    match name {
+        names::KEY_ID => protocol::KEY_ID,
+        names::TIMESTAMP => protocol::TIMESTAMP,
+        names::NONCE => protocol::NONCE,
+        names::SIGNATURE => protocol::SIGNATURE,
+        names::SIGNATURES => protocol::SIGNATURES,
+        other => unreachable!("the signer only emits its own header names, not {other}"),
+    }
+}
+
 /// A fresh nonce: 16 random bytes as URL-safe base64 (22 chars).
 pub fn new_nonce() -> String {
     let mut bytes = [0u8; 16];

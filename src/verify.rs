@@ -457,7 +457,6 @@ mod tests {
 
     /// Headers as `signer` would send them for `POST /t?q=1` with body `{}` at `timestamp`.
     fn signed(signer: &Signer, timestamp: u64) -> HeaderMap {
-        let mut headers = HeaderMap::new();
         let request = Request {
             method: "POST",
             target: "/t?q=1",
@@ -465,13 +464,7 @@ mod tests {
             timestamp,
             nonce: NONCE,
         };
-        for (name, value) in signer.sign(&request) {
-            headers.insert(
-                HeaderName::from_bytes(name.as_bytes()).expect("static name"),
-                HeaderValue::from_str(&value).expect("signer output is header-safe"),
-            );
-        }
-        headers
+        crate::sign::header_map(&signer.sign(&request))
     }
 
     fn signer(id: &str, secret: &str) -> Signer {
@@ -955,7 +948,6 @@ mod tests {
     }
 
     fn signed_request(method: &str, target: &str, body: &[u8]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
         let request = Request {
             method,
             target,
@@ -963,12 +955,6 @@ mod tests {
             timestamp: NOW,
             nonce: NONCE,
         };
-        for (name, value) in signer("k-new", NEW).sign(&request) {
-            headers.insert(
-                HeaderName::from_bytes(name.as_bytes()).expect("static name"),
-                HeaderValue::from_str(&value).expect("signer output is header-safe"),
-            );
-        }
-        headers
+        crate::sign::header_map(&signer("k-new", NEW).sign(&request))
     }
 }

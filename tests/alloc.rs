@@ -3,7 +3,7 @@
 //! replay cache's table grows by doubling, so it allocates a handful of times over a process's
 //! life, never per request. Counted with a counting global allocator (allocation-counter).
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use sig_gate::keyring::{Key, Keyring, Secret, Slot};
 use sig_gate::protocol;
 use sig_gate::replay::NonceCache;
@@ -39,14 +39,7 @@ fn requests(count: usize) -> Vec<HeaderMap> {
                 timestamp: NOW,
                 nonce: &nonce,
             };
-            let mut headers = HeaderMap::new();
-            for (name, value) in signer.sign(&request) {
-                headers.insert(
-                    HeaderName::from_bytes(name.as_bytes()).expect("static name"),
-                    HeaderValue::from_str(&value).expect("header-safe"),
-                );
-            }
-            headers
+            sig_gate::sign::header_map(&signer.sign(&request))
         })
         .collect()
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sig_gate::config::{Config, Raw};
@@ -138,7 +138,7 @@ async fn upstream_respond(
                 release.notified().await;
                 let _ = tx.send(Bytes::from_static(b"data: second\n\n")).await;
             });
-            let mut response = Response::new(BodyExt::boxed(ChannelStream(rx)));
+            let mut response = Response::new(BodyExt::boxed(sig_gate::echo::EventStream(rx)));
             response
                 .headers_mut()
                 .insert("content-type", "text/event-stream".parse().expect("static"));
@@ -156,21 +156,6 @@ async fn upstream_respond(
         }
     };
     Ok(response)
-}
-
-/// A response body whose frames arrive on a channel, each passed on as soon as it arrives.
-struct ChannelStream(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl http_body::Body for ChannelStream {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
-    }
 }
 
 /// A gate running in this process, with the contract's variables given as `(NAME, value)`.
