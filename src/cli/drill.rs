@@ -1074,9 +1074,9 @@ fn summarise(
         accepted: stats.ok + probes_ok,
         rejected,
         failed: stats.failed,
-        rate,
-        p50_ms: stats.p50_ms,
-        p99_ms: stats.p99_ms,
+        rate: hundredths(rate),
+        p50_ms: hundredths(stats.p50_ms),
+        p99_ms: hundredths(stats.p99_ms),
         checks,
     }
 }
@@ -1095,4 +1095,9 @@ fn rate_of(stream: &[&Sample]) -> f64 {
         return 0.0;
     }
     (stream.len() - 1) as f64 / span
+}
+
+/// Round to two decimals for the report (microsecond noise helps no one).
+fn hundredths(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
 }

@@ -950,20 +950,41 @@ struct Lane {
     in_flight_at_sigterm: usize,
     /// Requests sent after the SIGTERM.
     sent_after_sigterm: usize,
-    /// The gate answered `Connection: close` (the drain) on this connection.
-    closed_by_gate: bool,
+    /// How the connection ended.
+    end: LaneEnd,
     started: Vec<Instant>,
 }
 
-/// A paced request loop on one connection, until the gate closes it or `stop`.
+/// How a connection of the shutdown scenario ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum LaneEnd {
+    /// Still open when the scenario stopped it (the gate never drained it).
+    #[default]
+    Stopped,
+    /// An answer carried `Connection: close`: the drain let the client leave on a response.
+    CloseAnswer,
+    /// The gate closed the connection while it was idle: a client sending at that moment
+    /// would have lost its request (the keep-alive race a drain must avoid).
+    ClosedWhileIdle,
+    /// A request failed.
+    Failed,
+}
+
+/// A paced request loop on one connection, until the gate closes it or `stop`. Even lanes'
+/// requests wait 20 ms in the upstream, so they are in flight when SIGTERM comes. Odd lanes'
+/// answer at once; once `hush` is set they park until SIGTERM and send their next request
+/// 50 ms into the drain, so their connections are certainly idle at the signal and then used
+/// during the drain (the moment a drain that closes idle connections outright loses them).
 async fn lane(
     addr: std::net::SocketAddr,
     signer: Signer,
     pace: Duration,
     sigterm: watch::Receiver<Option<Instant>>,
+    hush: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
     index: u32,
 ) -> Lane {
+    let parks = index % 2 == 1;
     let mut lane = Lane::default();
     let mut connection = match Connection::open(addr).await {
         Ok(connection) => connection,
@@ -975,11 +996,23 @@ async fn lane(
     let mut ticks = tokio::time::interval(pace);
     for n in 0.. {
         ticks.tick().await;
-        if *stop.borrow() || !connection.usable().await {
+        if *stop.borrow() {
             break;
         }
-        // The upstream takes a little while, so requests are in flight when SIGTERM comes.
-        let call = Call::signed_post(format!("/slow/lane{index}?ms=20&n={n}"), &signer);
+        if parks && *hush.borrow() && sigterm.borrow().is_none() {
+            let _ = sigterm.clone().wait_for(Option::is_some).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !connection.usable().await {
+            lane.end = LaneEnd::ClosedWhileIdle;
+            break;
+        }
+        let target = if parks {
+            format!("/game/lane{index}?n={n}")
+        } else {
+            format!("/slow/lane{index}?ms=20&n={n}")
+        };
+        let call = Call::signed_post(target, &signer);
         let started = Instant::now();
         lane.sent += 1;
         lane.started.push(started);
@@ -994,13 +1027,14 @@ async fn lane(
         match result {
             Ok(reply) if reply.status.is_success() => {
                 if reply.closes() {
-                    lane.closed_by_gate = true;
+                    lane.end = LaneEnd::CloseAnswer;
                     break;
                 }
             }
             Ok(reply) => lane.failures.push(format!("status {}", reply.summary())),
             Err(err) => {
                 lane.failures.push(format!("connection error: {err}"));
+                lane.end = LaneEnd::Failed;
                 break;
             }
         }
@@ -1020,6 +1054,7 @@ async fn sigterm(field: &Field) -> Result<Vec<Check>, HarnessError> {
     let addr = gate.proxy_addr();
     let (sigterm_tx, sigterm_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (hush_tx, hush_rx) = watch::channel(false);
     let pace = Duration::from_secs(1) / (LOAD_RATE / CONNECTIONS);
     let mut lanes = JoinSet::new();
     for index in 0..CONNECTIONS {
@@ -1028,6 +1063,7 @@ async fn sigterm(field: &Field) -> Result<Vec<Check>, HarnessError> {
             field.new.signer(),
             pace,
             sigterm_rx.clone(),
+            hush_rx.clone(),
             stop_rx.clone(),
             index,
         ));
@@ -1052,6 +1088,9 @@ async fn sigterm(field: &Field) -> Result<Vec<Check>, HarnessError> {
     }
     let holding = field.upstream.seen(held_path).count;
 
+    // Park the idle lanes; their last quick request is long done after 100 ms.
+    let _ = hush_tx.send(true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let signalled = Instant::now();
     let _ = sigterm_tx.send(Some(signalled));
     gate.terminate()?;
@@ -1094,7 +1133,9 @@ async fn sigterm(field: &Field) -> Result<Vec<Check>, HarnessError> {
         .filter(|t| **t <= signalled)
         .count();
     let rate = before_term as f64 / (signalled - load_start).as_secs_f64();
-    let told_to_close = results.iter().filter(|l| l.closed_by_gate).count();
+    let ends = |end: LaneEnd| results.iter().filter(|l| l.end == end).count();
+    let told_to_close = ends(LaneEnd::CloseAnswer);
+    let closed_idle = ends(LaneEnd::ClosedWhileIdle);
     let sent_after: usize = results.iter().map(|l| l.sent_after_sigterm).sum();
     let held_ok = held_answers.iter().filter(|a| *a == "200").count();
     let exit_text = match exit {
@@ -1144,7 +1185,8 @@ async fn sigterm(field: &Field) -> Result<Vec<Check>, HarnessError> {
             "keep-alive connections during the drain",
             format!("{CONNECTIONS} of {CONNECTIONS} ended by a Connection: close answer"),
             format!(
-                "{told_to_close} of {CONNECTIONS} ended by a Connection: close answer \
+                "{told_to_close} of {CONNECTIONS} ended by a Connection: close answer, \
+                 {closed_idle} closed under the client while idle \
                  ({sent_after} requests sent after SIGTERM)"
             ),
             told_to_close == CONNECTIONS as usize,

@@ -1,0 +1,105 @@
+//! Black-box tests of `sig-gate drill` and `sig-gate scorecard` as an operator (and the
+//! contract's outside tests) run them: exit codes, and `--json` printing exactly one JSON
+//! object with the contract's fields. The quick runs start real gate processes on loopback.
+
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+/// The two quick runs each drive a steady stream of requests; running them one at a time keeps
+/// their rate and latency checks meaningful on a small machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn sig_gate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sig-gate"))
+        .args(args)
+        .output()
+        .expect("run sig-gate")
+}
+
+/// Stdout must be one JSON object and nothing else.
+fn one_json_object(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8(output.stdout.clone()).expect("UTF-8 stdout");
+    assert_eq!(stdout.trim_end().lines().count(), 1, "one line: {stdout}");
+    let value: serde_json::Value = serde_json::from_str(&stdout).expect("JSON stdout");
+    assert!(value.is_object(), "{value}");
+    value
+}
+
+fn show(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn usage_errors_exit_2_naming_the_flag() {
+    let output = sig_gate(&["drill", "--rate", "50"]);
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--rate"));
+
+    let output = sig_gate(&["drill", "--phase-secs", "0"]);
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--phase-secs"));
+
+    let output = sig_gate(&["scorecard", "--no-such-flag"]);
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+
+    for command in ["drill", "scorecard"] {
+        let output = sig_gate(&[command, "--help"]);
+        assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+        assert!(String::from_utf8_lossy(&output.stdout).contains("--json"));
+    }
+}
+
+#[test]
+fn quick_drill_passes_with_the_contract_json() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let output = sig_gate(&["drill", "--quick", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let report = one_json_object(&output);
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["failed_requests"], 0);
+    assert!(report["stream_requests"].as_u64().expect("count") > 1000);
+    let phases = report["phases"].as_array().expect("phases");
+    let names: Vec<&str> = phases
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "1 current state",
+            "2 overlap",
+            "3 overlap, strict key ids",
+            "4 retirement",
+            "5 rollback rehearsal"
+        ]
+    );
+    for phase in phases {
+        assert_eq!(phase["passed"], true, "{phase}");
+        assert!(phase["rate"].as_f64().expect("rate") >= 200.0, "{phase}");
+        assert!(!phase["checks"].as_array().expect("checks").is_empty());
+    }
+}
+
+#[test]
+fn quick_scorecard_passes_with_the_contract_json() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let output = sig_gate(&["scorecard", "--quick", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let report = one_json_object(&output);
+    assert_eq!(report["passed"], true);
+    let total = report["total"].as_u64().expect("total");
+    assert!(total >= 14, "{report}");
+    assert_eq!(report["score"].as_u64(), Some(total));
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    assert_eq!(scenarios.len() as u64, total);
+    for scenario in scenarios {
+        assert!(scenario["name"].is_string());
+        assert_eq!(scenario["passed"], true, "{scenario}");
+        assert!(scenario["expected"].is_string() && scenario["observed"].is_string());
+    }
+}
