@@ -8,7 +8,9 @@
 //! (`GATE_LISTEN`, bound with `SO_REUSEPORT`) or one the harness bound once and passes to every
 //! generation as fd 3 with `LISTEN_FDS=1`, as systemd socket activation does: connections
 //! queue on the one socket while generations come and go, which is what makes a redeploy
-//! lossless. Every child is killed if its [`GateProcess`] is dropped, on every exit path.
+//! lossless. Each generation leads a process group of its own (so a `--gate-bin` wrapper
+//! script and the gate it starts are one unit): SIGTERM goes to the group, and dropping a
+//! [`GateProcess`] kills the group, on every exit path.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -20,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
@@ -187,6 +189,7 @@ impl Launcher {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         if let Some(listener) = listener {
             let fd: OwnedFd = listener.try_clone().map_err(|e| fail(&e))?.into();
@@ -200,6 +203,8 @@ impl Launcher {
         }
         let mut child = command.spawn().map_err(|e| fail(&e))?;
         let pid = child.id().ok_or_else(|| fail(&"exited at once"))?;
+        // Kills the group if this function returns early (an error, a refusal).
+        let group = Group::of(pid).map_err(|e| fail(&e))?;
         let stderr = child.stderr.take().ok_or_else(|| fail(&"no stderr pipe"))?;
         let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_LINES)));
         let (listening_tx, listening_rx) = oneshot::channel();
@@ -209,7 +214,7 @@ impl Launcher {
             Ok(Ok((proxy_addr, admin_addr))) => Ok(Start::Running(Box::new(GateProcess {
                 name: name.to_owned(),
                 child,
-                pid,
+                group,
                 proxy_addr,
                 admin_addr,
                 log,
@@ -290,12 +295,34 @@ fn lines(log: &Mutex<VecDeque<String>>) -> Vec<String> {
     log.lock().expect("gate log lock").iter().cloned().collect()
 }
 
-/// One running `sig-gate serve`. Dropping it kills the process.
+/// The process group a generation leads (its id is the generation's pid). Dropping it kills
+/// the whole group with SIGKILL.
+#[derive(Debug)]
+struct Group(Pid);
+
+impl Group {
+    fn of(pid: u32) -> Result<Group, std::num::TryFromIntError> {
+        Ok(Group(Pid::from_raw(i32::try_from(pid)?)))
+    }
+
+    fn signal(&self, signal: Signal) -> nix::Result<()> {
+        killpg(self.0, signal)
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // ESRCH (the group is gone: everything exited) is the normal case.
+        let _ = self.signal(Signal::SIGKILL);
+    }
+}
+
+/// One running `sig-gate serve`. Dropping it kills the process and its group.
 #[derive(Debug)]
 pub struct GateProcess {
     name: String,
     child: Child,
-    pid: u32,
+    group: Group,
     proxy_addr: SocketAddr,
     admin_addr: SocketAddr,
     log: Arc<Mutex<VecDeque<String>>>,
@@ -353,10 +380,10 @@ impl GateProcess {
             .ok_or_else(|| HarnessError::new(what(), "not the Prometheus text format"))
     }
 
-    /// Send SIGTERM: the gate starts draining.
+    /// Send SIGTERM to the generation's process group: the gate starts draining.
     pub fn terminate(&self) -> Result<(), HarnessError> {
-        let pid = i32::try_from(self.pid).map_err(|e| HarnessError::new(&self.name, e))?;
-        kill(Pid::from_raw(pid), Signal::SIGTERM)
+        self.group
+            .signal(Signal::SIGTERM)
             .map_err(|e| HarnessError::new(format!("{}: SIGTERM", self.name), e))
     }
 
@@ -393,7 +420,8 @@ impl GateProcess {
 
 impl Drop for GateProcess {
     fn drop(&mut self) {
-        // `kill_on_drop` kills the child; the reader ends at end of file, but stop it anyway.
+        // `group` kills the group and `kill_on_drop` the child itself; the reader would end at
+        // end of file, but stop it anyway.
         self.reader.abort();
     }
 }
