@@ -203,7 +203,11 @@ impl Report {
 
     /// The tables an operator reads.
     pub fn render(&self) -> String {
-        let mut out = String::from("HMAC rotation drill\n\n");
+        let mut out = format!(
+            "HMAC rotation drill: real gates on one inherited socket, a signed stream of {} \
+             req/s, redeployed between phases\n\n",
+            self.rate_target
+        );
         let rows: Vec<Vec<String>> = self
             .phases
             .iter()
@@ -244,6 +248,12 @@ impl Report {
             ],
             &rows,
         ));
+        out.push_str(
+            "\nrequests: the stream plus the phase's probes; rejected: probes the runbook says \
+             must be rejected; failed: stream requests answered non-2xx or lost to a connection \
+             error.\n/metrics checks compare two scrapes of the phase's own gate: after the \
+             previous generation exited, and at the end of the phase.\n",
+        );
         for phase in &self.phases {
             out.push_str(&format!(
                 "\n{}  [{}]\n  gate: {}\n  client: {}\n",
