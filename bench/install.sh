@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Install what the load benchmark needs, when missing: nginx, HAProxy and wrk from Debian's
+# packages (their system services are kept from starting: the benchmark runs its own
+# instances on loopback), and oha from crates.io into bench/.tools (never onto the user's PATH).
+# oha is optional: when it cannot be built the benchmark says so and carries on without it.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+tools="$here/.tools"
+mkdir -p "$tools"
+
+need=()
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
+command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+command -v taskset >/dev/null || need+=(util-linux)
+command -v python3 >/dev/null || need+=(python3)
+if ((${#need[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "bench: missing ${need[*]}; run as root or install them" >&2
+        exit 1
+    fi
+    echo "bench: installing ${need[*]} from Debian (system services kept stopped)"
+    # policy-rc.d exit 101 = "action forbidden": invoke-rc.d starts no service on install.
+    restore_policy=""
+    if [[ -e /usr/sbin/policy-rc.d ]]; then
+        restore_policy="$(mktemp)"
+        cp -p /usr/sbin/policy-rc.d "$restore_policy"
+    fi
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'if [[ -n "$restore_policy" ]]; then mv "$restore_policy" /usr/sbin/policy-rc.d; else rm -f /usr/sbin/policy-rc.d; fi' EXIT
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # Where systemd runs, the units may still be enabled or started: stop and disable them.
+    if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+        systemctl disable --now nginx haproxy >/dev/null 2>&1 || true
+    fi
+fi
+
+# oha: built once, cached in bench/.tools/bin. A failed build is remembered (so each run does
+# not spend minutes retrying) until bench/.tools/oha.failed is removed.
+OHA_VERSION="${OHA_VERSION:-1.14.0}"
+if [[ ! -x "$tools/bin/oha" && ! -e "$tools/oha.failed" && "${BENCH_NO_OHA:-0}" != 1 ]]; then
+    echo "bench: building oha $OHA_VERSION from crates.io into bench/.tools (once; takes minutes)"
+    if ! cargo install --locked --quiet --root "$tools" --version "$OHA_VERSION" oha \
+        >"$tools/oha-build.log" 2>&1; then
+        date >"$tools/oha.failed"
+        echo "bench: WARNING: oha failed to build (log: bench/.tools/oha-build.log);" \
+            "the oha cross-check is skipped. Remove bench/.tools/oha.failed to retry." >&2
+    fi
+fi
