@@ -42,6 +42,7 @@ lint: ## rustfmt, clippy (warnings are errors), hadolint
 bench: ## criterion: full verification against raw crypto (target <= 1.3x)
 	$(CARGO) bench --locked --bench verify
 	python3 scripts/verify-ratio.py target/criterion/verify_1KiB_POST
+	bench/bench.sh  # load benchmark vs nginx and HAProxy -> docs/benchmarks.md (BENCH_QUICK=1: smoke run)
 
 hmac-rotation-drill: debug-bin ## the runbook's rotation, redeploys under load, zero failed requests
 	$(BIN) drill

@@ -9,7 +9,7 @@ tools="$here/.tools"
 mkdir -p "$tools"
 
 need=()
-command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
@@ -21,17 +21,26 @@ if ((${#need[@]})); then
     fi
     echo "bench: installing ${need[*]} from Debian (system services kept stopped)"
     # policy-rc.d exit 101 = "action forbidden": invoke-rc.d starts no service on install.
-    restore_policy=""
+    saved_policy=""
     if [[ -e /usr/sbin/policy-rc.d ]]; then
-        restore_policy="$(mktemp)"
-        cp -p /usr/sbin/policy-rc.d "$restore_policy"
+        saved_policy="$(mktemp)"
+        cp -p /usr/sbin/policy-rc.d "$saved_policy"
     fi
+    restore_policy() {
+        if [[ -n "$saved_policy" ]]; then
+            mv "$saved_policy" /usr/sbin/policy-rc.d
+        else
+            rm -f /usr/sbin/policy-rc.d
+        fi
+    }
+    trap restore_policy EXIT
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
     chmod +x /usr/sbin/policy-rc.d
-    trap 'if [[ -n "$restore_policy" ]]; then mv "$restore_policy" /usr/sbin/policy-rc.d; else rm -f /usr/sbin/policy-rc.d; fi' EXIT
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    restore_policy
+    trap - EXIT
     # Where systemd runs, the units may still be enabled or started: stop and disable them.
     if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
         systemctl disable --now nginx haproxy >/dev/null 2>&1 || true

@@ -10,6 +10,7 @@ median of those per-round ratios is reported.
 from __future__ import annotations
 
 import html
+import math
 import json
 import statistics
 import sys
@@ -90,6 +91,7 @@ def summarize(data: dict) -> dict:
             entry["replay_rss_bytes_per_entry"] = delta * 1024 / added if added else None
             entry["rejected"] = sum(r.get("rejected", 0) for r in rs)
             entry["workers"] = rs[0].get("workers")
+            entry["replay_entries_end"] = med([r.get("replay_entries_end") for r in rs])
         targets[t] = entry
 
     ratios = {}
@@ -172,6 +174,12 @@ def fmt_us(us) -> str:
     return f"{us / 1000:.2f} ms" if us >= 10_000 else f"{us:.0f} µs"
 
 
+def tick_label(us: float) -> str:
+    if us >= 1e6:
+        return f"{us / 1e6:g} s"
+    return f"{us / 1e3:g} ms" if us >= 1e3 else f"{us:g} µs"
+
+
 def fmt(v, spec=".1f", dash="-") -> str:
     return dash if v is None else format(v, spec)
 
@@ -198,6 +206,11 @@ def console(s: dict) -> str:
                      + f", peak RSS {r['peak_rss']:.2f}x")
     for c in s["checks"]:
         lines.append(f"[{'met' if c['met'] else 'MISSED'}] {c['name']}: {c['value']}")
+    for t in TARGETS:
+        e = s["targets"][t]
+        if e["failed"] or e["wrapped"]:
+            lines.append(f"WARNING: {LABEL[t]}: {e['failed']} failed or non-2xx requests, "
+                         f"{e['wrapped']} wrap-arounds of the pre-signed requests")
     return "\n".join(lines)
 
 
@@ -244,7 +257,13 @@ def markdown(data: dict, s: dict) -> str:
         [fmt_us(T[t]["closed_p99"]) for t in TARGETS], rn["closed_p99"], rh["closed_p99"], True)
     row("peak RSS, MiB (VmHWM)", [fmt(T[t]["peak_rss_mib"]) for t in TARGETS],
         rn["peak_rss"], rh["peak_rss"], True)
+    w("| failed or non-2xx requests, all runs | " + " | ".join(
+        f"{T[t]['failed']:,}" for t in TARGETS) + " | | |")
     w("")
+    held = T["sig-gate"].get("replay_entries_end")
+    if held:
+        w(f"sig-gate's peak RSS includes its replay cache, which held {held:,.0f} nonces at the "
+          "end of each run (every request of the run; see the memory per entry below).\n")
     w("![sig-gate, nginx and HAProxy: throughput, CPU per request, p99 latency, peak memory]"
       "(benchmarks.svg)\n")
 
@@ -421,22 +440,32 @@ def svg(s: dict) -> str:
     x0 = gap + 50
     lw = width - x0 - 200
     a(f'<text x="{gap}" y="{y0 - 10}" font-weight="bold">Open-loop latency against offered rate '
-      '(solid p99, dashed p50; µs)</text>')
+      '(solid p99, dashed p50; log scale)</text>')
     pts = [(t, [o for o in T[t]["open"]]) for t in TARGETS]
-    ymax = max(o["p99"] for _, os_ in pts for o in os_) * 1.1
+    # Log scale: one stall must not flatten everything else.
+    values = [o[k] for _, os_ in pts for o in os_ for k in ("p50", "p99") if o[k]]
+    lo = 10 ** math.floor(math.log10(max(min(values), 1)))
+    hi = 10 ** math.ceil(math.log10(max(values)))
     ybase = y0 + line_h - 30
+    span = line_h - 40
+
+    def ypos(v):
+        return ybase - span * (math.log10(max(v, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+
     a(f'<line x1="{x0}" y1="{ybase}" x2="{x0 + lw}" y2="{ybase}" stroke="#333"/>')
     a(f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{ybase}" stroke="#333"/>')
-    for k in range(5):
-        v = ymax * k / 4
-        y = ybase - (line_h - 40) * k / 4
-        a(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="10">{v:.0f}</text>')
-        if k:
+    tick = lo
+    while tick <= hi:
+        y = ypos(tick)
+        a(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="10">'
+          f'{html.escape(tick_label(tick))}</text>')
+        if tick > lo:
             a(f'<line x1="{x0}" y1="{y:.1f}" x2="{x0 + lw}" y2="{y:.1f}" stroke="#eee"/>')
+        tick *= 10
     rmax = max(rates)
 
     def xy(rate, v):
-        return x0 + lw * rate / (rmax * 1.08), ybase - (line_h - 40) * v / ymax
+        return x0 + lw * rate / (rmax * 1.08), ypos(v)
 
     for r in rates:
         x, _ = xy(r, 0)

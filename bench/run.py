@@ -9,7 +9,7 @@ CPU; the load generator and the upstream share the other CPU (see CPU_LAYOUT bel
 
 Environment:
   BENCH_QUICK=1     smoke run: one short round (about two minutes)
-  BENCH_ROUNDS=N    interleaved rounds (default 3)
+  BENCH_ROUNDS=N    interleaved rounds (default 5)
   BENCH_NO_DOCS=1   print the table but leave docs/ untouched
   BENCH_PROXY_CPUS  CPU list for the proxies (default: the last CPU)
   BENCH_CLIENT_CPUS CPU list for the load generators and the upstream (default: the others)
@@ -48,10 +48,10 @@ sys.path.insert(0, str(BENCH))
 import report  # noqa: E402  (bench/report.py: markdown and SVG)
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "5"))
 WARMUP_SECS = 1 if QUICK else 2
-CLOSED_SECS = 3 if QUICK else 8
-OPEN_SECS = 3 if QUICK else 5
+CLOSED_SECS = 3 if QUICK else 6
+OPEN_SECS = 3 if QUICK else 4
 CONNECTIONS = 64          # wrk's closed-loop connections
 OPEN_CONNECTIONS = 32     # open-loop generator's connection pool
 RATE_FRACTIONS = (0.25, 0.5, 0.75)  # of the slowest proxy's calibrated maximum
@@ -387,7 +387,7 @@ def sign_batch(workdir: Path, count: int, name: str) -> SignedBatch:
 
 def wrk(port: int, seconds: float, batch: SignedBatch, first: int, count: int) -> dict:
     argv = pinned(CLIENT_CPUS, [
-        "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s", "-s", str(LUA),
+        "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{round(seconds)}s", "--timeout", "5s", "-s", str(LUA),
         f"http://127.0.0.1:{port}/", "--", str(batch.dir), str(batch.record_len), str(first),
         str(count), "1"])
     out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
@@ -508,11 +508,13 @@ def run_round(lab: Lab, workdir: Path, index: int, rates: list[float], per_run: 
             o = open_loop(proc.port, rate, OPEN_SECS, batch)
             o["cpu_us_per_req"] = (cpu_seconds(pids) - c0) * 1e6 / max(o["completed"], 1)
             res["open"].append(o)
-        if target != "sig-gate":
+        if target != "sig-gate" and index == 0:
+            # The cross-check of the open-loop generator: first round only.
             res["oha"] = [oha(proc.port, rate, OPEN_SECS, workdir) for rate in rates]
         res["peak_rss_kib"] = status_kib(pids, "VmHWM")
         if proc.admin_port:
             res["rejected"] = metric(proc.admin_port, 'sig_gate_requests_total{outcome="rejected"}')
+            res["replay_entries_end"] = metric(proc.admin_port, "sig_gate_nonce_cache_entries")
         lab.stop(proc)
         results[target] = res
         o = res["open"][len(rates) // 2]

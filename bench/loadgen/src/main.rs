@@ -76,6 +76,10 @@ fn main() {
         "open" => runtime().and_then(|rt| rt.block_on(open(&flags))),
         "idle" => runtime().and_then(|rt| rt.block_on(idle(&flags))),
         "replay-mem" => replay_mem(&flags),
+        "sizes" => {
+            sizes();
+            Ok(())
+        }
         _ => Err("usage: sig-gate-loadgen sign|open|idle|replay-mem --flag value ...".into()),
     };
     if let Err(err) = result {
@@ -692,4 +696,18 @@ fn replay_mem(flags: &Flags) -> Result<(), Error> {
         points.join(",")
     );
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// sizes
+
+/// Bytes of the per-request future hyper boxes once per connection (and keeps while idle).
+fn sizes() {
+    fn future_size<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    println!(
+        r#"{{"serve_request_future_bytes":{}}}"#,
+        future_size(sig_gate::proxy::serve_request)
+    );
 }
