@@ -187,7 +187,8 @@ def fmt(v, spec=".1f", dash="-") -> str:
 def ratio_cell(v, lower_is_better: bool) -> str:
     if v is None:
         return "-"
-    better = v <= 1 if lower_is_better else v >= 1
+    v2 = round(v, 2)
+    better = v2 <= 1 if lower_is_better else v2 >= 1
     return f"{v:.2f}x" + ("" if better else " ✗")
 
 
@@ -303,6 +304,17 @@ def markdown(data: dict, s: dict) -> str:
         w("| --- | " + " | ".join("---:" for _ in pts) + " |")
         w("| heap bytes per entry | " + " | ".join(f"{p['bytes_per_entry']:.1f}" for p in pts)
           + " |\n")
+        if s["replay"].get("slowest_admit_us"):
+            w(f"The slowest single insert while filling it took "
+              f"{s['replay']['slowest_admit_us'] / 1000:.1f} ms, at entry "
+              f"{s['replay']['slowest_admit_at']:,}: the table doubling, rehashing every entry "
+              "while holding the cache's lock. In the gate that stalls every request that "
+              "reaches the cache meanwhile (and, with one worker, the whole process).\n")
+        if s["replay"].get("full_refusal_us"):
+            w(f"Once the cache is full of live nonces, each further signed request took "
+              f"{s['replay']['full_refusal_us'] / 1000:.1f} ms to refuse (503, fail closed): "
+              "every refusal sweeps the whole table under the lock, although nothing in it can "
+              "have expired yet.\n")
         rss_b = T["sig-gate"].get("replay_rss_bytes_per_entry")
         if rss_b:
             w(f"Cross-check in the running gate: its RSS grew by {rss_b:.1f} bytes per nonce "
@@ -317,6 +329,10 @@ def markdown(data: dict, s: dict) -> str:
         w("Cross-check of the open-loop generator against oha (`-q RATE --latency-correction`, "
           "same rates, same body). oha repeats one fixed request, so it cannot carry a fresh "
           "nonce per request and is run only against the targets that do not verify:\n")
+        w("oha's figures run higher across the board: it paces its sends on tokio's "
+          "millisecond timer, so requests leave in bursts, and its own client does more work "
+          "per request on the shared CPU. The comparison is a sanity check of the ordering, "
+          "not of the absolute values.\n")
         w("| target | rate | bench/loadgen p50 / p99 / p99.9 | oha p50 / p99 / p99.9 |")
         w("| --- | ---: | --- | --- |")
         for t in oha_rows:
@@ -364,7 +380,9 @@ def markdown(data: dict, s: dict) -> str:
       "utime + stime of every process of the proxy from `/proc/<pid>/stat` over the measured run, "
       "divided by the requests completed.")
     w(f"- **Open loop** (latency below the knee): fixed rates of {', '.join(rate_label(r) for r in rates)} "
-      "req/s (25, 50 and 75 % of the slowest proxy's calibrated maximum), "
+      "req/s" + (" (" + ", ".join(f"{f:.0%}" for f in st["rate_fractions"])
+                 + " of the slowest proxy's maximum in a short calibration run)"
+                 if st.get("rate_fractions") else "") + ", "
       f"{st['open_secs']} s each, {st['open_connections']} connections, by `bench/loadgen open`: "
       "it paces sends with a timerfd (µs precision) and measures each latency from the request's "
       "intended send time, so a stalled target is charged for the requests queued behind the "

@@ -54,7 +54,7 @@ CLOSED_SECS = 3 if QUICK else 6
 OPEN_SECS = 3 if QUICK else 4
 CONNECTIONS = 64          # wrk's closed-loop connections
 OPEN_CONNECTIONS = 32     # open-loop generator's connection pool
-RATE_FRACTIONS = (0.25, 0.5, 0.75)  # of the slowest proxy's calibrated maximum
+RATE_FRACTIONS = (0.2, 0.4, 0.6)  # of the slowest proxy's calibrated maximum
 STARTS = 5 if QUICK else 11
 IDLE_CONNECTIONS = 1000
 REPLAY_ENTRIES = 1_000_000
@@ -694,7 +694,8 @@ def main() -> int:
                                "open_connections": OPEN_CONNECTIONS, "workers": WORKERS,
                                "proxy_cpus": PROXY_CPUS, "client_cpus": CLIENT_CPUS,
                                "idle_connections": IDLE_CONNECTIONS, "starts": STARTS,
-                               "upstream_body_bytes": len(UPSTREAM_BODY)}}
+                               "upstream_body_bytes": len(UPSTREAM_BODY),
+                               "rate_fractions": RATE_FRACTIONS}}
     try:
         lab.start_upstream()
         best = calibrate(lab, workdir)

@@ -651,6 +651,9 @@ fn replay_mem(flags: &Flags) -> Result<(), Error> {
     let before = LIVE.load(Ordering::Relaxed);
     let cache = NonceCache::new(entries, window);
     let mut points = Vec::new();
+    // The slowest single insert: a growth of the table (rehashing every entry under its lock)
+    // stalls every request that waits on the cache meanwhile.
+    let mut slowest = (Duration::ZERO, 0usize);
     let checkpoints: Vec<usize> = [0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
         .iter()
         .map(|f| ((entries as f64) * f).round() as usize)
@@ -678,9 +681,14 @@ fn replay_mem(flags: &Flags) -> Result<(), Error> {
         let verified = verify::check_headers(&headers, &keyring, window, now)
             .and_then(|pending| pending.verify(line, &digest))
             .map_err(|reason| format!("a signed request failed: {reason:?}"))?;
+        let started = Instant::now();
         cache
             .admit(verified, now)
             .map_err(|err| format!("admit failed: {err}"))?;
+        let took = started.elapsed();
+        if took > slowest.0 {
+            slowest = (took, n);
+        }
         drop(headers);
         if checkpoints.contains(&n) {
             let bytes = LIVE.load(Ordering::Relaxed) - before;
@@ -691,9 +699,35 @@ fn replay_mem(flags: &Flags) -> Result<(), Error> {
         }
     }
     assert_eq!(cache.len(), entries);
+    // Full of live nonces: how long does a refusal take? (Each one may sweep the whole table.)
+    let refusals = 50;
+    let started = Instant::now();
+    for n in 0..refusals {
+        let nonce = format!("replay-mem-extra-{n:016}");
+        let mut headers = HeaderMap::new();
+        for (name, value) in signer.sign(&Request {
+            method: "GET",
+            target: "/",
+            body: b"",
+            timestamp: now,
+            nonce: &nonce,
+        }) {
+            headers.insert(HeaderName::from_bytes(name.as_bytes())?, HeaderValue::from_str(&value)?);
+        }
+        let verified = verify::check_headers(&headers, &keyring, window, now)
+            .and_then(|pending| pending.verify(line, &digest))
+            .map_err(|reason| format!("a signed request failed: {reason:?}"))?;
+        if cache.admit(verified, now).is_ok() {
+            return Err("a full cache admitted a new nonce".into());
+        }
+    }
+    let full_refusal_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(refusals);
     println!(
-        r#"{{"capacity":{entries},"points":[{}]}}"#,
-        points.join(",")
+        r#"{{"capacity":{entries},"points":[{}],"slowest_admit_us":{:.1},"slowest_admit_at":{},"full_refusal_us":{:.1}}}"#,
+        points.join(","),
+        slowest.0.as_secs_f64() * 1e6,
+        slowest.1,
+        full_refusal_us
     );
     Ok(())
 }
