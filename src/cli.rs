@@ -90,9 +90,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
-/// The multi-threaded tokio runtime the long-running subcommands share.
+/// The tokio runtime the long-running subcommands share: one worker per CPU this process may
+/// run on. With a single CPU (a sidecar with a one-core limit, or pinned), the current-thread
+/// scheduler does the same work without cross-thread wake-ups or work-stealing queues.
 pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder
         .enable_all()
         .build()
         .map_err(|err| CliError::Failed(format!("cannot start the runtime: {err}")))

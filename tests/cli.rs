@@ -184,7 +184,12 @@ struct Served {
 }
 
 fn serve(upstream: &str, vars: &[(&str, &str)]) -> Served {
-    let mut child = Command::new(BIN)
+    serve_with(Command::new(BIN), upstream, vars)
+}
+
+/// [`serve`] through a prepared command (for example `taskset` in front of the binary).
+fn serve_with(mut command: Command, upstream: &str, vars: &[(&str, &str)]) -> Served {
+    let mut child = command
         .arg("serve")
         .env_clear()
         .envs([
@@ -281,4 +286,22 @@ async fn sigterm_with_a_request_outliving_the_grace_period_exits_1() {
         "grace period ran out with a request in flight"
     );
     held.abort();
+}
+
+#[tokio::test]
+async fn on_one_cpu_the_gate_serves_and_drains_on_the_current_thread_runtime() {
+    let upstream = Upstream::start().await;
+    let mut pinned = Command::new("taskset");
+    pinned.args(["-c", "0", BIN]);
+    let mut served = serve_with(pinned, &upstream.url(), &[]);
+    let addr = served.proxy.parse().expect("addr");
+    let headers = sign(SECRET, "current", "POST", "/one-cpu", b"{}");
+    let reply = support::send(addr, "POST", "/one-cpu", &headers, "{}").await;
+    assert_eq!(reply.status, http::StatusCode::OK);
+    assert_eq!(upstream.seen().len(), 1);
+    terminate(&served.child);
+    let code = tokio::task::spawn_blocking(move || served.child.wait().expect("exit").code())
+        .await
+        .expect("wait");
+    assert_eq!(code, Some(0));
 }
