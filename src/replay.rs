@@ -92,7 +92,9 @@ impl NonceCache {
                 Ok(())
             }
             Probe::Empty(_) => {
-                if table.len >= self.capacity {
+                // Sweep a full table only when some entry can have expired: a full cache of
+                // live nonces then refuses in O(1) instead of walking the table per request.
+                if table.len >= self.capacity && table.earliest_expiry < now {
                     table.sweep(now);
                 }
                 if table.len >= self.capacity {
@@ -151,6 +153,12 @@ struct Table {
     slots: Vec<Entry>,
     /// Occupied slots, expired or not.
     len: usize,
+    /// No entry expires before this (Unix seconds; `u64::MAX` when empty). A lower bound:
+    /// updating an entry can leave it too low, which only costs one needless sweep.
+    earliest_expiry: u64,
+    /// Sweeps so far, so tests can see when the table was walked.
+    #[cfg(test)]
+    sweeps: usize,
     /// When the next sweep of expired entries is due (Unix seconds).
     next_sweep: u64,
 }
@@ -168,6 +176,9 @@ impl Table {
         Table {
             slots: vec![Entry::default(); slots],
             len: 0,
+            earliest_expiry: u64::MAX,
+            #[cfg(test)]
+            sweeps: 0,
             next_sweep: 0,
         }
     }
@@ -196,6 +207,7 @@ impl Table {
         if let Probe::Empty(i) = self.find(key) {
             self.slots[i] = Entry { key, expiry };
             self.len += 1;
+            self.earliest_expiry = self.earliest_expiry.min(expiry);
         }
         if self.len * 4 > self.slots.len() * 3 {
             let grown = (self.slots.len() * 2).min(max_slots);
@@ -210,10 +222,17 @@ impl Table {
     /// start, and re-inserting each entry in that order lands it at the first free slot on its
     /// own probe path, which is what a lookup expects.
     fn sweep(&mut self, now: u64) {
+        #[cfg(test)]
+        {
+            self.sweeps += 1;
+        }
+        self.earliest_expiry = u64::MAX;
         for entry in &mut self.slots {
             if entry.key != 0 && entry.expiry < now {
                 *entry = Entry::default();
                 self.len -= 1;
+            } else if entry.key != 0 {
+                self.earliest_expiry = self.earliest_expiry.min(entry.expiry);
             }
         }
         let mask = self.mask();
@@ -259,6 +278,7 @@ impl Table {
             if let Probe::Empty(i) = self.find(entry.key) {
                 self.slots[i] = entry;
                 self.len += 1;
+                self.earliest_expiry = self.earliest_expiry.min(entry.expiry);
             }
         }
     }
@@ -389,6 +409,26 @@ mod tests {
                 Err(ReplayError::Replayed)
             );
         }
+    }
+
+    #[test]
+    fn a_full_cache_of_live_nonces_refuses_without_walking_the_table() {
+        let cache = NonceCache::new(3, WINDOW);
+        for n in 0..3 {
+            assert!(admit(&cache, &nonce(n), T0, T0).is_ok());
+        }
+        let sweeps = |cache: &NonceCache| cache.table.lock().expect("not poisoned").sweeps;
+        let before = sweeps(&cache);
+        // Nothing can have expired before T0 + WINDOW, so refusals leave the table untouched.
+        for n in 3..10 {
+            assert_eq!(admit(&cache, &nonce(n), T0, T0 + 1), Err(ReplayError::Full));
+        }
+        assert_eq!(sweeps(&cache), before, "no sweep while every entry is live");
+        let later = T0 + WINDOW + 1;
+        assert!(
+            admit(&cache, &nonce(10), later, later).is_ok(),
+            "room once they expire"
+        );
     }
 
     #[test]
