@@ -39,7 +39,7 @@ lint: ## rustfmt, clippy (warnings are errors), hadolint
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	scripts/lint-deploy.sh
 
-bench: ## criterion: full verification against raw crypto (target <= 1.3x)
+bench: ## criterion verify ratio, then the load benchmark vs nginx and HAProxy -> docs/benchmarks.md
 	$(CARGO) bench --locked --bench verify
 	python3 scripts/verify-ratio.py target/criterion/verify_1KiB_POST
 	bench/bench.sh  # load benchmark vs nginx and HAProxy -> docs/benchmarks.md (BENCH_QUICK=1: smoke run)
