@@ -17,7 +17,6 @@ import resource
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -86,5 +85,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    time.sleep(0)
     sys.exit(main())

@@ -150,7 +150,8 @@ def summarize(data: dict) -> dict:
         check(f"RSS < {IDLE_TARGET_MIB} MiB with 1,000 idle keep-alive connections",
               f"{idle['sig-gate']:.1f} MiB", idle["sig-gate"] < IDLE_TARGET_MIB,
               f"{d['open']} connections open, {d['ok']} answered 200, {d['still_open']} still open "
-              f"at the end")
+              f"at the end" + (", samples " + ", ".join(f"{x / 1024:.1f}" for x in d["samples_kib"])
+                               + " MiB" if d.get("samples_kib") else ""))
     if replay_full is not None:
         check(f"Replay cache memory per entry (aim < {REPLAY_TARGET_BYTES} B)",
               f"{replay_full:.1f} B", replay_full < REPLAY_TARGET_BYTES,
@@ -287,7 +288,8 @@ def markdown(data: dict, s: dict) -> str:
             for t in PROXIES) + " |\n")
     if s["idle"]:
         w(f"RSS with {st['idle_connections']:,} idle keep-alive connections (each opened, one "
-          "signed 1 KiB POST answered 200, then left idle), VmRSS of every process of the proxy:\n")
+          "signed 1 KiB POST answered 200, then left idle), VmRSS of every process of the proxy, "
+          f"median of {st.get('idle_repeats', 1)} fresh start(s):\n")
         w("| | nginx | HAProxy | sig-gate |")
         w("| --- | ---: | ---: | ---: |")
         w("| RSS, MiB | " + " | ".join(f"{s['idle'][t]:.1f}" for t in PROXIES) + " |")
@@ -381,13 +383,15 @@ def markdown(data: dict, s: dict) -> str:
       "divided by the requests completed.")
     w(f"- **Open loop** (latency below the knee): fixed rates of {', '.join(rate_label(r) for r in rates)} "
       "req/s" + (" (" + ", ".join(f"{f:.0%}" for f in st["rate_fractions"])
-                 + " of the slowest proxy's maximum in a short calibration run)"
+                 + " of the slowest proxy's maximum in short calibration runs)"
                  if st.get("rate_fractions") else "") + ", "
       f"{st['open_secs']} s each, {st['open_connections']} connections, by `bench/loadgen open`: "
       "it paces sends with a timerfd (µs precision) and measures each latency from the request's "
       "intended send time, so a stalled target is charged for the requests queued behind the "
       "stall (no coordinated omission), as oha's `--latency-correction` does. oha cannot send a "
-      "fresh nonce per request, hence this generator.")
+      "fresh nonce per request, hence this generator. The generator shares its CPU with the "
+      "upstream, and its own scheduling delay is part of every figure: the direct row is the "
+      "floor of the measurement.")
     w("- **Peak RSS**: VmHWM summed over the proxy's processes at the end of its run "
       "(nginx: master + worker).")
     w(f"- **Rounds**: {data['rounds']}; in each round every target is started fresh, warmed up, "

@@ -271,8 +271,8 @@ impl ResponseReader {
             self.fill(stream).await?;
         };
         let head = &self.buf[..head_end];
-        let status = std::str::from_utf8(head.get(9..12).ok_or("short status line")?)?
-            .parse::<u16>()?;
+        let status =
+            std::str::from_utf8(head.get(9..12).ok_or("short status line")?)?.parse::<u16>()?;
         let mut length = None;
         let mut chunked = false;
         let mut close = false;
@@ -301,7 +301,8 @@ impl ResponseReader {
                     self.fill(stream).await?;
                 };
                 let size_text = std::str::from_utf8(&self.buf[..line_end])?;
-                let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
                 self.consume(line_end + 2);
                 // Chunk data and its CRLF; the last chunk (size 0) is followed by CRLF alone.
                 self.skip(stream, size + 2).await?;
@@ -480,8 +481,12 @@ async fn open(flags: &Flags) -> Result<(), Error> {
                 let done = Instant::now();
                 match result {
                     Ok((status, close)) => {
-                        tally.latencies.push(nanos(done.saturating_duration_since(due)));
-                        tally.send_lag.push(nanos(sent.saturating_duration_since(due)));
+                        tally
+                            .latencies
+                            .push(nanos(done.saturating_duration_since(due)));
+                        tally
+                            .send_lag
+                            .push(nanos(sent.saturating_duration_since(due)));
                         if !(200..300).contains(&status) {
                             tally.non_2xx += 1;
                         }
@@ -524,7 +529,8 @@ async fn open(flags: &Flags) -> Result<(), Error> {
     all.latencies.sort_unstable();
     all.send_lag.sort_unstable();
     let pct = |v: &[u64], p: f64| percentile(v, p) as f64 / 1000.0;
-    let mean = all.latencies.iter().sum::<u64>() as f64 / all.latencies.len().max(1) as f64 / 1000.0;
+    let mean =
+        all.latencies.iter().sum::<u64>() as f64 / all.latencies.len().max(1) as f64 / 1000.0;
     println!(
         concat!(
             r#"{{"rate":{},"duration":{},"connections":{},"sent":{},"completed":{},"#,
@@ -712,7 +718,10 @@ fn replay_mem(flags: &Flags) -> Result<(), Error> {
             timestamp: now,
             nonce: &nonce,
         }) {
-            headers.insert(HeaderName::from_bytes(name.as_bytes())?, HeaderValue::from_str(&value)?);
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes())?,
+                HeaderValue::from_str(&value)?,
+            );
         }
         let verified = verify::check_headers(&headers, &keyring, window, now)
             .and_then(|pending| pending.verify(line, &digest))
