@@ -51,6 +51,7 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "5"))
 WARMUP_SECS = 1 if QUICK else 2
 CLOSED_SECS = 3 if QUICK else 6
+SLICES = 1 if QUICK else 3  # the closed-loop time of each target, in turns of CLOSED_SECS/SLICES
 OPEN_SECS = 3 if QUICK else 4
 CONNECTIONS = 64          # wrk's closed-loop connections
 OPEN_CONNECTIONS = 32     # open-loop generator's connection pool
@@ -400,8 +401,8 @@ def wrk(port: int, seconds: float, batch: SignedBatch, first: int, count: int) -
     return result
 
 
-def open_loop(port: int, rate: float, seconds: float, batch: SignedBatch) -> dict:
-    first, count = batch.take(int(rate * seconds) + 1)
+def open_loop(port: int, rate: float, seconds: float, batch: SignedBatch, first: int,
+              count: int) -> dict:
     argv = pinned(CLIENT_CPUS, [
         str(LOADGEN), "open", "--addr", f"127.0.0.1:{port}", "--requests", str(batch.dir),
         "--record-len", str(batch.record_len), "--first", str(first), "--count", str(count),
@@ -474,59 +475,92 @@ def calibrate(lab: Lab, workdir: Path) -> dict[str, float]:
 
 
 def run_round(lab: Lab, workdir: Path, index: int, rates: list[float], per_run: int) -> dict:
+    """One round: every target started fresh and side by side (idle proxies cost nothing),
+    then measured in turn in short slices (closed loop), and rate by rate (open loop), so the
+    machine's noise, which drifts over tens of seconds, falls on all of them alike."""
     order = list(TARGETS[index % len(TARGETS):] + TARGETS[:index % len(TARGETS)])
+    per_sec = per_run // (WARMUP_SECS + CLOSED_SECS)
+    slice_secs = CLOSED_SECS // SLICES
     need = per_run + sum(int(r * OPEN_SECS) + 1 for r in rates) + 10
     batch = sign_batch(workdir, need, f"round{index}")
-    results = {}
-    for target in order:
-        proc = lab.start(target)
-        pids = proc.pids()
-        fresh = status_kib(pids, "VmRSS")
-        # Every target gets its requests from the same slice positions: sig-gate needs unique
-        # nonces, the others receive identical bytes.
-        batch.used = 0
-        first, count = batch.take(per_run)
-        wrk(proc.port, WARMUP_SECS, batch, first, count // 4)
-        entries0 = metric(proc.admin_port, "sig_gate_nonce_cache_entries") if proc.admin_port else 0
-        rss0 = status_kib(pids, "VmRSS")
-        cpu0 = cpu_seconds(pids)
-        t0 = time.monotonic()
-        closed = wrk(proc.port, CLOSED_SECS, batch, first + count // 4, count - count // 4)
-        wall = time.monotonic() - t0
-        cpu = cpu_seconds(pids) - cpu0
-        res: dict = {
-            "closed": closed,
-            "cpu_us_per_req": cpu * 1e6 / max(closed["requests"], 1),
-            "cpu_util": cpu / wall,
-            "rss_fresh_kib": fresh,
-            "workers": threads(proc.popen.pid) if target == "sig-gate" else None,
+    # Every target reads the same records in the same order (identical bytes on the wire);
+    # sig-gate, a process of its own, sees each nonce once.
+    cursor = {t: 0 for t in order}
+
+    def take(target: str, n: int) -> tuple[int, int]:
+        first = cursor[target]
+        if first + n > batch.count:
+            sys.exit(f"bench: out of pre-signed requests ({first}+{n} > {batch.count})")
+        cursor[target] += n
+        return first, n
+
+    procs = {t: lab.start(t) for t in order}
+    pids = {t: procs[t].pids() for t in order}
+    res: dict[str, dict] = {t: {"rss_fresh_kib": status_kib(pids[t], "VmRSS"),
+                                "workers": threads(procs[t].popen.pid) if t == "sig-gate" else None}
+                            for t in order}
+    for t in order:
+        wrk(procs[t].port, WARMUP_SECS, batch, *take(t, per_sec * WARMUP_SECS))
+    gate = procs.get("sig-gate")
+    entries0 = metric(gate.admin_port, "sig_gate_nonce_cache_entries")
+    rss0 = status_kib(pids["sig-gate"], "VmRSS")
+    slices: dict[str, list[dict]] = {t: [] for t in order}
+    for _ in range(SLICES):
+        for t in order:
+            cpu0 = cpu_seconds(pids[t])
+            t0 = time.monotonic()
+            r = wrk(procs[t].port, slice_secs, batch, *take(t, per_sec * slice_secs))
+            r["wall"] = time.monotonic() - t0
+            r["cpu"] = cpu_seconds(pids[t]) - cpu0
+            slices[t].append(r)
+    res["sig-gate"]["replay_entries_added"] = (
+        metric(gate.admin_port, "sig_gate_nonce_cache_entries") - entries0)
+    res["sig-gate"]["replay_rss_delta_kib"] = status_kib(pids["sig-gate"], "VmRSS") - rss0
+    for t in order:
+        sl = slices[t]
+        requests = sum(x["requests"] for x in sl)
+        cpu = sum(x["cpu"] for x in sl)
+        res[t]["closed"] = {
+            "requests": requests,
+            "rps": requests / (sum(x["duration_us"] for x in sl) / 1e6),
+            # Latency percentiles cannot be merged exactly across runs: median of the slices.
+            **{k: statistics.median(x[k] for x in sl)
+               for k in ("lat_p50_us", "lat_p99_us", "lat_p999_us")},
+            "failed": sum(x["failed"] for x in sl),
+            "wrapped": sum(x["wrapped"] for x in sl),
+            "slices_rps": [x["rps"] for x in sl],
+            "slices_cpu_us": [x["cpu"] * 1e6 / max(x["requests"], 1) for x in sl],
         }
-        if proc.admin_port:
-            entries1 = metric(proc.admin_port, "sig_gate_nonce_cache_entries")
-            rss1 = status_kib(pids, "VmRSS")
-            res["replay_entries_added"] = entries1 - entries0
-            res["replay_rss_delta_kib"] = rss1 - rss0
-        res["open"] = []
-        for rate in rates:
-            c0 = cpu_seconds(pids)
-            o = open_loop(proc.port, rate, OPEN_SECS, batch)
-            o["cpu_us_per_req"] = (cpu_seconds(pids) - c0) * 1e6 / max(o["completed"], 1)
-            res["open"].append(o)
-        if target != "sig-gate" and index == 0:
-            # The cross-check of the open-loop generator: first round only.
-            res["oha"] = [oha(proc.port, rate, OPEN_SECS, workdir) for rate in rates]
-        res["peak_rss_kib"] = status_kib(pids, "VmHWM")
-        if proc.admin_port:
-            res["rejected"] = metric(proc.admin_port, 'sig_gate_requests_total{outcome="rejected"}')
-            res["replay_entries_end"] = metric(proc.admin_port, "sig_gate_nonce_cache_entries")
-        lab.stop(proc)
-        results[target] = res
-        o = res["open"][len(rates) // 2]
-        log(f"round {index + 1} {target:9s} {closed['rps']:9.0f} req/s  "
-            f"{res['cpu_us_per_req']:6.1f} us cpu/req  p99@{rate_label(rates[len(rates) // 2])} "
-            f"{o['p99_us']:7.0f} us  peak {res['peak_rss_kib'] / 1024:5.1f} MiB"
-            + (f"  failed {closed['failed']}" if closed["failed"] else ""))
-    return results
+        res[t]["cpu_us_per_req"] = cpu * 1e6 / max(requests, 1)
+        res[t]["cpu_util"] = cpu / sum(x["wall"] for x in sl)
+        res[t]["open"] = []
+    for rate in rates:
+        for t in order:
+            c0 = cpu_seconds(pids[t])
+            o = open_loop(procs[t].port, rate, OPEN_SECS, batch, *take(t, int(rate * OPEN_SECS) + 1))
+            o["cpu_us_per_req"] = (cpu_seconds(pids[t]) - c0) * 1e6 / max(o["completed"], 1)
+            res[t]["open"].append(o)
+    if index == 0:
+        # The cross-check of the open-loop generator: first round only, targets that do not
+        # verify (oha repeats one request, so it cannot carry fresh nonces).
+        for t in order:
+            if t != "sig-gate":
+                res[t]["oha"] = [oha(procs[t].port, rate, OPEN_SECS, workdir) for rate in rates]
+    for t in order:
+        res[t]["peak_rss_kib"] = status_kib(pids[t], "VmHWM")
+    res["sig-gate"]["rejected"] = metric(gate.admin_port,
+                                         'sig_gate_requests_total{outcome="rejected"}')
+    res["sig-gate"]["replay_entries_end"] = metric(gate.admin_port, "sig_gate_nonce_cache_entries")
+    for t in order:
+        lab.stop(procs[t])
+    mid = len(rates) // 2
+    for t in order:
+        r = res[t]
+        log(f"round {index + 1} {t:9s} {r['closed']['rps']:9.0f} req/s  "
+            f"{r['cpu_us_per_req']:6.1f} us cpu/req  p99@{rate_label(rates[mid])} "
+            f"{r['open'][mid]['p99_us']:7.0f} us  peak {r['peak_rss_kib'] / 1024:5.1f} MiB"
+            + (f"  failed {r['closed']['failed']}" if r["closed"]["failed"] else ""))
+    return res
 
 
 def rate_label(rate: float) -> str:
@@ -702,7 +736,7 @@ def main() -> int:
     lab = Lab(workdir)
     data: dict = {"machine": machine(), "quick": QUICK, "rounds": ROUNDS,
                   "settings": {"warmup_secs": WARMUP_SECS, "closed_secs": CLOSED_SECS,
-                               "open_secs": OPEN_SECS, "connections": CONNECTIONS,
+                               "open_secs": OPEN_SECS, "connections": CONNECTIONS, "slices": SLICES,
                                "open_connections": OPEN_CONNECTIONS, "workers": WORKERS,
                                "proxy_cpus": PROXY_CPUS, "client_cpus": CLIENT_CPUS,
                                "idle_connections": IDLE_CONNECTIONS, "idle_repeats": IDLE_REPEATS,
