@@ -318,11 +318,14 @@ def markdown(data: dict, s: dict) -> str:
               f"{s['replay']['slowest_admit_at']:,}: the table doubling, rehashing every entry "
               "while holding the cache's lock. In the gate that stalls every request that "
               "reaches the cache meanwhile (and, with one worker, the whole process).\n")
-        if s["replay"].get("full_refusal_us"):
+        refusal = s["replay"].get("full_refusal_us")
+        if refusal is not None:
             w(f"Once the cache is full of live nonces, each further signed request took "
-              f"{s['replay']['full_refusal_us'] / 1000:.1f} ms to refuse (503, fail closed): "
-              "every refusal sweeps the whole table under the lock, although nothing in it can "
-              "have expired yet.\n")
+              + (f"{refusal / 1000:.1f} ms to refuse (503, fail closed): far more than an "
+                 "insert, the sign of a sweep of the whole table per refusal."
+                 if refusal > 100 else
+                 f"{refusal:.1f} µs to refuse (503, fail closed): no sweep while nothing in "
+                 "the table can have expired.") + "\n")
         rss_b = T["sig-gate"].get("replay_rss_bytes_per_entry")
         if rss_b:
             w(f"Cross-check in the running gate: its RSS grew by {rss_b:.1f} bytes per nonce "
