@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import signal
 import statistics
 import sys
 import tempfile
@@ -31,6 +32,10 @@ def main() -> int:
     parser.add_argument("binaries", nargs="+", metavar="NAME=BINARY")
     args = parser.parse_args()
     gates = dict(b.split("=", 1) for b in args.binaries)
+    # SIGTERM or SIGHUP (a closed terminal, a timeout) must still run the cleanup below, or the
+    # proxies started here would outlive the benchmark.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     if os.geteuid() == 0:
         os.setpriority(os.PRIO_PROCESS, 0, int(os.environ.get("BENCH_NICE", "-10")))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

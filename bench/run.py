@@ -706,6 +706,10 @@ def machine() -> dict:
 
 def main() -> int:
     started = time.monotonic()
+    # SIGTERM or SIGHUP (a closed terminal, a timeout) must still run the cleanup below, or the
+    # proxies started here would outlive the benchmark.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     for tool in ("nginx", "haproxy", "wrk", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is missing (bench/install.sh installs it)")
