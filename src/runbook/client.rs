@@ -333,27 +333,7 @@ impl Http {
 
     /// Send `request` and read the whole answer, giving up after `within`.
     pub async fn send(&self, request: Request<Body>, within: Duration) -> Result<Reply, String> {
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|err| error_chain(&err))?;
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|err| format!("reading the body: {}", error_chain(&err)))?
-                .to_bytes();
-            Ok(Reply {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        };
-        tokio::time::timeout(within, exchange)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {} ms", within.as_millis())))
+        read_reply(self.client.request(request), within).await
     }
 
     /// Send a call to the gate's proxy listener (5 s limit).
@@ -402,28 +382,32 @@ impl Connection {
     /// Send one call and read the whole answer, giving up after `within`.
     pub async fn send(&mut self, call: &Call, within: Duration) -> Result<Reply, String> {
         let request = call.origin_request(self.addr);
-        let exchange = async {
-            let response = self
-                .sender
-                .send_request(request)
-                .await
-                .map_err(|err| error_chain(&err))?;
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|err| format!("reading the body: {}", error_chain(&err)))?
-                .to_bytes();
-            Ok(Reply {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        };
-        tokio::time::timeout(within, exchange)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {} ms", within.as_millis())))
+        read_reply(self.sender.send_request(request), within).await
     }
+}
+
+/// Await a response and read its whole body, giving up after `within` for the two together.
+async fn read_reply<E: std::error::Error + 'static>(
+    response: impl std::future::Future<Output = Result<http::Response<hyper::body::Incoming>, E>>,
+    within: Duration,
+) -> Result<Reply, String> {
+    let exchange = async {
+        let response = response.await.map_err(|err| error_chain(&err))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|err| format!("reading the body: {}", error_chain(&err)))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    };
+    tokio::time::timeout(within, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} ms", within.as_millis())))
 }
 
 /// An error and its sources, `: `-joined (hyper's top-level messages alone say little).
