@@ -16,6 +16,7 @@
 //! | [`sign`] | the signer (`sig-gate sign`, the drill's clients) |
 //! | [`config`] | figment layers (defaults < TOML < env) into a typed [`config::Config`]; every refusal names its variable |
 //! | [`proxy`] | the hyper service: gate, then [`proxy::Gate::forward`], where a byte leaves for the upstream |
+//! | [`upstream`] | keep-alive HTTP/1.1 connections to the upstream, driven in the request's own task; strict response framing |
 //! | [`server`] | listeners (socket activation, `SO_REUSEPORT`), accept loop, admin endpoints, graceful drain |
 //! | [`metrics`] | every Prometheus series, registered at start-up; where a reason is counted |
 //! | [`logging`] | JSON or text log lines on stderr |
@@ -37,4 +38,5 @@ pub mod replay;
 pub mod runbook;
 pub mod server;
 pub mod sign;
+pub mod upstream;
 pub mod verify;

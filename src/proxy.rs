@@ -1,5 +1,5 @@
 //! The gate as a hyper service: strip the client's `X-Gate-Verified-Key-Id`, verify, then
-//! forward through one pooled client, streaming the response back.
+//! forward over a pooled upstream connection ([`crate::upstream`]), streaming the response back.
 //!
 //! Where things happen:
 //! - signature checks: [`Gate::admit`] calls [`verify::check_headers`] (headers only, before
@@ -12,43 +12,30 @@ use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Config;
 use crate::keyring::Slot;
 use crate::metrics::{Metrics, OtherReason, Outcome};
 use crate::protocol;
 use crate::replay::{Admitted, NonceCache, ReplayError};
+use crate::upstream::{Outgoing, Upstream, UpstreamBody};
 use crate::verify::{self, ClaimedKeyIds, Reason, RequestLine};
 
 /// Body of every response the gate sends: the upstream's, streamed, or the gate's own JSON.
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+pub type ResponseBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// `X-Request-Id`: kept when the client sends one, generated otherwise.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Forwarded-For`: the peer address is appended.
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-/// Hop-by-hop headers of RFC 9110 section 7.6.1, besides those `Connection` names.
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("keep-alive"),
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// Why the gate answered a request itself. [`Refusal::status`] and [`Refusal::body`] are the
 /// one place that maps an error to what the client sees.
@@ -156,13 +143,13 @@ impl Peer {
     }
 }
 
-/// The verifying proxy: configuration, keys, replay cache, metrics and the upstream client.
+/// The verifying proxy: configuration, keys, replay cache, metrics and upstream connections.
 #[derive(Debug)]
 pub struct Gate {
     config: Config,
     metrics: Metrics,
     nonces: NonceCache,
-    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: Upstream,
     /// `X-Gate-Verified-Key-Id` values, indexed by [`Slot`], built at start-up.
     verified_key_ids: [Option<HeaderValue>; 2],
     request_ids: RequestIds,
@@ -170,17 +157,10 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// Build the gate; must run inside a tokio runtime (the client's pool uses its timer).
+    /// Build the gate; must run inside a tokio runtime (the upstream pool closes idle
+    /// connections from a task of its own).
     pub fn new(config: Config, metrics: Metrics) -> Gate {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.upstream_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let upstream = Upstream::new(&config.upstream.authority);
         let header_value = |slot| {
             config.keyring.key(slot).map(|key| {
                 // Key ids are validated to `A-Z a-z 0-9 . _ : -`: always a valid header value.
@@ -193,7 +173,7 @@ impl Gate {
             config,
             metrics,
             nonces,
-            client,
+            upstream,
             verified_key_ids,
             request_ids: RequestIds::new(),
             draining: AtomicBool::new(false),
@@ -382,49 +362,44 @@ impl Gate {
         body: Bytes,
         pass: Pass,
         peer: &Peer,
-    ) -> Result<(Outcome, Response<Incoming>), Refusal> {
-        let headers = &mut parts.headers;
-        strip_hop_by_hop(headers);
-        append_forwarded_for(headers, &peer.forwarded_for);
-        let outcome = match pass {
-            Pass::Verified(admitted) => {
-                if let Some(id) = &self.verified_key_ids[admitted.slot() as usize] {
-                    headers.insert(protocol::VERIFIED_KEY_ID, id.clone());
-                }
-                Outcome::Forwarded
-            }
-            Pass::ReportOnly => Outcome::Forwarded,
-            Pass::Exempt => Outcome::Exempt,
+    ) -> Result<(Outcome, Response<UpstreamBody>), Refusal> {
+        let (outcome, verified_key_id) = match pass {
+            Pass::Verified(admitted) => (
+                Outcome::Forwarded,
+                self.verified_key_ids[admitted.slot() as usize].as_ref(),
+            ),
+            Pass::ReportOnly => (Outcome::Forwarded, None),
+            Pass::Exempt => (Outcome::Exempt, None),
         };
-        if !headers.contains_key(header::HOST) {
-            // HTTP/2 carries the host in `:authority`; HTTP/1 upstreams need it as `Host`.
-            if let Some(host) = parts.uri.authority().and_then(|a| a.as_str().parse().ok()) {
-                headers.insert(header::HOST, host);
-            }
-        }
-        let path_and_query = parts
+        let forwarded_for = if parts.headers.contains_key(FORWARDED_FOR) {
+            // Earlier proxies' addresses stay, joined into one field with the peer's.
+            append_forwarded_for(&mut parts.headers, &peer.forwarded_for);
+            None
+        } else {
+            Some(&peer.forwarded_for)
+        };
+        let added = [
+            forwarded_for.map(|value| (FORWARDED_FOR, value)),
+            verified_key_id.map(|value| (protocol::VERIFIED_KEY_ID, value)),
+        ];
+        // HTTP/2 carries the host in `:authority`; HTTP/1 upstreams need it as `Host`.
+        let authority_host = parts
             .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            .authority()
+            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok());
+        let request = Outgoing {
+            method: &parts.method,
+            target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            headers: &parts.headers,
+            host: authority_host.as_ref(),
+            added: &added,
+            body: &body,
+        };
         let upstream = &self.config.upstream;
-        parts.uri = Uri::builder()
-            .scheme(upstream.scheme.clone())
-            .authority(upstream.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            // Scheme and authority were validated at start-up; the path came from a parsed Uri.
-            .expect("upstream URI from validated parts");
-        parts.version = Version::HTTP_11;
-
-        let request = Request::from_parts(parts, Full::new(body));
         let response =
-            tokio::time::timeout(self.config.upstream_timeout, self.client.request(request)).await;
+            tokio::time::timeout(self.config.upstream_timeout, self.upstream.send(request)).await;
         match response {
-            Ok(Ok(mut response)) => {
-                strip_hop_by_hop(response.headers_mut());
-                Ok((outcome, response))
-            }
+            Ok(Ok(response)) => Ok((outcome, response)),
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, upstream = %upstream, "upstream unavailable");
                 Err(Refusal::UpstreamUnavailable)
@@ -456,25 +431,6 @@ fn refusal_response(refusal: Refusal, request_id: HeaderValue) -> Response<Respo
     }
     headers.insert(REQUEST_ID, request_id);
     response
-}
-
-/// Remove hop-by-hop headers: the fixed list and every name the `Connection` header lists.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in listed {
-            headers.remove(name);
-        }
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
 }
 
 /// Append the peer IP to `X-Forwarded-For`, keeping what earlier proxies wrote.
@@ -575,23 +531,6 @@ mod tests {
             let body: serde_json::Value = serde_json::from_str(refusal.body()).expect("valid JSON");
             assert!(body["error"].is_string());
         }
-    }
-
-    #[test]
-    fn hop_by_hop_headers_and_connection_listed_ones_are_removed() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, X-Custom"),
-        );
-        headers.insert("x-custom", HeaderValue::from_static("1"));
-        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
-        headers.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut headers);
-        assert_eq!(headers.len(), 1);
-        assert!(headers.contains_key("x-kept"));
     }
 
     #[test]

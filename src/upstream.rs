@@ -1,0 +1,991 @@
+//! The upstream side: HTTP/1.1 keep-alive connections to `GATE_UPSTREAM`, each exchange driven
+//! by the task of the request that makes it.
+//!
+//! Why not hyper's client: it runs every connection in a task of its own, so one request
+//! crossed tasks four times (the dispatch channel, a oneshot back with the response head, the
+//! body channel, the pool's readiness signal) and the profile showed those wake-ups, the pool
+//! and the channels costing more than the whole signature check (`bench/analysis.md`). The
+//! gate's exchange is simpler than a general client's: the request body is already in memory
+//! (it had to be, to verify it), so a request checks a connection out of a LIFO pool, writes
+//! head and body with one `write`, reads the response head, and hands back an [`UpstreamBody`]
+//! that reads the socket only when the downstream connection polls it, in the same task. The
+//! body puts the connection back in the pool as soon as its last byte is read.
+//!
+//! Strictness: the response head is parsed by `httparse` (the parser inside hyper) and framed by
+//! RFC 9112 section 6.3; a chunked body is decoded by a byte-level state machine that accepts
+//! nothing but the grammar. Anything else is an [`UpstreamError`]: a 502 before the head, a cut
+//! connection after it, and never a connection back in the pool. A connection is reused only
+//! when the upstream said nothing against it, the body ended exactly on its framing, and the
+//! socket shows neither data nor a close when it is checked out again.
+//!
+//! Trailers of a chunked response are read and dropped (as nginx does); interim 1xx responses
+//! are skipped; `101 Switching Protocols` is refused (the gate strips `Upgrade`, so an upstream
+//! that switches anyway is broken).
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
+use http::{Method, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response head accepted (status line and headers).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most response header lines accepted (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line extension, and all trailer lines together.
+const MAX_CHUNK_EXTENSION: u16 = 4 * 1024;
+const MAX_TRAILER_BYTES: u32 = 16 * 1024;
+/// Bytes reserved before each read of the socket.
+const READ_CHUNK: usize = 8 * 1024;
+/// A pooled connection keeps buffers up to this size; larger ones are freed on check-in.
+const KEEP_BUFFER: usize = 64 * 1024;
+/// Request bodies up to this size are copied behind the head and sent with one `write`.
+const COALESCE_BODY: usize = 16 * 1024;
+/// Idle connections kept per gate; more are closed after their exchange.
+const MAX_IDLE: usize = 1024;
+/// An idle connection is closed after this long unused (upstreams often close at 5-75 s).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often idle connections past [`IDLE_TIMEOUT`] are closed.
+const REAP_EVERY: Duration = Duration::from_secs(5);
+
+/// Hop-by-hop headers of RFC 9110 section 7.6.1, besides those `Connection` names.
+pub const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Why an exchange with the upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made.
+    #[error("connect: {0}")]
+    Connect(#[source] io::Error),
+    /// Reading or writing the connection failed.
+    #[error("connection: {0}")]
+    Io(#[source] io::Error),
+    /// The upstream closed the connection before its response was complete.
+    #[error("connection closed before the response was complete")]
+    Closed,
+    /// The response broke HTTP/1.1's grammar or framing.
+    #[error("malformed response: {0}")]
+    Malformed(&'static str),
+}
+
+/// The request as it leaves for the upstream: what [`Upstream::send`] writes, in this order.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// Method, sent as is.
+    pub method: &'a Method,
+    /// Origin-form target (path and query), sent as is.
+    pub target: &'a str,
+    /// The client's headers; hop-by-hop ones and those `Connection` lists are skipped, and
+    /// `Content-Length` is written from the body.
+    pub headers: &'a HeaderMap,
+    /// `Host` to send when `headers` has none (an HTTP/2 client's `:authority`, or the upstream).
+    pub host: Option<&'a HeaderValue>,
+    /// Headers the gate adds, written after the client's (`None`s are skipped).
+    pub added: &'a [Option<(HeaderName, &'a HeaderValue)>],
+    /// The whole body.
+    pub body: &'a Bytes,
+}
+
+/// Keep-alive connections to one upstream.
+#[derive(Debug)]
+pub struct Upstream {
+    /// `host:port` to connect to.
+    address: String,
+    /// `Host` for requests that carry none: the upstream's authority.
+    host: HeaderValue,
+    pool: Arc<Pool>,
+}
+
+impl Upstream {
+    /// Connections to `authority` (port 80 when it names none). Must run inside a tokio
+    /// runtime: a task closes connections left idle past [`IDLE_TIMEOUT`].
+    pub fn new(authority: &Authority) -> Upstream {
+        let address = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
+        // An `Authority` holds only characters that are valid in a header value.
+        let host = HeaderValue::from_str(authority.as_str()).expect("authority is header-safe");
+        let pool = Arc::new(Pool::default());
+        tokio::spawn(reap(Arc::downgrade(&pool)));
+        Upstream {
+            address,
+            host,
+            pool,
+        }
+    }
+
+    /// Send one request and read its response head. The body streams from the connection as
+    /// the caller polls it. Not cancel-safe in one respect only: a connection whose exchange
+    /// is dropped midway is closed, never pooled.
+    pub async fn send(
+        &self,
+        request: Outgoing<'_>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let mut conn = match self.pool.check_out() {
+            Some(conn) => conn,
+            None => Conn::connect(&self.address).await?,
+        };
+        let host = request.host.unwrap_or(&self.host);
+        encode_head(&mut conn.out, &request, host);
+        if request.body.len() <= COALESCE_BODY {
+            conn.out.extend_from_slice(request.body);
+            conn.stream.write_all(&conn.out).await
+        } else {
+            match conn.stream.write_all(&conn.out).await {
+                Ok(()) => conn.stream.write_all(request.body).await,
+                Err(err) => Err(err),
+            }
+        }
+        .map_err(UpstreamError::Io)?;
+        conn.out.clear();
+
+        let head = read_head(&mut conn).await?;
+        let no_body = request.method == Method::HEAD
+            || head.status.is_informational()
+            || head.status == StatusCode::NO_CONTENT
+            || head.status == StatusCode::NOT_MODIFIED;
+        let framing = if no_body {
+            Framing::Length(0)
+        } else {
+            head.framing
+        };
+        let reusable = head.reusable && !matches!(framing, Framing::UntilClose);
+        let mut body = UpstreamBody {
+            framing,
+            conn: Some(conn),
+            pool: reusable.then(|| Arc::clone(&self.pool)),
+        };
+        if body.framing.is_done() {
+            body.finish();
+        }
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        *response.headers_mut() = head.headers;
+        Ok(response)
+    }
+}
+
+/// One connection and its buffers, reused across exchanges.
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed.
+    read: BytesMut,
+    /// The encoded request head (and a small body).
+    out: Vec<u8>,
+}
+
+impl Conn {
+    async fn connect(address: &str) -> Result<Conn, UpstreamError> {
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(UpstreamError::Connect)?;
+        // Small request/response exchanges: latency over packet count.
+        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        Ok(Conn {
+            stream,
+            read: BytesMut::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// Still fit to carry a request: the upstream has neither closed it nor sent anything
+    /// unasked. Costs no system call while the socket has had no event since its last read.
+    fn is_idle(&self) -> bool {
+        matches!(self.stream.try_read(&mut [0u8; 1]), Err(err) if err.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Read more bytes into `read`, waiting for them: `Ok(0)` at end of stream.
+    async fn fill(&mut self) -> io::Result<usize> {
+        self.read.reserve(READ_CHUNK);
+        self.stream.read_buf(&mut self.read).await
+    }
+
+    /// [`Conn::fill`] for a poll-based caller.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.read.reserve(READ_CHUNK);
+        loop {
+            match self.stream.try_read_buf(&mut self.read) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.stream.poll_read_ready(cx))?;
+                }
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
+/// Idle connections, most recently used last.
+#[derive(Debug, Default)]
+struct Pool {
+    idle: Mutex<VecDeque<(Conn, Instant)>>,
+}
+
+impl Pool {
+    fn check_out(&self) -> Option<Conn> {
+        loop {
+            let (conn, _) = self.lock().pop_back()?;
+            if conn.is_idle() {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn check_in(&self, mut conn: Conn) {
+        if conn.read.capacity() > KEEP_BUFFER {
+            conn.read = BytesMut::new();
+        }
+        if conn.out.capacity() > KEEP_BUFFER {
+            conn.out = Vec::new();
+        }
+        let mut idle = self.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push_back((conn, Instant::now()));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Conn, Instant)>> {
+        // The queue is consistent between any two statements; a panic elsewhere leaves it usable.
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Close connections idle past [`IDLE_TIMEOUT`], until the gate is gone.
+async fn reap(pool: Weak<Pool>) {
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let mut idle = pool.lock();
+        while idle
+            .front()
+            .is_some_and(|(_, since)| since.elapsed() > IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+    }
+}
+
+/// Write the request head into `out`: request line, the client's end-to-end headers, `Host`
+/// if missing, the gate's headers, and `Content-Length` from the body.
+fn encode_head(out: &mut Vec<u8>, request: &Outgoing<'_>, host: &HeaderValue) {
+    out.extend_from_slice(request.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(request.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // Values were validated by hyper's parser or built by the gate: none holds CR or LF.
+    let mut field = |name: &str, value: &[u8]| {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    let headers = request.headers;
+    if !headers.contains_key(header::HOST) {
+        field(header::HOST.as_str(), host.as_bytes());
+    }
+    let options = ConnectionOptions::of(headers);
+    let mut had_length = false;
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH {
+            had_length = true;
+        } else if !is_hop_by_hop(name.as_str().as_bytes()) && !options.lists(name.as_str()) {
+            field(name.as_str(), value.as_bytes());
+        }
+    }
+    for (name, value) in request.added.iter().flatten() {
+        field(name.as_str(), value.as_bytes());
+    }
+    // RFC 9110 section 8.6: no Content-Length on an empty body unless the client sent one or
+    // the method anticipates a body.
+    let anticipates_body = matches!(*request.method, Method::POST | Method::PUT | Method::PATCH);
+    if had_length || anticipates_body || !request.body.is_empty() {
+        let mut digits = [0u8; 20];
+        field(
+            header::CONTENT_LENGTH.as_str(),
+            decimal(&mut digits, request.body.len()),
+        );
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, written into the tail of `buf`.
+fn decimal(buf: &mut [u8; 20], mut n: usize) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// Whether `name` (lower-case, as a `HeaderName` holds it, or any case from the wire) is one
+/// of [`HOP_BY_HOP`].
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| hop.as_str().as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// The options of a message's `Connection` header: `close`, and the names it lists as
+/// hop-by-hop (`keep-alive` among them, which names a hop-by-hop header anyway).
+#[derive(Debug, Default)]
+struct ConnectionOptions<'a> {
+    close: bool,
+    listed: Vec<&'a [u8]>,
+}
+
+impl<'a> ConnectionOptions<'a> {
+    fn of(headers: &'a HeaderMap) -> ConnectionOptions<'a> {
+        let mut options = ConnectionOptions::default();
+        for value in headers.get_all(header::CONNECTION) {
+            options.add(value.as_bytes());
+        }
+        options
+    }
+
+    fn add(&mut self, value: &'a [u8]) {
+        for token in value.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if !token.is_empty() {
+                self.listed.push(token);
+            }
+        }
+    }
+
+    /// Whether `name` is one the header listed.
+    fn lists(&self, name: impl AsRef<[u8]>) -> bool {
+        let name = name.as_ref();
+        self.listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+    }
+}
+
+/// How a response body ends (RFC 9112 section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `Content-Length` (or no body at all): this many bytes remain.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`, decoded.
+    Chunked(Chunked),
+    /// Neither: the body runs until the upstream closes; the connection is not reused.
+    UntilClose,
+    /// Read to its end.
+    Done,
+}
+
+/// What the next step of reading a body yields.
+#[derive(Debug)]
+enum Step {
+    Data(Bytes),
+    NeedMore,
+    End,
+}
+
+impl Framing {
+    fn is_done(&self) -> bool {
+        matches!(
+            self,
+            Framing::Length(0) | Framing::Chunked(Chunked::End) | Framing::Done
+        )
+    }
+
+    /// Take the next piece of body from `buf`.
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Step, UpstreamError> {
+        match self {
+            Framing::Length(0) | Framing::Done => Ok(Step::End),
+            Framing::Length(remaining) => {
+                if buf.is_empty() {
+                    return Ok(Step::NeedMore);
+                }
+                let n = (*remaining).min(buf.len() as u64);
+                *remaining -= n;
+                // `n` is at most `buf.len()`, a usize.
+                Ok(Step::Data(buf.split_to(n as usize).freeze()))
+            }
+            Framing::Chunked(chunked) => chunked.step(buf),
+            Framing::UntilClose if buf.is_empty() => Ok(Step::NeedMore),
+            Framing::UntilClose => Ok(Step::Data(buf.split().freeze())),
+        }
+    }
+}
+
+/// The chunked transfer coding's states (RFC 9112 section 7.1), one byte at a time outside
+/// chunk data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunked {
+    /// Reading hex digits of a chunk size.
+    Size {
+        size: u64,
+        digits: u8,
+    },
+    /// Past the size: whitespace, extensions, up to CR.
+    Extension {
+        size: u64,
+        len: u16,
+    },
+    /// CR seen after the size line.
+    SizeLf {
+        size: u64,
+    },
+    /// Inside chunk data.
+    Data(u64),
+    /// After chunk data: CR, then LF.
+    DataCr,
+    DataLf,
+    /// In the trailer section: `line` bytes into the current line, `total` bytes in all.
+    Trailer {
+        line: u32,
+        total: u32,
+    },
+    /// CR seen at the end of a trailer line (`last` when that line was empty).
+    TrailerLf {
+        total: u32,
+        last: bool,
+    },
+    /// The last chunk and its trailers are read.
+    End,
+}
+
+impl Chunked {
+    const START: Chunked = Chunked::Size { size: 0, digits: 0 };
+
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Step, UpstreamError> {
+        loop {
+            match *self {
+                Chunked::End => return Ok(Step::End),
+                Chunked::Data(0) => *self = Chunked::DataCr,
+                Chunked::Data(remaining) => {
+                    if buf.is_empty() {
+                        return Ok(Step::NeedMore);
+                    }
+                    let n = remaining.min(buf.len() as u64);
+                    *self = Chunked::Data(remaining - n);
+                    return Ok(Step::Data(buf.split_to(n as usize).freeze()));
+                }
+                _ => {
+                    let Some(&byte) = buf.first() else {
+                        return Ok(Step::NeedMore);
+                    };
+                    buf.advance(1);
+                    *self = self
+                        .next(byte)
+                        .ok_or(UpstreamError::Malformed("chunked body"))?;
+                }
+            }
+        }
+    }
+
+    /// The state after `byte`, or `None` if the grammar does not allow it.
+    fn next(self, byte: u8) -> Option<Chunked> {
+        Some(match (self, byte) {
+            (Chunked::Size { size, digits }, _) if byte.is_ascii_hexdigit() => {
+                if digits == 16 {
+                    return None;
+                }
+                let digit = (byte as char).to_digit(16)? as u64;
+                Chunked::Size {
+                    size: size << 4 | digit,
+                    digits: digits + 1,
+                }
+            }
+            (Chunked::Size { digits: 0, .. }, _) => return None,
+            (Chunked::Size { size, .. }, b'\r') => Chunked::SizeLf { size },
+            (Chunked::Size { size, .. }, b';' | b' ' | b'\t') => {
+                Chunked::Extension { size, len: 1 }
+            }
+            (Chunked::Extension { size, .. }, b'\r') => Chunked::SizeLf { size },
+            (Chunked::Extension { size, len }, _)
+                if len < MAX_CHUNK_EXTENSION && is_field_byte(byte) =>
+            {
+                Chunked::Extension { size, len: len + 1 }
+            }
+            (Chunked::SizeLf { size: 0 }, b'\n') => Chunked::Trailer { line: 0, total: 0 },
+            (Chunked::SizeLf { size }, b'\n') => Chunked::Data(size),
+            (Chunked::DataCr, b'\r') => Chunked::DataLf,
+            (Chunked::DataLf, b'\n') => Chunked::START,
+            (Chunked::Trailer { line, total }, b'\r') => Chunked::TrailerLf {
+                total,
+                last: line == 0,
+            },
+            (Chunked::Trailer { line, total }, _)
+                if total < MAX_TRAILER_BYTES && is_field_byte(byte) =>
+            {
+                Chunked::Trailer {
+                    line: line + 1,
+                    total: total + 1,
+                }
+            }
+            (Chunked::TrailerLf { last: true, .. }, b'\n') => Chunked::End,
+            (Chunked::TrailerLf { total, .. }, b'\n') => Chunked::Trailer { line: 0, total },
+            _ => return None,
+        })
+    }
+}
+
+/// Visible ASCII, space, tab and obs-text: what a field line or chunk extension may hold.
+fn is_field_byte(byte: u8) -> bool {
+    byte == b'\t' || (byte >= 0x20 && byte != 0x7f)
+}
+
+/// A parsed response head and what it says about the body and the connection.
+#[derive(Debug)]
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    reusable: bool,
+}
+
+/// Read the final response head, skipping interim 1xx responses.
+async fn read_head(conn: &mut Conn) -> Result<Head, UpstreamError> {
+    loop {
+        if !conn.read.is_empty() {
+            if let Some(head) = parse_head(&mut conn.read)? {
+                if head.status.is_informational() {
+                    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(UpstreamError::Malformed("unrequested protocol switch"));
+                    }
+                    continue;
+                }
+                return Ok(head);
+            }
+            if conn.read.len() >= MAX_HEAD_BYTES {
+                return Err(UpstreamError::Malformed("response head too large"));
+            }
+        }
+        match conn.fill().await {
+            Ok(0) => return Err(UpstreamError::Closed),
+            Ok(_) => {}
+            Err(err) => return Err(UpstreamError::Io(err)),
+        }
+    }
+}
+
+/// Parse a response head from the front of `buf`, consuming it; `None` if incomplete. Header
+/// values share the head's bytes rather than being copied.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(UpstreamError::Malformed("too many response headers"));
+        }
+        Err(_) => return Err(UpstreamError::Malformed("response head")),
+    };
+    let code = response.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| UpstreamError::Malformed("status code"))?;
+    let http10 = response.version == Some(0);
+
+    // First pass: what the framing and `Connection` headers say.
+    let mut options = ConnectionOptions::default();
+    let mut chunked = None;
+    let mut length: Option<u64> = None;
+    for field in response.headers.iter() {
+        let name = field.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"connection") {
+            options.add(field.value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only the final coding matters: chunked there frames the body; anything else
+            // means the body runs to the close.
+            let last = field.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let value = parse_length(field.value)
+                .ok_or(UpstreamError::Malformed("invalid Content-Length"))?;
+            if length.is_some_and(|seen| seen != value) {
+                return Err(UpstreamError::Malformed("conflicting Content-Length"));
+            }
+            length = Some(value);
+        }
+    }
+    let framing = match (chunked, length) {
+        (Some(true), _) => Framing::Chunked(Chunked::START),
+        (Some(false), _) => Framing::UntilClose,
+        (None, Some(length)) => Framing::Length(length),
+        (None, None) => Framing::UntilClose,
+    };
+    // Both framings at once is how desynchronisation attacks start: use the chunked one
+    // (RFC 9112 section 6.3) and never reuse the connection.
+    let reusable = !(options.close || http10 || (chunked.is_some() && length.is_some()));
+
+    // Second pass: the end-to-end headers, values sharing the head's bytes.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let mut count = 0;
+    for field in response.headers.iter() {
+        let name = field.name.as_bytes();
+        let drop_length = chunked.is_some() && name.eq_ignore_ascii_case(b"content-length");
+        if drop_length || is_hop_by_hop(name) || options.lists(name) {
+            continue;
+        }
+        let name_at = name.as_ptr() as usize - base;
+        let value_at = field.value.as_ptr() as usize - base;
+        spans[count] = (name_at, name.len(), value_at, field.value.len());
+        count += 1;
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name_at, name_len, value_at, value_len) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+            .map_err(|_| UpstreamError::Malformed("header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+            .map_err(|_| UpstreamError::Malformed("header value"))?;
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        status,
+        headers,
+        framing,
+        reusable,
+    }))
+}
+
+/// A `Content-Length` value: digits only, at most 19 of them (fits a u64 without overflow).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        value
+            .iter()
+            .fold(0u64, |n, &digit| n * 10 + u64::from(digit - b'0')),
+    )
+}
+
+/// A response body streaming from its upstream connection, read in the polling task.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    framing: Framing,
+    /// `None` once the body is done or failed.
+    conn: Option<Conn>,
+    /// Where the connection goes when the body ends cleanly; `None` if it must close.
+    pool: Option<Arc<Pool>>,
+}
+
+impl UpstreamBody {
+    /// Done: pool the connection if it may carry another exchange, else close it.
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        let Some(conn) = self.conn.take() else { return };
+        // Bytes past the end of the body mean the upstream and the gate disagree on framing.
+        if let Some(pool) = self.pool.take().filter(|_| conn.read.is_empty()) {
+            pool.check_in(conn);
+        }
+    }
+
+    fn fail(&mut self, err: UpstreamError) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        self.framing = Framing::Done;
+        self.conn = None;
+        tracing::warn!(error = %err, "upstream response body failed");
+        Poll::Ready(Some(Err(err)))
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.framing.step(&mut conn.read) {
+                Ok(Step::Data(data)) => {
+                    if this.framing.is_done() {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Step::End) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Step::NeedMore) => {}
+                Err(err) => return this.fail(err),
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if this.framing == Framing::UntilClose => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(UpstreamError::Closed),
+                Ok(_) => {}
+                Err(err) => return this.fail(UpstreamError::Io(err)),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(remaining) => SizeHint::with_exact(remaining),
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Chunked(_) | Framing::UntilClose => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Feed `wire` to a chunked decoder in pieces of `piece` bytes; the decoded body, or the
+    /// first error. `Ok(None)` if the input ended before the last chunk.
+    fn decode_chunked(
+        wire: &[u8],
+        piece: usize,
+    ) -> Result<Option<(Vec<u8>, usize)>, UpstreamError> {
+        let mut framing = Framing::Chunked(Chunked::START);
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut pieces = wire.chunks(piece.max(1));
+        loop {
+            match framing.step(&mut buf)? {
+                Step::Data(data) => body.extend_from_slice(&data),
+                Step::End => return Ok(Some((body, buf.len()))),
+                Step::NeedMore => match pieces.next() {
+                    Some(next) => buf.extend_from_slice(next),
+                    None => return Ok(None),
+                },
+            }
+        }
+    }
+
+    fn chunked_wire(chunks: &[Vec<u8>], extension: bool, trailer: bool) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for chunk in chunks.iter().filter(|c| !c.is_empty()) {
+            wire.extend_from_slice(format!("{:X}", chunk.len()).as_bytes());
+            if extension {
+                wire.extend_from_slice(b" ; name=\"v; x\"");
+            }
+            wire.extend_from_slice(b"\r\n");
+            wire.extend_from_slice(chunk);
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"0\r\n");
+        if trailer {
+            wire.extend_from_slice(b"x-sum: 1\r\nx-more: two\r\n");
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire
+    }
+
+    proptest! {
+        #[test]
+        fn chunked_bodies_decode_whatever_the_read_boundaries(
+            chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..8),
+            extension: bool,
+            trailer: bool,
+            piece in 1usize..64,
+        ) {
+            let wire = chunked_wire(&chunks, extension, trailer);
+            let decoded = decode_chunked(&wire, piece).expect("valid coding").expect("complete");
+            prop_assert_eq!(decoded, (chunks.concat(), 0));
+            // Cut anywhere before the end, it is incomplete, never complete or an error.
+            let cut = piece % wire.len();
+            prop_assert!(decode_chunked(&wire[..cut], piece).expect("valid prefix").is_none());
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_outside_the_grammar_are_errors() {
+        for wire in [
+            &b"g\r\n"[..],                // not hex
+            b"\r\n",                      // no size
+            b"10000000000000000\r\n",     // 17 digits
+            b"2\nok\r\n0\r\n\r\n",        // bare LF after the size
+            b"2\r\nokX\r\n0\r\n\r\n",     // data longer than its size
+            b"2\r\nok\n0\r\n\r\n",        // bare LF after data
+            b"0\r\nx-sum: 1\n\r\n",       // bare LF in a trailer
+            b"2;\x00\r\nok\r\n0\r\n\r\n", // control byte in an extension
+        ] {
+            assert!(
+                decode_chunked(wire, 1).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        // Bytes after the terminating CRLF are left over, which forbids reusing the connection.
+        assert_eq!(
+            decode_chunked(b"0\r\n\r\nHTTP", 64).unwrap(),
+            Some((vec![], 4))
+        );
+    }
+
+    fn head(wire: &[u8]) -> Result<Option<Head>, UpstreamError> {
+        parse_head(&mut BytesMut::from(wire))
+    }
+
+    #[test]
+    fn response_heads_say_how_the_body_ends_and_whether_to_reuse() {
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-A: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.status, h.framing, h.reusable),
+            (StatusCode::OK, Framing::Length(12), true)
+        );
+        assert_eq!(h.headers["content-length"], "12");
+        assert_eq!(h.headers["x-a"], "1");
+
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Chunked(Chunked::START));
+        assert!(h.reusable && !h.headers.contains_key("transfer-encoding"));
+
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.framing, h.reusable), (Framing::UntilClose, true));
+
+        let h = head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.reusable && !h.headers.contains_key("connection"));
+
+        let h = head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.reusable);
+
+        assert!(
+            head(b"HTTP/1.1 200 OK\r\nContent-Length: 1")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_response_headers_are_dropped() {
+        let wire = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+            X-Hop: 1\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nTE: trailers\r\nX-Kept: 1\r\n\
+            X-Kept: 2\r\nContent-Length: 0\r\n\r\n";
+        let h = head(wire).unwrap().unwrap();
+        let names: Vec<&str> = h.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept", "content-length"]);
+        assert_eq!(h.headers.get_all("x-kept").iter().count(), 2);
+    }
+
+    #[test]
+    fn heads_outside_the_grammar_are_errors() {
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"HTTP/1.1 099 Low\r\n\r\n",
+            b"HTTP/2 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n",
+        ] {
+            assert!(head(wire).is_err(), "{:?}", String::from_utf8_lossy(wire));
+        }
+        let many = format!(
+            "HTTP/1.1 200 OK\r\n{}\r\n",
+            "X: 1\r\n".repeat(MAX_HEADERS + 1)
+        );
+        assert!(head(many.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn requests_are_encoded_with_end_to_end_headers_and_the_body_length() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Hop"),
+        );
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.append("x-kept", HeaderValue::from_static("a"));
+        headers.append("x-kept", HeaderValue::from_static("b"));
+        let added = HeaderValue::from_static("10.0.0.9");
+        let host = HeaderValue::from_static("tool-gate:8081");
+        let body = Bytes::from_static(b"{}");
+        let request = Outgoing {
+            method: &Method::POST,
+            target: "/tool?q=1",
+            headers: &headers,
+            host: None,
+            added: &[
+                None,
+                Some((HeaderName::from_static("x-forwarded-for"), &added)),
+            ],
+            body: &body,
+        };
+        let mut out = Vec::new();
+        encode_head(&mut out, &request, &host);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /tool?q=1 HTTP/1.1\r\nhost: tool-gate:8081\r\nx-kept: a\r\nx-kept: b\r\n\
+             x-forwarded-for: 10.0.0.9\r\ncontent-length: 2\r\n\r\n"
+        );
+
+        // An empty GET gets no Content-Length; a client's own Host is kept.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("tool-gate.internal"));
+        let empty = Bytes::new();
+        let request = Outgoing {
+            method: &Method::GET,
+            target: "/",
+            headers: &headers,
+            host: None,
+            added: &[],
+            body: &empty,
+        };
+        let mut out = Vec::new();
+        encode_head(&mut out, &request, &host);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nhost: tool-gate.internal\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn lengths_are_written_in_decimal() {
+        let mut buf = [0u8; 20];
+        for n in [0usize, 7, 10, 1024, usize::MAX] {
+            assert_eq!(decimal(&mut buf, n), n.to_string().as_bytes());
+        }
+    }
+}
