@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sig_gate::keyring::{Key, Keyring, Secret, Slot};
 use sig_gate::protocol;
-use sig_gate::replay::NonceCache;
+use sig_gate::replay::{NonceCache, ReplayError};
 use sig_gate::sign::{Request, Signer};
 use sig_gate::verify::{self, RequestLine};
 use tokio::io::unix::AsyncFd;
@@ -637,8 +637,8 @@ async fn idle(flags: &Flags) -> Result<(), Error> {
 // ---------------------------------------------------------------------------------------------
 // replay-mem
 
-/// `replay-mem --entries N [--window S]`: fill the gate's real [`NonceCache`] with N verified
-/// requests and print its live heap bytes per entry at several fill levels.
+/// `replay-mem --entries N [--window S]`: fill the gate's real [`NonceCache`] of capacity N
+/// with verified requests and print its live heap bytes per entry at several fill levels.
 fn replay_mem(flags: &Flags) -> Result<(), Error> {
     let entries: usize = flags.num("entries")?;
     let window: u64 = flags.num_or("window", 300)?;
@@ -664,7 +664,12 @@ fn replay_mem(flags: &Flags) -> Result<(), Error> {
         .iter()
         .map(|f| ((entries as f64) * f).round() as usize)
         .collect();
-    for n in 1..=entries {
+    // Each shard of the cache holds its share of the capacity, so the fullest one refuses
+    // before the cache is full: keep offering fresh nonces until every shard is.
+    let mut first_refusal = None;
+    let mut n = 0usize;
+    while cache.len() < entries {
+        n += 1;
         let nonce = format!("replay-mem-nonce-{n:016}");
         let mut headers = HeaderMap::new();
         for (name, value) in signer.sign(&Request {
@@ -688,19 +693,25 @@ fn replay_mem(flags: &Flags) -> Result<(), Error> {
             .and_then(|pending| pending.verify(line, &digest))
             .map_err(|reason| format!("a signed request failed: {reason:?}"))?;
         let started = Instant::now();
-        cache
-            .admit(verified, now)
-            .map_err(|err| format!("admit failed: {err}"))?;
+        let admitted = cache.admit(verified, now);
         let took = started.elapsed();
+        let held = cache.len();
+        match admitted {
+            Ok(_) => {}
+            Err(ReplayError::Full) => {
+                first_refusal.get_or_insert(held);
+            }
+            Err(err) => return Err(format!("admit failed: {err}").into()),
+        }
         if took > slowest.0 {
-            slowest = (took, n);
+            slowest = (took, held);
         }
         drop(headers);
-        if checkpoints.contains(&n) {
+        if admitted.is_ok() && checkpoints.contains(&held) {
             let bytes = LIVE.load(Ordering::Relaxed) - before;
             points.push(format!(
-                r#"{{"entries":{n},"heap_bytes":{bytes},"bytes_per_entry":{:.2}}}"#,
-                bytes as f64 / n as f64
+                r#"{{"entries":{held},"heap_bytes":{bytes},"bytes_per_entry":{:.2}}}"#,
+                bytes as f64 / held as f64
             ));
         }
     }
@@ -732,10 +743,11 @@ fn replay_mem(flags: &Flags) -> Result<(), Error> {
     }
     let full_refusal_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(refusals);
     println!(
-        r#"{{"capacity":{entries},"points":[{}],"slowest_admit_us":{:.1},"slowest_admit_at":{},"full_refusal_us":{:.1}}}"#,
+        r#"{{"capacity":{entries},"points":[{}],"slowest_admit_us":{:.1},"slowest_admit_at":{},"first_refusal_at":{},"full_refusal_us":{:.1}}}"#,
         points.join(","),
         slowest.0.as_secs_f64() * 1e6,
         slowest.1,
+        first_refusal.unwrap_or(entries),
         full_refusal_us
     );
     Ok(())
