@@ -52,7 +52,7 @@ def main() -> int:
     try:
         lab.start_upstream()
         for r in range(args.rounds):
-            batch = run.sign_batch(workdir, max(per_run, 200_000), f"ab{r}")
+            batch = run.sign_batch(workdir, max(per_run, 400_000), f"ab{r}")
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
                 if name in gates:

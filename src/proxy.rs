@@ -26,7 +26,7 @@ use crate::keyring::Slot;
 use crate::metrics::{Metrics, OtherReason, Outcome};
 use crate::protocol;
 use crate::replay::{Admitted, NonceCache, ReplayError};
-use crate::upstream::{Outgoing, Upstream, UpstreamBody};
+use crate::upstream::{Outgoing, Upstream, UpstreamBody, UpstreamError};
 use crate::verify::{self, ClaimedKeyIds, Reason, RequestLine};
 
 /// Body of every response the gate sends: the upstream's, streamed, or the gate's own JSON.
@@ -396,17 +396,19 @@ impl Gate {
             body: &body,
         };
         let upstream = &self.config.upstream;
-        let response =
-            tokio::time::timeout(self.config.upstream_timeout, self.upstream.send(request)).await;
-        match response {
-            Ok(Ok(response)) => Ok((outcome, response)),
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, upstream = %upstream, "upstream unavailable");
-                Err(Refusal::UpstreamUnavailable)
-            }
-            Err(_elapsed) => {
+        match self
+            .upstream
+            .send(request, self.config.upstream_timeout)
+            .await
+        {
+            Ok(response) => Ok((outcome, response)),
+            Err(UpstreamError::Timeout) => {
                 tracing::warn!(upstream = %upstream, "upstream timeout");
                 Err(Refusal::UpstreamTimeout)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, upstream = %upstream, "upstream unavailable");
+                Err(Refusal::UpstreamUnavailable)
             }
         }
     }

@@ -82,6 +82,9 @@ pub enum UpstreamError {
     /// The response broke HTTP/1.1's grammar or framing.
     #[error("malformed response: {0}")]
     Malformed(&'static str),
+    /// No response head within the deadline (connecting included).
+    #[error("no response head in time")]
+    Timeout,
 }
 
 /// The request as it leaves for the upstream: what [`Upstream::send`] writes, in this order.
@@ -132,34 +135,38 @@ impl Upstream {
         }
     }
 
-    /// Send one request and read its response head. The body streams from the connection as
-    /// the caller polls it. Not cancel-safe in one respect only: a connection whose exchange
-    /// is dropped midway is closed, never pooled.
+    /// Send one request and read its response head, connecting included, within `timeout`.
+    /// The body streams from the connection as the caller polls it. A connection whose
+    /// exchange is dropped midway is closed, never pooled.
     pub async fn send(
         &self,
         request: Outgoing<'_>,
+        timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut conn = match self.pool.check_out() {
             Some(conn) => conn,
-            None => Conn::connect(&self.address).await?,
+            None => tokio::time::timeout_at(deadline, Conn::connect(&self.address))
+                .await
+                .map_err(|_| UpstreamError::Timeout)??,
         };
+        // The connection's own timer, moved on: a later deadline costs an atomic store, not a
+        // timer-wheel insert and removal per request.
+        conn.deadline.as_mut().reset(deadline);
         let host = request.host.unwrap_or(&self.host);
-        encode_head(&mut conn.out, &request, host);
-        if request.body.len() <= COALESCE_BODY {
-            conn.out.extend_from_slice(request.body);
-            conn.stream.write_all(&conn.out).await
-        } else {
-            match conn.stream.write_all(&conn.out).await {
-                Ok(()) => conn.stream.write_all(request.body).await,
-                Err(err) => Err(err),
-            }
-        }
-        .map_err(UpstreamError::Io)?;
-        conn.out.clear();
+        let Conn {
+            stream,
+            read,
+            out,
+            deadline,
+        } = &mut conn;
+        let head = tokio::select! {
+            biased;
+            head = exchange(stream, read, out, &request, host) => head?,
+            () = deadline.as_mut() => return Err(UpstreamError::Timeout),
+        };
 
-        let head = read_head(&mut conn).await?;
         let no_body = request.method == Method::HEAD
-            || head.status.is_informational()
             || head.status == StatusCode::NO_CONTENT
             || head.status == StatusCode::NOT_MODIFIED;
         let framing = if no_body {
@@ -167,7 +174,7 @@ impl Upstream {
         } else {
             head.framing
         };
-        let reusable = head.reusable && !matches!(framing, Framing::UntilClose);
+        let reusable = head.reusable && framing != Framing::UntilClose;
         let mut body = UpstreamBody {
             framing,
             conn: Some(conn),
@@ -183,6 +190,29 @@ impl Upstream {
     }
 }
 
+/// Write the request (head, then body) and read the final response head.
+async fn exchange(
+    stream: &mut TcpStream,
+    read: &mut BytesMut,
+    out: &mut Vec<u8>,
+    request: &Outgoing<'_>,
+    host: &HeaderValue,
+) -> Result<Head, UpstreamError> {
+    encode_head(out, request, host);
+    let written = if request.body.len() <= COALESCE_BODY {
+        out.extend_from_slice(request.body);
+        stream.write_all(out).await
+    } else {
+        match stream.write_all(out).await {
+            Ok(()) => stream.write_all(request.body).await,
+            Err(err) => Err(err),
+        }
+    };
+    out.clear();
+    written.map_err(UpstreamError::Io)?;
+    read_head(stream, read).await
+}
+
 /// One connection and its buffers, reused across exchanges.
 #[derive(Debug)]
 struct Conn {
@@ -191,6 +221,8 @@ struct Conn {
     read: BytesMut,
     /// The encoded request head (and a small body).
     out: Vec<u8>,
+    /// The exchange's deadline, kept with the connection and moved on for each request.
+    deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Conn {
@@ -204,6 +236,7 @@ impl Conn {
             stream,
             read: BytesMut::new(),
             out: Vec::new(),
+            deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
         })
     }
 
@@ -213,13 +246,7 @@ impl Conn {
         matches!(self.stream.try_read(&mut [0u8; 1]), Err(err) if err.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Read more bytes into `read`, waiting for them: `Ok(0)` at end of stream.
-    async fn fill(&mut self) -> io::Result<usize> {
-        self.read.reserve(READ_CHUNK);
-        self.stream.read_buf(&mut self.read).await
-    }
-
-    /// [`Conn::fill`] for a poll-based caller.
+    /// Read more bytes into `read`: `Ok(0)` at end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.read.reserve(READ_CHUNK);
         loop {
@@ -563,10 +590,10 @@ struct Head {
 }
 
 /// Read the final response head, skipping interim 1xx responses.
-async fn read_head(conn: &mut Conn) -> Result<Head, UpstreamError> {
+async fn read_head(stream: &mut TcpStream, read: &mut BytesMut) -> Result<Head, UpstreamError> {
     loop {
-        if !conn.read.is_empty() {
-            if let Some(head) = parse_head(&mut conn.read)? {
+        if !read.is_empty() {
+            if let Some(head) = parse_head(read)? {
                 if head.status.is_informational() {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(UpstreamError::Malformed("unrequested protocol switch"));
@@ -575,11 +602,12 @@ async fn read_head(conn: &mut Conn) -> Result<Head, UpstreamError> {
                 }
                 return Ok(head);
             }
-            if conn.read.len() >= MAX_HEAD_BYTES {
+            if read.len() >= MAX_HEAD_BYTES {
                 return Err(UpstreamError::Malformed("response head too large"));
             }
         }
-        match conn.fill().await {
+        read.reserve(READ_CHUNK);
+        match stream.read_buf(read).await {
             Ok(0) => return Err(UpstreamError::Closed),
             Ok(_) => {}
             Err(err) => return Err(UpstreamError::Io(err)),
