@@ -198,7 +198,8 @@ impl Gate {
         let (mut parts, body) = request.into_parts();
         parts.headers.remove(protocol::VERIFIED_KEY_ID);
         let request_id = match parts.headers.get(REQUEST_ID) {
-            Some(id) => id.clone(),
+            // A copy, not a slice of hyper's read buffer (see `Gate::forward`).
+            Some(id) => HeaderValue::from_bytes(id.as_bytes()).expect("was a valid value"),
             None => {
                 let id = self.request_ids.next();
                 parts.headers.insert(REQUEST_ID, id.clone());
@@ -395,12 +396,12 @@ impl Gate {
             added: &added,
             body: &body,
         };
+        let exchange = self.upstream.send(request, self.config.upstream_timeout);
+        // The head and a small body are slices of hyper's read buffer: let go of them before
+        // waiting, so hyper reads the next request into that buffer instead of a new one.
+        drop((parts, body));
         let upstream = &self.config.upstream;
-        match self
-            .upstream
-            .send(request, self.config.upstream_timeout)
-            .await
-        {
+        match exchange.await {
             Ok(response) => Ok((outcome, response)),
             Err(UpstreamError::Timeout) => {
                 tracing::warn!(upstream = %upstream, "upstream timeout");

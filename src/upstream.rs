@@ -23,6 +23,7 @@
 //! that switches anyway is broken).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -108,8 +109,6 @@ pub struct Outgoing<'a> {
 /// Keep-alive connections to one upstream.
 #[derive(Debug)]
 pub struct Upstream {
-    /// `host:port` to connect to.
-    address: String,
     /// `Host` for requests that carry none: the upstream's authority.
     host: HeaderValue,
     pool: Arc<Pool>,
@@ -126,90 +125,101 @@ impl Upstream {
         );
         // An `Authority` holds only characters that are valid in a header value.
         let host = HeaderValue::from_str(authority.as_str()).expect("authority is header-safe");
-        let pool = Arc::new(Pool::default());
-        tokio::spawn(reap(Arc::downgrade(&pool)));
-        Upstream {
+        let pool = Arc::new(Pool {
             address,
-            host,
-            pool,
-        }
+            idle: Mutex::default(),
+        });
+        tokio::spawn(reap(Arc::downgrade(&pool)));
+        Upstream { host, pool }
     }
 
     /// Send one request and read its response head, connecting included, within `timeout`.
     /// The body streams from the connection as the caller polls it. A connection whose
     /// exchange is dropped midway is closed, never pooled.
-    pub async fn send(
+    ///
+    /// The request is encoded before this returns, so the future borrows nothing: the caller
+    /// can drop the request's headers and body, slices of hyper's read buffer, before waiting,
+    /// and hyper reads the next request into the same buffer instead of a new one.
+    pub fn send(
         &self,
         request: Outgoing<'_>,
         timeout: Duration,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + use<> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut conn = match self.pool.check_out() {
-            Some(conn) => conn,
-            None => tokio::time::timeout_at(deadline, Conn::connect(&self.address))
-                .await
-                .map_err(|_| UpstreamError::Timeout)??,
-        };
-        // The connection's own timer, moved on: a later deadline costs an atomic store, not a
-        // timer-wheel insert and removal per request.
-        conn.deadline.as_mut().reset(deadline);
-        let host = request.host.unwrap_or(&self.host);
-        let Conn {
-            stream,
-            read,
-            out,
-            deadline,
-        } = &mut conn;
-        let head = tokio::select! {
-            biased;
-            head = exchange(stream, read, out, &request, host) => head?,
-            () = deadline.as_mut() => return Err(UpstreamError::Timeout),
-        };
-
-        let no_body = request.method == Method::HEAD
-            || head.status == StatusCode::NO_CONTENT
-            || head.status == StatusCode::NOT_MODIFIED;
-        let framing = if no_body {
-            Framing::Length(0)
+        let mut conn = self.pool.check_out();
+        let mut out = conn
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.out))
+            .unwrap_or_default();
+        encode_head(&mut out, &request, request.host.unwrap_or(&self.host));
+        let large_body = if request.body.len() <= COALESCE_BODY {
+            out.extend_from_slice(request.body);
+            None
         } else {
-            head.framing
+            Some(request.body.clone())
         };
-        let reusable = head.reusable && framing != Framing::UntilClose;
-        let mut body = UpstreamBody {
-            framing,
-            conn: Some(conn),
-            pool: reusable.then(|| Arc::clone(&self.pool)),
-        };
-        if body.framing.is_done() {
-            body.finish();
+        let head_request = request.method == Method::HEAD;
+        let pool = Arc::clone(&self.pool);
+        async move {
+            let mut conn = match conn {
+                Some(conn) => conn,
+                None => tokio::time::timeout_at(deadline, Conn::connect(&pool.address))
+                    .await
+                    .map_err(|_| UpstreamError::Timeout)??,
+            };
+            // The connection's own timer, moved on: a later deadline costs an atomic store,
+            // not a timer-wheel insert and removal per request.
+            conn.deadline.as_mut().reset(deadline);
+            let Conn {
+                stream,
+                read,
+                deadline: timer,
+                ..
+            } = &mut conn;
+            let head = tokio::select! {
+                biased;
+                head = exchange(stream, read, &out, large_body.as_ref()) => head?,
+                () = timer.as_mut() => return Err(UpstreamError::Timeout),
+            };
+            out.clear();
+            conn.out = out;
+
+            let no_body = head_request
+                || head.status == StatusCode::NO_CONTENT
+                || head.status == StatusCode::NOT_MODIFIED;
+            let framing = if no_body {
+                Framing::Length(0)
+            } else {
+                head.framing
+            };
+            let reusable = head.reusable && framing != Framing::UntilClose;
+            let mut body = UpstreamBody {
+                framing,
+                conn: Some(conn),
+                pool: reusable.then_some(pool),
+            };
+            if body.framing.is_done() {
+                body.finish();
+            }
+            let mut response = Response::new(body);
+            *response.status_mut() = head.status;
+            *response.headers_mut() = head.headers;
+            Ok(response)
         }
-        let mut response = Response::new(body);
-        *response.status_mut() = head.status;
-        *response.headers_mut() = head.headers;
-        Ok(response)
     }
 }
 
-/// Write the request (head, then body) and read the final response head.
+/// Write the encoded request (and a large body after it) and read the final response head.
 async fn exchange(
     stream: &mut TcpStream,
     read: &mut BytesMut,
-    out: &mut Vec<u8>,
-    request: &Outgoing<'_>,
-    host: &HeaderValue,
+    out: &[u8],
+    large_body: Option<&Bytes>,
 ) -> Result<Head, UpstreamError> {
-    encode_head(out, request, host);
-    let written = if request.body.len() <= COALESCE_BODY {
-        out.extend_from_slice(request.body);
-        stream.write_all(out).await
-    } else {
-        match stream.write_all(out).await {
-            Ok(()) => stream.write_all(request.body).await,
-            Err(err) => Err(err),
-        }
-    };
-    out.clear();
-    written.map_err(UpstreamError::Io)?;
+    stream.write_all(out).await.map_err(UpstreamError::Io)?;
+    if let Some(body) = large_body {
+        stream.write_all(body).await.map_err(UpstreamError::Io)?;
+    }
     read_head(stream, read).await
 }
 
@@ -260,9 +270,11 @@ impl Conn {
     }
 }
 
-/// Idle connections, most recently used last.
-#[derive(Debug, Default)]
+/// Where to connect, and the idle connections, most recently used last.
+#[derive(Debug)]
 struct Pool {
+    /// `host:port`.
+    address: String,
     idle: Mutex<VecDeque<(Conn, Instant)>>,
 }
 
