@@ -9,7 +9,6 @@
 //! - every error's status and body: [`Refusal`], one exhaustive `match`.
 
 use std::convert::Infallible;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -466,6 +465,8 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Request ids for requests that arrive without one: a random per-process prefix and a
 /// counter, so ids are unique across restarts without a random draw per request.
 #[derive(Debug)]
@@ -480,9 +481,8 @@ impl RequestIds {
         crate::sign::fill_random(&mut random);
         let mut prefix = [0u8; 12];
         for (pair, byte) in prefix.chunks_exact_mut(2).zip(random) {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            pair[0] = DIGITS[usize::from(byte >> 4)];
-            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+            pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
         }
         RequestIds {
             prefix,
@@ -495,9 +495,9 @@ impl RequestIds {
         let mut buf = [0u8; 12 + 1 + 16];
         buf[..12].copy_from_slice(&self.prefix);
         buf[12] = b'-';
-        let mut tail = &mut buf[13..];
-        // 16 hex digits always fit the 16-byte tail.
-        write!(tail, "{n:016x}").expect("16 hex digits fit");
+        for (i, digit) in buf[13..].iter_mut().enumerate() {
+            *digit = HEX_DIGITS[((n >> (60 - 4 * i)) & 0xf) as usize];
+        }
         HeaderValue::from_bytes(&buf).expect("hex and '-' are header-safe")
     }
 }
@@ -554,5 +554,11 @@ mod tests {
         let b = ids.next();
         assert_ne!(a, b);
         assert_eq!(a.len(), 29);
+        assert!(a.to_str().unwrap().ends_with("-0000000000000000"));
+        assert!(b.to_str().unwrap().ends_with("-0000000000000001"));
+        ids.counter.store(0x0123_4567_89ab_cdef, Ordering::Relaxed);
+        let c = ids.next();
+        assert_eq!(&c.to_str().unwrap()[..13], &a.to_str().unwrap()[..13]);
+        assert!(c.to_str().unwrap().ends_with("-0123456789abcdef"));
     }
 }
