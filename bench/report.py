@@ -315,9 +315,9 @@ def markdown(data: dict, s: dict) -> str:
         if s["replay"].get("slowest_admit_us"):
             w(f"The slowest single insert while filling it took "
               f"{s['replay']['slowest_admit_us'] / 1000:.1f} ms, at entry "
-              f"{s['replay']['slowest_admit_at']:,}: the table doubling, rehashing every entry "
-              "while holding the cache's lock. In the gate that stalls every request that "
-              "reaches the cache meanwhile (and, with one worker, the whole process).\n")
+              f"{s['replay']['slowest_admit_at']:,}: one shard's table doubling, rehashing that "
+              "shard's entries while holding its lock. In the gate that stalls the requests "
+              "that reach that shard meanwhile (and, with one worker, the whole process).\n")
         refusal = s["replay"].get("full_refusal_us")
         if refusal is not None:
             w(f"Once the cache is full of live nonces, each further signed request took "
