@@ -625,9 +625,9 @@ async fn idle(flags: &Flags) -> Result<(), Error> {
     let mut still_open = 0;
     for stream in &mut streams {
         let mut probe = [0u8; 1];
-        match tokio::time::timeout(Duration::from_micros(1), stream.read(&mut probe)).await {
-            Err(_elapsed) => still_open += 1,
-            Ok(_) => {}
+        let read = tokio::time::timeout(Duration::from_micros(1), stream.read(&mut probe)).await;
+        if read.is_err() {
+            still_open += 1;
         }
     }
     println!(r#"{{"still_open":{still_open}}}"#);
