@@ -13,11 +13,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 
 use crate::config::Config;
@@ -336,17 +336,11 @@ impl Gate {
         if declared.is_some_and(|len| len > limit as u64) {
             return Err(too_large(Refusal::BodyTooLarge));
         }
-        let collected = tokio::time::timeout(
-            self.config.body_read_timeout,
-            Limited::new(body, limit).collect(),
-        )
-        .await;
-        match collected {
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(too_large(Refusal::BodyTooLarge))
-            }
-            Ok(Err(err)) => {
+        let collected = tokio::time::timeout(self.config.body_read_timeout, collect(body, limit));
+        match collected.await {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(BodyError::TooLarge)) => Err(too_large(Refusal::BodyTooLarge)),
+            Ok(Err(BodyError::Unreadable(err))) => {
                 tracing::debug!(error = %err, "request body could not be read");
                 Err(Refusal::BodyUnreadable)
             }
@@ -412,6 +406,43 @@ impl Gate {
             }
         }
     }
+}
+
+/// Why a request body could not be collected.
+#[derive(Debug)]
+enum BodyError {
+    /// More than the limit.
+    TooLarge,
+    /// The client broke off or sent a malformed body.
+    Unreadable(hyper::Error),
+}
+
+/// The whole body, at most `limit` bytes. A body that arrives as one frame (the usual case: it
+/// came with the head) is kept as it is, a slice of hyper's read buffer; only a body in several
+/// frames is copied into one buffer. Trailers are not part of the signed body and are dropped.
+async fn collect(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    let mut whole = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Unreadable)?.into_data() else {
+            continue;
+        };
+        let held = joined.as_ref().map_or(whole.len(), BytesMut::len);
+        if data.len() > limit - held {
+            return Err(BodyError::TooLarge);
+        }
+        match &mut joined {
+            None if whole.is_empty() => whole = data,
+            None => {
+                let mut buf = BytesMut::with_capacity(whole.len() + data.len());
+                buf.extend_from_slice(&whole);
+                buf.extend_from_slice(&data);
+                joined = Some(buf);
+            }
+            Some(buf) => buf.extend_from_slice(&data),
+        }
+    }
+    Ok(joined.map_or(whole, BytesMut::freeze))
 }
 
 /// The gate's own answer to a refused request.

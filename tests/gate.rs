@@ -811,3 +811,40 @@ async fn two_processes_can_share_a_port_with_so_reuseport() {
         sig_gate::server::bind_reuseport(addr).expect("a second listener binds the same port");
     assert_eq!(second.local_addr().expect("addr"), addr);
 }
+
+#[tokio::test]
+async fn a_body_streamed_in_pieces_is_verified_whole_and_forwarded_with_its_length() {
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start(&upstream.url(), &[("GATE_MAX_BODY_BYTES", "40")]).await;
+    let pieces: [&[u8]; 3] = [b"{\"tool\":", b"\"search\",", b"\"q\":\"x\"}"];
+    let body = pieces.concat();
+    let mut stream = tokio::net::TcpStream::connect(gate.addr)
+        .await
+        .expect("connect");
+    let mut head = String::from("POST /t HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n");
+    for (name, value) in sign(SECRET, "current", "POST", "/t", &body) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(b"\r\n").await.expect("head end");
+    for piece in pieces {
+        // Separate writes, apart in time: the gate sees separate body frames.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let chunk = format!(
+            "{:x}\r\n{}\r\n",
+            piece.len(),
+            String::from_utf8_lossy(piece)
+        );
+        stream.write_all(chunk.as_bytes()).await.expect("chunk");
+    }
+    stream.write_all(b"0\r\n\r\n").await.expect("last chunk");
+    let mut reply = vec![0u8; 512];
+    let n = stream.read(&mut reply).await.expect("read");
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, body);
+    assert_eq!(seen[0].headers["content-length"], body.len().to_string());
+    assert!(!seen[0].headers.contains_key("transfer-encoding"));
+}
