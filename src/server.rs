@@ -142,7 +142,8 @@ pub async fn run(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(header_read_timeout)
+        .writev(false);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
 
