@@ -19,13 +19,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderName, HeaderValue};
 use sig_gate::keyring::{Key, Keyring, Secret, Slot};
 use sig_gate::protocol;
+use sig_gate::proxy::unix_now;
 use sig_gate::replay::{NonceCache, ReplayError};
-use sig_gate::sign::{Request, Signer};
+use sig_gate::sign::{Request, Signer, header_map};
 use sig_gate::verify::{self, RequestLine};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -131,13 +131,6 @@ impl Flags {
             Ok(default)
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -653,12 +646,21 @@ fn replay_mem(flags: &Flags) -> Result<(), Error> {
         path: "/",
         query: "",
     };
+    let signed = |nonce: &str| {
+        header_map(&signer.sign(&Request {
+            method: line.method,
+            target: line.path,
+            body: b"",
+            timestamp: now,
+            nonce,
+        }))
+    };
 
     let before = LIVE.load(Ordering::Relaxed);
     let cache = NonceCache::new(entries, window);
     let mut points = Vec::new();
-    // The slowest single insert: a growth of the table (rehashing every entry under its lock)
-    // stalls every request that waits on the cache meanwhile.
+    // The slowest single insert: a shard's table growing (rehashing that shard's entries under
+    // its lock) stalls every request that waits on that shard meanwhile.
     let mut slowest = (Duration::ZERO, 0usize);
     let checkpoints: Vec<usize> = [0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
         .iter()
@@ -670,25 +672,7 @@ fn replay_mem(flags: &Flags) -> Result<(), Error> {
     let mut n = 0usize;
     while cache.len() < entries {
         n += 1;
-        let nonce = format!("replay-mem-nonce-{n:016}");
-        let mut headers = HeaderMap::new();
-        for (name, value) in signer.sign(&Request {
-            method: "GET",
-            target: "/",
-            body: b"",
-            timestamp: now,
-            nonce: &nonce,
-        }) {
-            headers.insert(
-                HeaderName::from_static(match name {
-                    "X-Gate-Key-Id" => "x-gate-key-id",
-                    "X-Gate-Timestamp" => "x-gate-timestamp",
-                    "X-Gate-Nonce" => "x-gate-nonce",
-                    _ => "x-gate-signature",
-                }),
-                HeaderValue::from_str(&value)?,
-            );
-        }
+        let headers = signed(&format!("replay-mem-nonce-{n:016}"));
         let verified = verify::check_headers(&headers, &keyring, window, now)
             .and_then(|pending| pending.verify(line, &digest))
             .map_err(|reason| format!("a signed request failed: {reason:?}"))?;
@@ -716,24 +700,11 @@ fn replay_mem(flags: &Flags) -> Result<(), Error> {
         }
     }
     assert_eq!(cache.len(), entries);
-    // Full of live nonces: how long does a refusal take? (Each one may sweep the whole table.)
+    // Full of live nonces: how long does a refusal take? (It must not walk the table.)
     let refusals = 50;
     let started = Instant::now();
     for n in 0..refusals {
-        let nonce = format!("replay-mem-extra-{n:016}");
-        let mut headers = HeaderMap::new();
-        for (name, value) in signer.sign(&Request {
-            method: "GET",
-            target: "/",
-            body: b"",
-            timestamp: now,
-            nonce: &nonce,
-        }) {
-            headers.insert(
-                HeaderName::from_bytes(name.as_bytes())?,
-                HeaderValue::from_str(&value)?,
-            );
-        }
+        let headers = signed(&format!("replay-mem-extra-{n:016}"));
         let verified = verify::check_headers(&headers, &keyring, window, now)
             .and_then(|pending| pending.verify(line, &digest))
             .map_err(|reason| format!("a signed request failed: {reason:?}"))?;
