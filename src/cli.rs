@@ -2,9 +2,11 @@
 //! `src/cli/`. `main.rs` parses and calls [`run`]; every error is mapped to an exit code once,
 //! here, by [`CliError::exit_code`].
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use serde::Serialize;
 
 use crate::config::ConfigError;
 
@@ -104,4 +106,36 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .enable_all()
         .build()
         .map_err(|err| CliError::Failed(format!("cannot start the runtime: {err}")))
+}
+
+/// The gate binary the runbook tools (drill, scorecard) start: `--gate-bin`, else this one.
+fn gate_program(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    match given {
+        Some(path) => Ok(path),
+        None => std::env::current_exe()
+            .map_err(|err| CliError::Failed(format!("cannot find this binary: {err}"))),
+    }
+}
+
+/// Print a runbook tool's report, as JSON or as its text, and exit 1 unless it passed.
+fn print_verdict<R: Serialize>(
+    json: bool,
+    report: &R,
+    render: impl FnOnce(&R) -> String,
+    passed: bool,
+) -> ExitCode {
+    if json {
+        // Plain data (strings, numbers, booleans, maps): serialisation cannot fail.
+        println!(
+            "{}",
+            serde_json::to_string(report).expect("report serialises")
+        );
+    } else {
+        print!("{}", render(report));
+    }
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -90,11 +90,7 @@ pub fn run(args: DrillArgs) -> Result<ExitCode, CliError> {
             "--phase-secs: {phase_secs} is outside 1..=600"
         )));
     }
-    let program = match args.gate_bin {
-        Some(path) => path,
-        None => std::env::current_exe()
-            .map_err(|err| CliError::Failed(format!("cannot find this binary: {err}")))?,
-    };
+    let program = super::gate_program(args.gate_bin)?;
     let settings = Settings {
         program,
         rate: args.rate,
@@ -107,20 +103,12 @@ pub fn run(args: DrillArgs) -> Result<ExitCode, CliError> {
             () = crate::server::shutdown_signal() => Report::aborted(&settings, "interrupted"),
         }
     });
-    if args.json {
-        // Plain data (strings, numbers, maps): serialisation cannot fail.
-        println!(
-            "{}",
-            serde_json::to_string(&report).expect("report serialises")
-        );
-    } else {
-        print!("{}", report.render());
-    }
-    Ok(if report.passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(super::print_verdict(
+        args.json,
+        &report,
+        Report::render,
+        report.passed,
+    ))
 }
 
 /// What the drill runs against and how hard.

@@ -64,31 +64,19 @@ pub struct ScorecardArgs {
 
 /// Play every scenario; exit 0 when all passed, 1 otherwise.
 pub fn run(args: ScorecardArgs) -> Result<ExitCode, CliError> {
-    let program = match args.gate_bin {
-        Some(path) => path,
-        None => std::env::current_exe()
-            .map_err(|err| CliError::Failed(format!("cannot find this binary: {err}")))?,
-    };
+    let program = super::gate_program(args.gate_bin)?;
     let report = super::runtime()?.block_on(async {
         tokio::select! {
             report = scorecard(program, args.quick) => report,
             () = crate::server::shutdown_signal() => Report::aborted("interrupted"),
         }
     });
-    if args.json {
-        // Plain data (strings, numbers, booleans): serialisation cannot fail.
-        println!(
-            "{}",
-            serde_json::to_string(&report).expect("report serialises")
-        );
-    } else {
-        print!("{}", report.render());
-    }
-    Ok(if report.passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(super::print_verdict(
+        args.json,
+        &report,
+        Report::render,
+        report.passed,
+    ))
 }
 
 /// The scorecard: what `--json` prints.
