@@ -89,14 +89,19 @@ pub fn decode_hex32(text: &str) -> Option<[u8; DIGEST_LEN]> {
     (invalid & 0x80 == 0).then_some(out)
 }
 
-/// Lowercase hex of a 32-byte digest, without allocating.
-pub fn hex32(digest: &[u8; DIGEST_LEN]) -> [u8; 2 * DIGEST_LEN] {
+/// Write `bytes` as lowercase hex into `out`, two digits a byte (as far as `out` reaches).
+pub fn hex_into(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 2 * DIGEST_LEN];
-    for (pair, byte) in out.chunks_exact_mut(2).zip(digest) {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
         pair[0] = DIGITS[usize::from(byte >> 4)];
         pair[1] = DIGITS[usize::from(byte & 0x0f)];
     }
+}
+
+/// Lowercase hex of a 32-byte digest, without allocating.
+pub fn hex32(digest: &[u8; DIGEST_LEN]) -> [u8; 2 * DIGEST_LEN] {
+    let mut out = [0u8; 2 * DIGEST_LEN];
+    hex_into(&mut out, digest);
     out
 }
 

@@ -196,24 +196,28 @@ impl Gate {
         let version = request.version();
         let (mut parts, body) = request.into_parts();
         parts.headers.remove(protocol::VERIFIED_KEY_ID);
-        let request_id = match parts.headers.get(REQUEST_ID) {
+        let (request_id, generated) = match parts.headers.get(REQUEST_ID) {
             // A copy, not a slice of hyper's read buffer (see `Gate::forward`).
-            Some(id) => HeaderValue::from_bytes(id.as_bytes()).expect("was a valid value"),
-            None => {
-                let id = self.request_ids.next();
-                parts.headers.insert(REQUEST_ID, id.clone());
-                id
-            }
+            Some(id) => (
+                HeaderValue::from_bytes(id.as_bytes()).expect("was a valid value"),
+                false,
+            ),
+            None => (self.request_ids.next(), true),
         };
+        // A generated id is written with the forwarded request, not inserted into the map.
+        let added_id = generated.then_some(&request_id);
 
         let result = if self.config.is_unsigned_path(parts.uri.path()) {
             match self.read_body(&parts.headers, body).await {
-                Ok(body) => self.forward(parts, body, Pass::Exempt, peer).await,
+                Ok(body) => {
+                    self.forward(parts, body, Pass::Exempt, peer, added_id)
+                        .await
+                }
                 Err(refusal) => Err(refusal),
             }
         } else {
             match self.admit(&parts, body, peer, &request_id).await {
-                Ok((pass, body)) => self.forward(parts, body, pass, peer).await,
+                Ok((pass, body)) => self.forward(parts, body, pass, peer, added_id).await,
                 Err(refusal) => Err(refusal),
             }
         };
@@ -349,13 +353,15 @@ impl Gate {
     }
 
     /// Send the request upstream: method, path, query, headers and body unchanged except the
-    /// hop-by-hop headers, `X-Forwarded-For` and `X-Gate-Verified-Key-Id`.
+    /// hop-by-hop headers, `X-Forwarded-For`, `X-Gate-Verified-Key-Id` and `request_id`, an
+    /// `X-Request-Id` the gate generated.
     async fn forward(
         &self,
         mut parts: Parts,
         body: Bytes,
         pass: Pass,
         peer: &Peer,
+        request_id: Option<&HeaderValue>,
     ) -> Result<(Outcome, Response<UpstreamBody>), Refusal> {
         let (outcome, verified_key_id) = match pass {
             Pass::Verified(admitted) => (
@@ -375,6 +381,7 @@ impl Gate {
         let added = [
             forwarded_for.map(|value| (FORWARDED_FOR, value)),
             verified_key_id.map(|value| (protocol::VERIFIED_KEY_ID, value)),
+            request_id.map(|value| (REQUEST_ID, value)),
         ];
         // HTTP/2 carries the host in `:authority`; HTTP/1 upstreams need it as `Host`.
         let authority_host = parts
@@ -496,8 +503,6 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-
 /// Request ids for requests that arrive without one: a random per-process prefix and a
 /// counter, so ids are unique across restarts without a random draw per request.
 #[derive(Debug)]
@@ -511,10 +516,7 @@ impl RequestIds {
         let mut random = [0u8; 6];
         crate::sign::fill_random(&mut random);
         let mut prefix = [0u8; 12];
-        for (pair, byte) in prefix.chunks_exact_mut(2).zip(random) {
-            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
-            pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
-        }
+        protocol::hex_into(&mut prefix, &random);
         RequestIds {
             prefix,
             counter: AtomicU64::new(0),
@@ -526,9 +528,7 @@ impl RequestIds {
         let mut buf = [0u8; 12 + 1 + 16];
         buf[..12].copy_from_slice(&self.prefix);
         buf[12] = b'-';
-        for (i, digit) in buf[13..].iter_mut().enumerate() {
-            *digit = HEX_DIGITS[((n >> (60 - 4 * i)) & 0xf) as usize];
-        }
+        protocol::hex_into(&mut buf[13..], &n.to_be_bytes());
         HeaderValue::from_bytes(&buf).expect("hex and '-' are header-safe")
     }
 }

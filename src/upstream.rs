@@ -59,7 +59,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const REAP_EVERY: Duration = Duration::from_secs(5);
 
 /// Hop-by-hop headers of RFC 9110 section 7.6.1, besides those `Connection` names.
-pub const HOP_BY_HOP: [HeaderName; 6] = [
+const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
