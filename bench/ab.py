@@ -5,8 +5,9 @@ closed-loop runs. For checking a change to the gate before running the whole `ma
 
 usage: bench/ab.py [--rounds N] [--seconds S] [--no-others] NAME=BINARY [NAME=BINARY ...]
   e.g. bench/ab.py base=target/release/sig-gate new=/tmp/other/target/release/sig-gate
-Prints, per target, the median req/s and proxy CPU µs per request, and each binary's ratio
-to the first one (per-round ratios, median).
+Prints, per target, the median req/s, proxy CPU µs per request and TCP segments sent per
+request (system-wide `/proc/net/snmp` OutSegs, so load generator and upstream included), and
+each binary's ratio to the first one (per-round ratios, median).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main() -> int:
     lab = run.Lab(workdir)
     names = ([] if args.no_others else ["nginx", "haproxy"]) + list(gates)
     results: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    segments: dict[str, list[float]] = {n: [] for n in names}
     per_run = 0
     try:
         lab.start_upstream()
@@ -64,10 +66,11 @@ def main() -> int:
                 batch.used = 0
                 first, count = batch.take(batch.count)
                 run.wrk(proc.port, 1, batch, first, count // 5)
-                c0 = run.cpu_seconds(pids)
+                c0, s0 = run.cpu_seconds(pids), out_segments()
                 res = run.wrk(proc.port, args.seconds, batch, first + count // 5,
                               count - count // 5)
                 cpu = (run.cpu_seconds(pids) - c0) * 1e6 / max(res["requests"], 1)
+                segments[name].append((out_segments() - s0) / max(res["requests"], 1))
                 if res["failed"] or res["wrapped"]:
                     print(f"{name}: {res['failed']} failed, wrapped {res['wrapped']}",
                           file=sys.stderr)
@@ -79,14 +82,23 @@ def main() -> int:
     finally:
         lab.close()
     first = list(gates)[0]
-    print(f"\n{'target':10s} {'req/s':>9s} {'cpu µs/req':>11s}   ratio to {first}: req/s, cpu")
+    print(f"\n{'target':10s} {'req/s':>9s} {'cpu µs/req':>11s} {'segs/req':>9s}"
+          f"   ratio to {first}: req/s, cpu")
     for name in names:
         rps = statistics.median(x[0] for x in results[name])
         cpu = statistics.median(x[1] for x in results[name])
         rr = statistics.median(a[0] / b[0] for a, b in zip(results[name], results[first]))
         rc = statistics.median(a[1] / b[1] for a, b in zip(results[name], results[first]))
-        print(f"{name:10s} {rps:9.0f} {cpu:11.1f}   {rr:.2f}x  {rc:.2f}x")
+        segs = statistics.median(segments[name])
+        print(f"{name:10s} {rps:9.0f} {cpu:11.1f} {segs:9.2f}   {rr:.2f}x  {rc:.2f}x")
     return 0
+
+
+def out_segments() -> int:
+    """TCP segments this machine has sent (`/proc/net/snmp`, Tcp OutSegs)."""
+    tcp = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+           if line.startswith("Tcp:")]
+    return int(tcp[1][tcp[0].index("OutSegs")])
 
 
 if __name__ == "__main__":
