@@ -128,6 +128,8 @@ impl Upstream {
         let pool = Arc::new(Pool {
             address,
             idle: Mutex::default(),
+            max_idle: MAX_IDLE,
+            idle_timeout: IDLE_TIMEOUT,
         });
         tokio::spawn(reap(Arc::downgrade(&pool)));
         Upstream { host, pool }
@@ -275,7 +277,12 @@ impl Conn {
 struct Pool {
     /// `host:port`.
     address: String,
+    /// Each with the time it was checked in.
     idle: Mutex<VecDeque<(Conn, Instant)>>,
+    /// Most idle connections kept: [`MAX_IDLE`] (a field, so tests can use a small one).
+    max_idle: usize,
+    /// Idle connections older than this are closed: [`IDLE_TIMEOUT`].
+    idle_timeout: Duration,
 }
 
 impl Pool {
@@ -296,8 +303,20 @@ impl Pool {
             conn.out = Vec::new();
         }
         let mut idle = self.lock();
-        if idle.len() < MAX_IDLE {
+        if idle.len() < self.max_idle {
             idle.push_back((conn, Instant::now()));
+        }
+    }
+
+    /// Close the connections checked in more than `idle_timeout` before `now`: the oldest
+    /// are at the front.
+    fn close_expired(&self, now: Instant) {
+        let mut idle = self.lock();
+        while idle
+            .front()
+            .is_some_and(|(_, since)| now.saturating_duration_since(*since) > self.idle_timeout)
+        {
+            idle.pop_front();
         }
     }
 
@@ -309,20 +328,14 @@ impl Pool {
     }
 }
 
-/// Close connections idle past [`IDLE_TIMEOUT`], until the gate is gone.
+/// Close connections idle past the pool's timeout, until the gate is gone.
 async fn reap(pool: Weak<Pool>) {
     let mut tick = tokio::time::interval(REAP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(pool) = pool.upgrade() else { return };
-        let mut idle = pool.lock();
-        while idle
-            .front()
-            .is_some_and(|(_, since)| since.elapsed() > IDLE_TIMEOUT)
-        {
-            idle.pop_front();
-        }
+        pool.close_expired(Instant::now());
     }
 }
 
@@ -1019,6 +1032,47 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "GET / HTTP/1.1\r\nhost: tool-gate.internal\r\n\r\n"
         );
+    }
+
+    /// True when the peer has closed `end` (end of stream). Waits for the close or for data,
+    /// never for time to pass.
+    async fn closed(end: &mut TcpStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut byte = [0u8; 1];
+        matches!(end.read(&mut byte).await, Ok(0))
+    }
+
+    #[tokio::test]
+    async fn the_pool_keeps_at_most_its_limit_and_closes_connections_idle_too_long() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool {
+            address: listener.local_addr().unwrap().to_string(),
+            idle: Mutex::default(),
+            max_idle: 2,
+            idle_timeout: Duration::from_secs(30),
+        };
+        let mut upstream_ends = Vec::new();
+        for _ in 0..3 {
+            let conn = Conn::connect(&pool.address).await.unwrap();
+            upstream_ends.push(listener.accept().await.unwrap().0);
+            pool.check_in(conn);
+        }
+        let checked_in = Instant::now();
+        // The third check-in found the pool full and closed its connection.
+        assert_eq!(pool.lock().len(), 2);
+        assert!(closed(&mut upstream_ends[2]).await);
+        for end in &upstream_ends[..2] {
+            let silent = end.try_read(&mut [0u8; 1]);
+            assert!(matches!(silent, Err(e) if e.kind() == io::ErrorKind::WouldBlock));
+        }
+
+        pool.close_expired(checked_in + Duration::from_secs(25));
+        assert_eq!(pool.lock().len(), 2, "younger than the timeout: kept");
+        pool.close_expired(checked_in + Duration::from_secs(31));
+        assert_eq!(pool.lock().len(), 0, "older than the timeout: closed");
+        for end in &mut upstream_ends[..2] {
+            assert!(closed(end).await);
+        }
     }
 
     #[test]
