@@ -169,19 +169,35 @@ impl Upstream {
                     .await
                     .map_err(|_| UpstreamError::Timeout)??,
             };
-            // The connection's own timer, moved on: a later deadline costs an atomic store,
-            // not a timer-wheel insert and removal per request.
-            conn.deadline.as_mut().reset(deadline);
-            let Conn {
-                stream,
-                read,
-                deadline: timer,
-                ..
-            } = &mut conn;
-            let head = tokio::select! {
-                biased;
-                head = exchange(stream, read, &out, large_body.as_ref()) => head?,
-                () = timer.as_mut() => return Err(UpstreamError::Timeout),
+            let head = {
+                let Conn {
+                    stream,
+                    read,
+                    deadline: timer,
+                    ..
+                } = &mut conn;
+                let exchange = exchange(stream, read, &out, large_body.as_ref());
+                tokio::pin!(exchange);
+                // The connection's own timer usually still holds an earlier exchange's deadline,
+                // sooner than this one's. It is moved on only when it fires first, so an
+                // exchange shorter than the time left on it (nearly all of them) never touches
+                // the timer wheel. A later deadline, left by a call with a longer timeout, is
+                // brought forward at once.
+                if timer.deadline() > deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                loop {
+                    tokio::select! {
+                        biased;
+                        head = &mut exchange => break head?,
+                        () = timer.as_mut() => {
+                            if tokio::time::Instant::now() >= deadline {
+                                return Err(UpstreamError::Timeout);
+                            }
+                            timer.as_mut().reset(deadline);
+                        }
+                    }
+                }
             };
             out.clear();
             conn.out = out;
@@ -233,7 +249,8 @@ struct Conn {
     read: BytesMut,
     /// The encoded request head (and a small body).
     out: Vec<u8>,
-    /// The exchange's deadline, kept with the connection and moved on for each request.
+    /// A timer for the exchanges' deadlines, kept with the connection: set to the running
+    /// exchange's deadline whenever it fires earlier (see [`Upstream::send`]).
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 

@@ -551,6 +551,16 @@ async fn upstream_failures_become_502_and_504() {
 
     let upstream = Upstream::start().await;
     let gate = TestGate::start(&upstream.url(), &[("GATE_UPSTREAM_TIMEOUT_SECS", "1")]).await;
+    // A quick exchange first, then a pause past its deadline: the slow request reuses that
+    // upstream connection, whose timer still holds the first deadline, already passed. The
+    // timeout must still count from the slow request's own start.
+    let quick = sign(SECRET, "current", "GET", "/x", b"");
+    assert_eq!(
+        send(gate.addr, "GET", "/x", &quick, "").await.status,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started = std::time::Instant::now();
     let reply = send(
         gate.addr,
         "GET",
@@ -560,6 +570,10 @@ async fn upstream_failures_become_502_and_504() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "504 before the timeout"
+    );
     assert_eq!(
         reply.json(),
         serde_json::json!({"error": "upstream timeout"})
