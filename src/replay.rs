@@ -7,44 +7,62 @@
 //! cache line, which matters once a table outgrows the CPU caches: a general-purpose map keeps
 //! its control bytes apart from its entries and pays two memory misses per insert.
 //!
-//! Shards: the top bits of the hash pick one of up to 16 shards, each a table behind a lock of
-//! its own that grows and sweeps by itself; the probe starts from the low bits, so the two stay
-//! independent. Growing or sweeping walks a table under its lock and stalls every request
-//! waiting for it: one table of a million nonces stalled 20-27 ms growing to 2^21 slots, while
-//! a shard of a sixteenth of them stalls 1.8-2.1 ms (the slowest insert in bench/loadgen
-//! `replay-mem`). Threads of a multi-threaded runtime also admit into different shards at once.
-//! Why 16: it brings the stall down that far, a handful of worker threads seldom meet on a lock,
-//! the 16 smallest tables take 1 KiB together, and each shard's share of the default capacity
-//! is large enough that uneven shards cost little (below); 32 would halve the stall again but
-//! start twice the tables and refuse earlier (about 98.9% instead of 99.3%). Caches under
-//! 2^19 nonces get fewer shards, of at least 2^15 nonces each (one shard under 2^16): such a
-//! cache can only serve capacity / window requests a second, too few for its stalls or its lock
-//! to matter, and smaller shares fill less evenly.
+//! Shards: the top bits of the hash pick one of up to 16 shards, each a table behind a lock of its
+//! own that grows and sweeps by itself; the probe starts from the low bits, so the two stay
+//! independent. Threads of a multi-threaded runtime admit into different shards at once. Why 16: a
+//! handful of worker threads seldom meet on a lock, the 16 smallest tables take 1 KiB together, and
+//! each shard's share of the default capacity is large enough that uneven shards cost little
+//! (below); 32 would start twice the tables and refuse earlier (about 98.9% instead of 99.3%).
+//! Sharding first served to cut the stall of a growth, when it walked the whole table under its
+//! lock: 20-27 ms for one table of a million nonces, 1.3-2.0 ms for a shard of a sixteenth of them
+//! (the slowest insert in bench/loadgen `replay-mem`); growth and sweeps now go a few slots per
+//! admission (below). Caches under 2^19 nonces get fewer shards, of at least 2^15 nonces each (one
+//! shard under 2^16): such a cache can only serve capacity / window requests a second, too few for
+//! its lock to matter, and smaller shares fill less evenly.
 //!
-//! Capacity: each shard holds its own share (capacity / shards, the remainder spread one each
-//! over the first shards), so the shards together never hold more than the capacity, and a full
-//! shard fails closed by itself, sharing nothing with the others but the entry count. The price:
-//! the keyed hash spreads nonces binomially (about 240 entries of deviation a shard at
-//! 1,000,000), so the fullest shard fills first and refuses the new nonces it would hold while
-//! the cache is still short of its capacity: the first refusal comes at about 99.3% of
-//! 1,000,000 (simulated over 60 fills: 98.7% at worst; measured 99.2-99.3%), and at about 99%
-//! for 16 shards of the smallest share. A global count would refuse at exactly the capacity,
-//! but a cache full of nonces expired in other shards would then have to lock and sweep those
-//! shards from inside an admission, or refuse while it has room.
+//! Capacity: each shard holds its own share (capacity / shards, the remainder spread one each over
+//! the first shards), so the shards together never hold more than the capacity, and a full shard
+//! fails closed by itself, sharing nothing with the others but the entry count. The price: the
+//! keyed hash spreads nonces binomially (about 240 entries of deviation a shard at 1,000,000), so
+//! the fullest shard fills first and refuses the new nonces it would hold while the cache is still
+//! short of its capacity: the first refusal comes at about 99.3% of 1,000,000 (simulated over 60
+//! fills: 98.7% at worst; measured 99.2-99.3%), and at about 99% for 16 shards of the smallest
+//! share. A global count would refuse at exactly the capacity, but a cache full of nonces expired
+//! in other shards would then have to lock and sweep those shards from inside an admission, or
+//! refuse while it has room.
 //!
-//! Memory: each table doubles at 3/4 full, so an entry costs 21 to 43 bytes: 33.6 at the
-//! default capacity of 1,000,000 (`replay-mem`, 2 KiB of shard headers included), and a growth
-//! holds the old and new tables of one shard only. A false "replayed" needs two distinct live
-//! nonces with the same 64-bit hash: about `entries / 2^64` per request, one in ten trillion at
-//! a million entries.
+//! Growth and sweeps go a few slots per admission, so that no admission walks a whole table in
+//! steady state. A table about to pass 3/4 load allocates one twice its size (zeroed by the
+//! allocator, so without writing it) and inserts there; the admission that starts the growth and
+//! each later one into the shard move 256 slots of the old table into the new one, dropping expired
+//! entries, and lookups check both tables until the old one is empty. The shards fill evenly, so
+//! they would all double within a few thousand admissions and hold 16 old tables at once: one shard
+//! moves at a time, and a shard that passes 3/4 meanwhile waits for its turn, up to 7/8 load (there
+//! it grows anyway; filling the default cache, the last shard in line reached 0.80). Every half
+//! window, the shards in turn, a sweep pass starts: it visits 256 slots per admission from a
+//! cursor, a whole probe run at a time, dropping expired entries and re-seating the others, so the
+//! table is valid between steps; a pass that has not finished when the next period starts goes on.
+//! Both advance only with admissions: at a low request rate expired entries linger longer (the
+//! entry gauge counts them), never past the capacity. A full shard that may hold expired entries
+//! still sweeps all of it at once before it refuses, finishing a move under way: a walk of the
+//! table, 0.5 ms for a full shard of the default capacity (2^17 slots), up to about twice that with
+//! a move to finish, and only for a shard that fills while holding expired entries. Measured by
+//! `replay-mem` at 1,000,000 entries: the slowest admission went from 1.3-2.0 ms to 82-117 µs (the
+//! allocation that starts a growth, or scheduling noise). Timed one by one, a move step takes
+//! 5-15 µs, page faults of first writes to the new table included, and a sweep step about 1 µs.
 //!
-//! Expired entries stay in place until a sweep removes them, in place: every half window, the
-//! shards in turn, and whenever a shard is full. Only growth allocates (doubling, so a handful
-//! of times per shard).
+//! Memory: each table doubles at 3/4 full (up to 7/8 while waiting for its turn), so an entry costs
+//! 18 to 43 bytes: 33.6 at the default capacity of 1,000,000 (`replay-mem`, 3 KiB of shard headers
+//! included). One shard's old and new tables are alive at once, and the old one is given back
+//! 64 KiB at a time as it moves: the heap peaked at 33.0 MiB while the default cache filled, as it
+//! did when a shard doubled in one step (a peak-tracking copy of `replay-mem`). Only growth
+//! allocates (doubling, so a handful of times per shard; giving back shrinks in place). A false
+//! "replayed" needs two distinct live nonces with the same 64-bit hash: about `entries / 2^64` per
+//! request, one in ten trillion at a million entries.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::keyring::Slot;
 use crate::verify::Verified;
@@ -84,6 +102,8 @@ pub struct NonceCache {
     capacity: usize,
     window: u64,
     nonce_hasher: RandomState,
+    /// What the shards' tables share.
+    shared: Shared,
 }
 
 impl NonceCache {
@@ -96,6 +116,16 @@ impl NonceCache {
     /// [`NonceCache::new`] with `shards` shards (a power of two), so tests can shard small
     /// caches.
     fn with_shards(capacity: usize, window: u64, shards: usize) -> Self {
+        Self::with_steps(capacity, window, shards, STEPS)
+    }
+
+    /// [`NonceCache::with_shards`] taking `steps` per admission, so tests can interleave
+    /// growths and sweep passes with admissions at small table sizes.
+    fn with_steps(capacity: usize, window: u64, shards: usize, steps: Steps) -> Self {
+        assert!(
+            steps.migrate >= 2 && steps.sweep >= 1,
+            "a move of at least 2 slots per admission keeps a growing table under 3/4 load"
+        );
         let period = sweep_period(window);
         let shards = (0..shards)
             .map(|i| {
@@ -113,6 +143,11 @@ impl NonceCache {
             capacity,
             window,
             nonce_hasher: RandomState::new(),
+            shared: Shared {
+                period,
+                steps,
+                moving: AtomicBool::new(false),
+            },
         }
     }
 
@@ -128,7 +163,7 @@ impl NonceCache {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         let held = table.len;
-        let result = table.admit(key, expiry, now, sweep_period(self.window));
+        let result = table.admit(key, expiry, now, &self.shared);
         // Adjusted under the shard's lock, so no shard's part of the total is ever negative
         // and the total cannot wrap.
         if table.len >= held {
@@ -186,8 +221,76 @@ fn sweep_period(window: u64) -> u64 {
     (window / 2).max(1)
 }
 
+/// What a cache's shard tables share, beyond their own state.
+#[derive(Debug)]
+struct Shared {
+    /// Seconds between a shard's sweep passes ([`sweep_period`] of the window).
+    period: u64,
+    /// Work per admission on a growing or sweeping table: [`STEPS`], smaller in tests so that
+    /// moves and passes span many admissions.
+    steps: Steps,
+    /// Held by the one table moving its entries to a doubled table, so that one old table at
+    /// a time is alive (see [`Table::try_grow`]). It guards no data: relaxed is enough.
+    moving: AtomicBool,
+}
+
 /// Smallest table: one cache line, so 16 shards start at 1 KiB together.
 const MIN_SLOTS: usize = 4;
+
+/// Work one admission does on its shard's table besides its own lookup, while a growth or a
+/// sweep pass is under way (see [`Table`]).
+#[derive(Debug, Clone, Copy)]
+struct Steps {
+    /// Old slots a growing table moves into the new one per admission. At least 2, or the new
+    /// table could pass 3/4 load before the move ends (the proof is at [`Table::migrate`]).
+    migrate: usize,
+    /// Slots a sweep pass visits per admission, rounded up to whole probe runs.
+    sweep: usize,
+}
+
+/// The steps the cache runs with (figures: a shard of 2^16 slots moving to 2^17). Moving a
+/// slot costs about 6 ns (old slots are read in order and land in two sequential runs of the
+/// new table), plus the page faults of first writes to the new table, about 1.2 µs per 4 KiB:
+/// 256 slots take 5-15 µs. A sweep visits a slot in about 4 ns: 256 take about 1 µs. Larger
+/// moves keep the next shard in line waiting less (see [`Table::try_grow`]) for a longer
+/// pause; smaller ones the reverse.
+const STEPS: Steps = Steps {
+    migrate: 256,
+    sweep: 256,
+};
+
+/// Moved slots of an old table given back to the allocator at a time: 64 KiB (256 bytes in
+/// tests, so that their small tables shrink too).
+const RELEASE_SLOTS: usize = if cfg!(test) { 16 } else { 4096 };
+
+/// One table slot: the keyed nonce hash in the low 64 bits (0 = empty) and the Unix second
+/// after which it may be forgotten in the high 64 bits.
+///
+/// A `u128` rather than a struct of two `u64`s for two reasons. The standard library
+/// allocates a vector of zeros of a primitive type as zeroed memory, which the allocator
+/// hands out without touching a page, where a vector of a struct is written slot by slot: for
+/// a 2^17-slot table that is about a millisecond of writes and page faults, in the one
+/// admission that starts a growth. And `u128` is 16-byte aligned, so a slot never straddles a
+/// cache line.
+type Entry = u128;
+
+/// The empty slot.
+const EMPTY: Entry = 0;
+
+/// The slot holding `key` until `expiry`.
+fn entry(key: u64, expiry: u64) -> Entry {
+    u128::from(key) | u128::from(expiry) << 64
+}
+
+/// The key a slot holds (0 when empty): its low half, which is what the cast keeps.
+fn key_of(entry: Entry) -> u64 {
+    entry as u64
+}
+
+/// The expiry a slot holds: its high half.
+fn expiry_of(entry: Entry) -> u64 {
+    (entry >> 64) as u64
+}
 
 /// One shard's table behind its own lock, aligned to a cache line so that threads locking
 /// neighbouring shards do not fight over one line.
@@ -197,36 +300,63 @@ struct Shard {
     table: Mutex<Table>,
 }
 
-/// One table slot: a keyed nonce hash (0 = empty) and its expiry in Unix seconds.
-#[derive(Debug, Clone, Copy, Default)]
-#[repr(C, align(16))]
-struct Entry {
-    key: u64,
-    expiry: u64,
-}
-
+/// One shard's set of nonces: a linear-probing table of [`Entry`] slots, at most 3/4 full
+/// (7/8 while it waits for its turn to grow), that grows and sweeps a few slots per admission
+/// instead of all at once.
+///
+/// Growth: when the next insert would load the table past 3/4, and no other shard is moving
+/// (or this one is at 7/8), an admission allocates the doubled table and inserts there; it and
+/// every later admission move [`Steps::migrate`] slots of the old table into the new one
+/// (dropping expired entries) until the old one is empty and freed. Meanwhile a lookup checks
+/// both tables (a key is in one of them only) and inserts go to the new one.
+///
+/// Sweep: each sweep period starts a pass that visits every slot, [`Steps::sweep`] slots per
+/// admission from a cursor and one whole probe run at a time, so the table is valid between
+/// steps (see [`Table::sweep_run`]). A pass still under way when the next period starts just
+/// goes on; a period that starts during a growth has its pass begin when the move ends (the
+/// move itself drops the old table's expired entries).
 #[derive(Debug)]
 struct Table {
-    /// A power-of-two number of slots.
+    /// A power-of-two number of slots; during a growth, the new (doubled) table.
     slots: Vec<Entry>,
-    /// Occupied slots, expired or not.
+    /// During a growth, the slots of the old table not moved yet: the move takes them from
+    /// the end, so they are always its first `old.len()` slots. Empty otherwise.
+    old: Vec<Entry>,
+    /// The old table's size less one, for its home slots (kept while `old` shrinks).
+    old_mask: usize,
+    /// Occupied slots, expired or not: those of `slots` and the unmoved ones of `old`.
     len: usize,
     /// Most entries this shard holds: its share of the cache's capacity.
     capacity: usize,
-    /// No entry expires before this (Unix seconds; `u64::MAX` when empty). A lower bound:
-    /// updating an entry can leave it too low, which only costs one needless sweep.
+    /// No entry of either table expires before this (Unix seconds; `u64::MAX` when empty). A
+    /// lower bound: renewing or dropping an entry can leave it too low, which only costs one
+    /// needless full sweep; each finished walk (a move or a sweep pass) makes it exact again,
+    /// up to renewals.
     earliest_expiry: u64,
-    /// Sweeps so far, so tests can see when the table was walked.
+    /// The earliest expiry the walk under way (a move or a sweep pass) has kept, and of every
+    /// entry written since it began: when the walk ends this is a lower bound for every entry
+    /// held, and becomes `earliest_expiry`.
+    walk_earliest: u64,
+    /// Slots the sweep pass under way has yet to visit; 0 when none is.
+    sweep_left: usize,
+    /// The slot the sweep pass goes on from.
+    sweep_at: usize,
+    /// A sweep period started during a growth: its pass begins when the move ends.
+    sweep_due: bool,
+    /// This table holds the cache's [`Shared::moving`] token for its growth under way.
+    holds_token: bool,
+    /// Sweep passes started so far (full sweeps included), so tests can follow the schedule.
     #[cfg(test)]
     sweeps: usize,
     /// Added to the clock before counting sweep periods, so that the shards' periods start at
     /// different seconds and their sweeps take turns instead of coming all at once.
     sweep_offset: u64,
-    /// The sweep period (counted on the offset clock) in which this table was last swept.
+    /// The sweep period (counted on the offset clock) in which this table last started a pass.
     swept_turn: u64,
 }
 
 /// Where a probe for a key ended.
+#[derive(Debug, PartialEq, Eq)]
 enum Probe {
     /// The key sits in this slot.
     Found(usize),
@@ -237,10 +367,17 @@ enum Probe {
 impl Table {
     fn new(capacity: usize, sweep_offset: u64) -> Table {
         Table {
-            slots: vec![Entry::default(); MIN_SLOTS],
+            slots: vec![EMPTY; MIN_SLOTS],
+            old: Vec::new(),
+            old_mask: 0,
             len: 0,
             capacity,
             earliest_expiry: u64::MAX,
+            walk_earliest: u64::MAX,
+            sweep_left: 0,
+            sweep_at: 0,
+            sweep_due: false,
+            holds_token: false,
             #[cfg(test)]
             sweeps: 0,
             sweep_offset,
@@ -249,32 +386,89 @@ impl Table {
     }
 
     /// Record `key` until `expiry`, or refuse it as replayed or because the shard is full.
-    fn admit(&mut self, key: u64, expiry: u64, now: u64, period: u64) -> Result<(), ReplayError> {
-        let turn = now.saturating_add(self.sweep_offset) / period;
+    fn admit(
+        &mut self,
+        key: u64,
+        expiry: u64,
+        now: u64,
+        shared: &Shared,
+    ) -> Result<(), ReplayError> {
+        let result = self.step_and_admit(key, expiry, now, shared);
+        if self.holds_token && !self.growing() {
+            self.holds_token = false;
+            shared.moving.store(false, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// [`Table::admit`] less the token's release: first this admission's step of a growth
+    /// or sweep pass, or the start of a growth, then the lookup and insert.
+    fn step_and_admit(
+        &mut self,
+        key: u64,
+        expiry: u64,
+        now: u64,
+        shared: &Shared,
+    ) -> Result<(), ReplayError> {
+        let turn = now.saturating_add(self.sweep_offset) / shared.period;
         if turn != self.swept_turn {
-            self.sweep(now);
             self.swept_turn = turn;
+            self.start_pass();
         }
-        match self.find(key) {
-            Probe::Found(i) if self.slots[i].expiry >= now => Err(ReplayError::Replayed),
-            Probe::Found(i) => {
-                self.slots[i].expiry = expiry;
-                Ok(())
-            }
-            Probe::Empty(_) => {
-                // Sweep a full table only when some entry can have expired: a full shard of
-                // live nonces then refuses in O(1) instead of walking the table per request.
-                if self.len >= self.capacity && self.earliest_expiry < now {
-                    self.sweep(now);
-                }
-                if self.len >= self.capacity {
-                    Err(ReplayError::Full)
-                } else {
-                    self.insert(key, expiry, now);
-                    Ok(())
-                }
-            }
+        if self.growing() {
+            self.migrate(shared.steps.migrate, now);
+        } else if (self.len + 1) * 4 > self.slots.len() * 3 && self.slots.len() < self.max_slots() {
+            // Before the lookup, so a table waiting for its turn to grow (or full) tries at
+            // every admission, not only when it inserts.
+            self.try_grow(now, shared);
         }
+        // Not `else`: a move that has just ended may have begun a pass that was due.
+        if self.sweep_left > 0 && !self.growing() {
+            self.sweep(shared.steps.sweep, now);
+        }
+        let mut vacant = match self.find(key) {
+            Probe::Found(i) => return self.renew(false, i, expiry, now),
+            Probe::Empty(i) => Some(i),
+        };
+        if let Some(i) = self.find_old(key) {
+            return self.renew(true, i, expiry, now);
+        }
+        // Sweep a full table only when some entry can have expired: a full shard of live
+        // nonces then refuses in O(1) instead of walking the table per request.
+        if self.len >= self.capacity && self.earliest_expiry < now {
+            self.sweep_all(now);
+            vacant = None;
+        }
+        if self.len >= self.capacity {
+            return Err(ReplayError::Full);
+        }
+        let i = vacant.unwrap_or_else(|| self.vacancy(key));
+        self.slots[i] = entry(key, expiry);
+        self.len += 1;
+        self.noted(expiry);
+        Ok(())
+    }
+
+    /// A held key, in slot `i` of `old` or of `slots`: replayed while live, renewed in place
+    /// otherwise (an entry of `old` moves later with its new expiry).
+    fn renew(&mut self, in_old: bool, i: usize, expiry: u64, now: u64) -> Result<(), ReplayError> {
+        let table = if in_old {
+            &mut self.old
+        } else {
+            &mut self.slots
+        };
+        if expiry_of(table[i]) >= now {
+            return Err(ReplayError::Replayed);
+        }
+        table[i] = entry(key_of(table[i]), expiry);
+        self.noted(expiry);
+        Ok(())
+    }
+
+    /// Keep both lower bounds on expiries true after writing an entry expiring at `expiry`.
+    fn noted(&mut self, expiry: u64) {
+        self.earliest_expiry = self.earliest_expiry.min(expiry);
+        self.walk_earliest = self.walk_earliest.min(expiry);
     }
 
     /// The table never grows past the size that holds `capacity` entries under 3/4 load.
@@ -289,14 +483,19 @@ impl Table {
         self.slots.len() - 1
     }
 
-    /// Linear probe from the key's home slot. The table is never more than 3/4 full, so an
+    /// True while a growth moves entries from `old` into `slots`.
+    fn growing(&self) -> bool {
+        !self.old.is_empty()
+    }
+
+    /// Linear probe of `slots` from the key's home slot. The table is at most 7/8 full, so an
     /// empty slot always ends the probe.
     fn find(&self, key: u64) -> Probe {
         let mask = self.mask();
         // Truncating the hash to the table size is the point: it picks the home slot.
         let mut i = key as usize & mask;
         loop {
-            match self.slots[i].key {
+            match key_of(self.slots[i]) {
                 0 => return Probe::Empty(i),
                 k if k == key => return Probe::Found(i),
                 _ => i = (i + 1) & mask,
@@ -304,82 +503,229 @@ impl Table {
         }
     }
 
-    /// Insert a key known to be absent; grow (dropping expired entries) past 3/4 load.
-    fn insert(&mut self, key: u64, expiry: u64, now: u64) {
-        if let Probe::Empty(i) = self.find(key) {
-            self.slots[i] = Entry { key, expiry };
-            self.len += 1;
-            self.earliest_expiry = self.earliest_expiry.min(expiry);
-        }
-        if self.len * 4 > self.slots.len() * 3 {
-            let grown = (self.slots.len() * 2).min(self.max_slots());
-            self.rebuild(grown, now);
+    /// The empty slot of `slots` where `key`, known to be absent, goes.
+    fn vacancy(&self, key: u64) -> usize {
+        // A key is held at most once, so a probe for an absent one ends at an empty slot; were
+        // it found after all, writing over its slot keeps it held once.
+        match self.find(key) {
+            Probe::Empty(i) | Probe::Found(i) => i,
         }
     }
 
-    /// Drop every entry expired at `now`, in place (no second table).
+    /// The slot of `old` holding `key`, if it is still there.
     ///
-    /// Emptying slots can cut a probe chain, so every survivor is then re-seated: walking the
-    /// table once from just after an empty slot visits each run of occupied slots from its
-    /// start, and re-inserting each entry in that order lands it at the first free slot on its
-    /// own probe path, which is what a lookup expects.
-    fn sweep(&mut self, now: u64) {
+    /// The move takes slots from the end of the old table, so the unmoved ones are a prefix,
+    /// `0..old.len()`, unchanged but for renewed expiries. Probing them as if the moved suffix
+    /// were not there finds every key still held: a key at unmoved slot `p` has every slot
+    /// from its home to `p` occupied, wrapping past the table's end if its home is after `p`.
+    /// If its home is unmoved, the probe walks from it as in the whole table, jumping from the
+    /// end of the prefix to slot 0 where the path wraps; if its home has moved, the path
+    /// wraps, and the part of it from slot 0 to `p` is unmoved. Jumping over moved slots can
+    /// only lengthen a probe, never skip a held key; a prefix with no empty slot left ends the
+    /// probe after one round.
+    fn find_old(&self, key: u64) -> Option<usize> {
+        let unmoved = self.old.len();
+        let home = key as usize & self.old_mask;
+        let mut i = if home < unmoved { home } else { 0 };
+        for _ in 0..unmoved {
+            match key_of(self.old[i]) {
+                0 => return None,
+                k if k == key => return Some(i),
+                _ => i = if i + 1 == unmoved { 0 } else { i + 1 },
+            }
+        }
+        None
+    }
+
+    /// The next insert would load the table past 3/4: grow now if no other table of the
+    /// cache is moving, or if this one is at its limit of 7/8 load; otherwise wait, and try
+    /// again at the next admission.
+    ///
+    /// Why wait: the shards fill evenly, so they all pass 3/4 within a few thousand admissions
+    /// of each other, and each move spans `N / S` admissions of its shard: 16 moves at once
+    /// would hold 16 old tables, half the cache's memory again. One at a time, each move
+    /// takes `16N / S` admissions of the cache, 4,096 at `S` = 256, so the 16th shard in line
+    /// waits for 15 moves, and meanwhile takes in `15N / S`, a 17th of its table: past 3/4 it
+    /// can take `N / 8` more before the limit. A table far past its turn (a move stalled by a
+    /// shard that sees no traffic) grows anyway at the limit, beside the other move.
+    fn try_grow(&mut self, now: u64, shared: &Shared) {
+        let at_limit = (self.len + 1) * 8 > self.slots.len() * 7;
+        let token = !shared.moving.load(Ordering::Relaxed)
+            && shared
+                .moving
+                .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if token || at_limit {
+            self.holds_token = token;
+            self.grow(now);
+            if self.growing() {
+                self.migrate(shared.steps.migrate, now);
+            }
+        }
+    }
+
+    /// Start a growth: allocate a table twice the size and insert there from now on; the
+    /// entries move a step per admission ([`Table::migrate`]). The new table is allocated
+    /// zeroed, which costs no write (see [`Entry`]). If the table is at its largest, or its
+    /// entries (expired ones included) would load the doubled table past 3/4, it keeps its
+    /// size and drops its expired entries in place instead. Neither happens: a table grows
+    /// only below `max_slots` and holds at most `7N/8` entries, under 3/4 of `2N`; the branch
+    /// stays so that no path can overload a table.
+    fn grow(&mut self, now: u64) {
+        let grown = (self.slots.len() * 2).min(self.max_slots());
+        if grown <= self.slots.len() || (self.len + 1) * 4 > grown * 3 {
+            self.sweep_all(now);
+            return;
+        }
+        self.old = std::mem::replace(&mut self.slots, vec![EMPTY; grown]);
+        self.old_mask = self.old.len() - 1;
+        self.walk_earliest = u64::MAX;
+        // The move drops every expired entry of the old table, which is a pass's work: a pass
+        // under way stops (its cursor means nothing in the new table).
+        self.sweep_left = 0;
+        self.sweep_due = false;
+    }
+
+    /// Move up to `budget` slots from the end of `old` into `slots`, dropping entries expired
+    /// at `now`, and give the moved slots' memory back as the move goes.
+    ///
+    /// Why the new table never passes 3/4 load during a move (nor needs to grow): the old
+    /// table held `L <= 7N/8` entries in `N >= 4` slots when the growth started (a table grows
+    /// before an insert would take it past 3/4 or, waiting for its turn, past 7/8), and the new
+    /// one has `2N`. The admission that starts the growth and every later one move
+    /// `S = budget` slots before inserting at most one entry, so the move ends within
+    /// `ceil(N / S)` admissions, which insert at most `ceil(N / S)` entries: the new table
+    /// holds at most `7N/8 + ceil(N / S)`, which is at most `3N/2`, 3/4 of `2N`, whenever
+    /// `ceil(N / S) <= 5N/8`: for any `S >= 2`. With 256 (and `N >= 256`) it stays under 0.44
+    /// of the new table; dropped expired entries only lower it. When the move ends the table
+    /// is under 3/4 load, so the next admission checks growth as usual.
+    fn migrate(&mut self, budget: usize, now: u64) {
+        for _ in 0..budget {
+            let Some(moving) = self.old.pop() else {
+                break;
+            };
+            if moving == EMPTY {
+                continue;
+            }
+            if expiry_of(moving) < now {
+                self.len -= 1;
+                continue;
+            }
+            let i = self.vacancy(key_of(moving));
+            self.slots[i] = moving;
+            self.walk_earliest = self.walk_earliest.min(expiry_of(moving));
+        }
+        if self.old.is_empty() {
+            self.old = Vec::new();
+            // Every entry now held was moved or written during the move, and each one's
+            // expiry went into `walk_earliest`.
+            self.earliest_expiry = self.walk_earliest;
+            if self.sweep_due {
+                self.sweep_due = false;
+                self.begin_pass();
+            }
+        } else if self.old.capacity() - self.old.len() >= RELEASE_SLOTS {
+            // Give the moved part back to the allocator a piece at a time (a shrink in place:
+            // glibc's `mremap` of a mapped block, a split of a heap one) rather than the whole
+            // table in the last step, which took 75-160 µs for a 1 MiB table (an `munmap`).
+            self.old.shrink_to_fit();
+        }
+    }
+
+    /// A new sweep period: start a pass, unless one is still under way (it goes on: at a
+    /// low request rate its steps come seldom, and expired entries linger for longer) or a
+    /// growth is (the pass begins when the move ends).
+    fn start_pass(&mut self) {
+        if self.growing() {
+            self.sweep_due = true;
+        } else if self.sweep_left == 0 {
+            self.begin_pass();
+        } else {
+            return;
+        }
+        self.count_pass();
+    }
+
+    /// Count a pass started, for tests.
+    fn count_pass(&mut self) {
         #[cfg(test)]
         {
             self.sweeps += 1;
         }
-        self.earliest_expiry = u64::MAX;
-        for entry in &mut self.slots {
-            if entry.key != 0 && entry.expiry < now {
-                *entry = Entry::default();
-                self.len -= 1;
-            } else if entry.key != 0 {
-                self.earliest_expiry = self.earliest_expiry.min(entry.expiry);
-            }
-        }
-        let mask = self.mask();
-        // The table is at most 3/4 full, so an empty slot exists.
-        let start = self
-            .slots
-            .iter()
-            .position(|e| e.key == 0)
-            .expect("a table under 3/4 load has an empty slot");
-        for step in 1..=self.slots.len() {
-            let i = (start + step) & mask;
-            let entry = self.slots[i];
-            if entry.key == 0 {
-                continue;
-            }
-            self.slots[i] = Entry::default();
-            if let Probe::Empty(j) = self.find(entry.key) {
-                self.slots[j] = entry;
+    }
+
+    /// Set a pass to visit every slot, from wherever the last pass ended.
+    fn begin_pass(&mut self) {
+        self.sweep_left = self.slots.len();
+        self.walk_earliest = u64::MAX;
+    }
+
+    /// Take the pass under way at least `budget` slots further, whole probe runs at a time.
+    fn sweep(&mut self, budget: usize, now: u64) {
+        let mut visited = 0;
+        while self.sweep_left > 0 && visited < budget {
+            let run = self.sweep_run(self.sweep_at, now);
+            visited += run;
+            self.sweep_at = (self.sweep_at + run) & self.mask();
+            self.sweep_left = self.sweep_left.saturating_sub(run);
+            if self.sweep_left == 0 {
+                // The pass saw every entry held when it began (only sweeps move entries, and
+                // only those they visit), and every one written since went into
+                // `walk_earliest` too.
+                self.earliest_expiry = self.walk_earliest;
             }
         }
     }
 
-    /// Rebuild with `slots` slots, keeping only entries still live at `now`. If the live
-    /// entries would load the new table past 3/4, it keeps its old size instead.
-    fn rebuild(&mut self, slots: usize, now: u64) {
-        let live = self
-            .slots
-            .iter()
-            .filter(|e| e.key != 0 && e.expiry >= now)
-            .count();
-        let slots = if live * 4 > slots * 3 {
-            self.slots.len()
-        } else {
-            slots
-        };
-        let old = std::mem::replace(&mut self.slots, vec![Entry::default(); slots]);
-        self.len = 0;
-        self.earliest_expiry = u64::MAX;
-        for entry in old.into_iter().filter(|e| e.key != 0 && e.expiry >= now) {
-            if let Probe::Empty(i) = self.find(entry.key) {
-                self.slots[i] = entry;
-                self.len += 1;
-                self.earliest_expiry = self.earliest_expiry.min(entry.expiry);
+    /// Sweep the run of occupied slots from `start` up to the next empty slot: drop every
+    /// entry expired at `now` and re-seat the others; return the slots visited (the empty one
+    /// included).
+    ///
+    /// Why the table is valid afterwards, wherever `start` is (a lookup finds every entry,
+    /// because the slots from its home up to it are all occupied): entries before `start` and
+    /// after the run are untouched and their probe paths do not enter the run's emptied
+    /// slots (those before `start` end before it, those after cross the empty slot that
+    /// ends the run). In the run, each entry in turn is taken out and, unless expired, put
+    /// back at the first empty slot from its home, so the slots up to its new place are
+    /// occupied; that is its old place or an earlier one, never past it, and later steps only
+    /// empty slots later in the run, so they stay occupied. Until the run's first drop no
+    /// slot of it is empty, so entries before that stay where they are.
+    fn sweep_run(&mut self, start: usize, now: u64) -> usize {
+        let mask = self.mask();
+        let mut i = start;
+        let mut emptied = false;
+        loop {
+            let held = self.slots[i];
+            if held == EMPTY {
+                return (i.wrapping_sub(start) & mask) + 1;
             }
+            if expiry_of(held) < now {
+                self.slots[i] = EMPTY;
+                self.len -= 1;
+                emptied = true;
+            } else {
+                if emptied {
+                    self.slots[i] = EMPTY;
+                    let j = self.vacancy(key_of(held));
+                    self.slots[j] = held;
+                }
+                self.walk_earliest = self.walk_earliest.min(expiry_of(held));
+            }
+            i = (i + 1) & mask;
         }
+    }
+
+    /// Sweep the whole shard at once: finish a move under way, then a full pass. Only a full
+    /// shard that may hold expired entries does this (and a table that cannot double), so a
+    /// shard full of live nonces never does it per request.
+    fn sweep_all(&mut self, now: u64) {
+        if self.growing() {
+            self.migrate(usize::MAX, now);
+        }
+        self.sweep_due = false;
+        self.begin_pass();
+        self.count_pass();
+        self.sweep(usize::MAX, now);
     }
 }
 
@@ -598,6 +944,9 @@ mod tests {
 
     #[test]
     fn periodic_sweeps_forget_expired_nonces() {
+        // Each shard's table (at most 64 slots) is smaller than one sweep step, so the first
+        // admission of a period sweeps all of it; passes over several admissions are tested
+        // below with smaller steps.
         let cache = NonceCache::with_shards(100, WINDOW, 4);
         for n in 0..50 {
             assert!(admit(&cache, &nonce(n), T0, T0).is_ok());
@@ -708,10 +1057,12 @@ mod tests {
             capacity in 1usize..200,
             window in 1u64..8,
             shard_bits in 0u32..5,
+            migrate in 2usize..9,
+            sweep in 1usize..9,
             steps in proptest::collection::vec((0usize..300, 0u64..8, 0u64..3), 1..400),
         ) {
             let shards = 1 << shard_bits;
-            let cache = NonceCache::with_shards(capacity, window, shards);
+            let cache = NonceCache::with_steps(capacity, window, shards, Steps { migrate, sweep });
             let mut model = Model::shards(capacity, window, shards);
             let keyring = keyring();
             let mut now = T0;
@@ -727,17 +1078,430 @@ mod tests {
                 let got = cache.admit(verified, now).map(|_| ());
                 let shard = &mut model[shard_of(&cache, &nonce)];
                 proptest::prop_assert_eq!(got, shard.admit(&nonce, timestamp, now));
-                let occupied: usize = (0..shards)
-                    .map(|i| table(&cache, i).slots.iter().filter(|e| e.key != 0).count())
-                    .sum();
+                let occupied: usize = (0..shards).map(|i| table(&cache, i).entries().count()).sum();
                 proptest::prop_assert_eq!(cache.len(), occupied);
-                // A growing table drops the expired entries a model keeps until its sweep, so
-                // the count can fall short of the model's, but never below its live nonces.
+                // A growing table drops the expired entries a model keeps until its sweep, and
+                // an incremental sweep drops them later than the model, so the count can differ
+                // from the model's, but never falls below its live nonces.
                 let live: usize = model
                     .iter()
                     .map(|m| m.expiries.values().filter(|&&e| e >= now).count())
                     .sum();
                 proptest::prop_assert!(live <= cache.len() && cache.len() <= capacity);
+                check(&cache);
+            }
+        }
+    }
+
+    /// Steps small enough that moves and sweep passes span many admissions at test sizes:
+    /// the smallest move the growth proof allows, one probe run per sweep step.
+    const SMALL: Steps = Steps {
+        migrate: 2,
+        sweep: 1,
+    };
+
+    impl Table {
+        /// Every entry held: those of `slots` and the unmoved ones of `old`.
+        fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+            self.slots
+                .iter()
+                .chain(&self.old)
+                .copied()
+                .filter(|&e| e != EMPTY)
+        }
+
+        /// Where `key` is held, as a lookup sees it: `Some(true)` in the old table of a growth,
+        /// `Some(false)` in `slots`.
+        fn holds(&self, key: u64) -> Option<bool> {
+            match self.find(key) {
+                Probe::Found(_) => Some(false),
+                Probe::Empty(_) => self.find_old(key).map(|_| true),
+            }
+        }
+
+        /// Every invariant a lookup, an insert or the fail-closed path relies on.
+        fn check(&self) {
+            let slots = self.slots.len();
+            assert!(slots.is_power_of_two() && slots >= MIN_SLOTS && slots <= self.max_slots());
+            let in_new = self.slots.iter().filter(|&&e| e != EMPTY).count();
+            if self.growing() {
+                assert!(in_new * 4 <= slots * 3, "{in_new} entries in {slots} slots");
+            } else {
+                // Past 3/4 only while waiting for its turn to grow.
+                assert!(in_new * 8 <= slots * 7, "{in_new} entries in {slots} slots");
+            }
+            for (i, &e) in self.slots.iter().enumerate() {
+                if e != EMPTY {
+                    assert_eq!(self.find(key_of(e)), Probe::Found(i), "findable");
+                    assert_eq!(self.find_old(key_of(e)), None, "held once");
+                }
+            }
+            if self.growing() {
+                assert_eq!((self.old_mask + 1) * 2, slots, "growth doubles");
+                assert!(self.old.len() <= self.old_mask + 1);
+                assert!(
+                    self.old.capacity() - self.old.len() < RELEASE_SLOTS,
+                    "moved slots are given back"
+                );
+                for (i, &e) in self.old.iter().enumerate() {
+                    if e != EMPTY {
+                        let key = key_of(e);
+                        assert_eq!(self.find_old(key), Some(i), "findable in the old table");
+                        assert!(matches!(self.find(key), Probe::Empty(_)), "held once");
+                    }
+                }
+                assert_eq!(self.sweep_left, 0, "no pass walks during a move");
+            } else {
+                assert_eq!(self.old.capacity(), 0, "the old table is freed");
+                assert!(!self.sweep_due);
+                assert!(!self.holds_token, "the token is given back");
+            }
+            assert_eq!(self.len, self.entries().count(), "len counts both tables");
+            assert!(self.len <= self.capacity);
+            assert!(
+                self.entries().all(|e| expiry_of(e) >= self.earliest_expiry),
+                "earliest_expiry is a lower bound"
+            );
+        }
+    }
+
+    /// Every shard's invariants, and the cache's: one token holder at most, the total count.
+    fn check(cache: &NonceCache) {
+        let mut holders = 0;
+        let mut held = 0;
+        for i in 0..cache.shards.len() {
+            let shard = table(cache, i);
+            shard.check();
+            holders += usize::from(shard.holds_token);
+            held += shard.len;
+        }
+        assert!(holders <= 1);
+        assert_eq!(
+            cache.shared.moving.load(Ordering::Relaxed),
+            holders == 1,
+            "the token is held by a moving table or by none"
+        );
+        assert_eq!(cache.len(), held);
+    }
+
+    /// Admit fresh nonces numbered from `*n` at `now` into a one-shard cache until `until`
+    /// holds for its table.
+    fn admit_until(
+        cache: &NonceCache,
+        n: &mut usize,
+        now: u64,
+        until: impl Fn(&Table) -> bool,
+    ) -> Vec<usize> {
+        let mut admitted = Vec::new();
+        while !until(&table(cache, 0)) {
+            assert_eq!(admit(cache, &nonce(*n), now, now), Ok(Slot::Current));
+            check(cache);
+            admitted.push(*n);
+            *n += 1;
+            assert!(*n < 100_000, "reached");
+        }
+        admitted
+    }
+
+    #[test]
+    fn a_growing_table_still_detects_replays_in_both_tables() {
+        let cache = NonceCache::with_steps(10_000, WINDOW, 1, SMALL);
+        let mut n = 0;
+        let before = admit_until(&cache, &mut n, T0, |t| t.growing() && t.old_mask >= 255);
+        let after = admit_until(&cache, &mut n, T0, |t| t.len >= before.len() + 10);
+        let (mut in_old, mut in_new) = (0, 0);
+        // The nonces admitted since the growth started first (all in the new table), then the
+        // older ones, which a replay's own move steps carry over a few at a time.
+        for &m in after.iter().chain(&before) {
+            let key = cache.key(&nonce(m));
+            let held = table(&cache, 0).holds(key);
+            if !table(&cache, 0).growing() {
+                break;
+            }
+            match held {
+                Some(true) => in_old += 1,
+                Some(false) => in_new += 1,
+                None => panic!("nonce {m} is lost"),
+            }
+            assert_eq!(
+                admit(&cache, &nonce(m), T0, T0 + 1),
+                Err(ReplayError::Replayed),
+                "nonce {m}, in the old table: {held:?}"
+            );
+            table(&cache, 0).check();
+        }
+        // About 50 of each: a replay's steps move 2 of the 256 old slots.
+        assert!(in_old >= 10 && in_new >= 10, "{in_old} old, {in_new} new");
+    }
+
+    #[test]
+    fn a_growth_ends_within_its_bound_and_frees_the_old_table() {
+        let cache = NonceCache::with_steps(10_000, WINDOW, 1, SMALL);
+        let mut n = 0;
+        let mut admitted = admit_until(&cache, &mut n, T0, |t| t.growing() && t.old_mask >= 255);
+        let old_slots = table(&cache, 0).old_mask + 1;
+        let during = admit_until(&cache, &mut n, T0, |t| !t.growing());
+        assert_eq!(
+            during.len() + 1,
+            old_slots / SMALL.migrate,
+            "a move of S slots per admission, the one that starts it included, takes N / S"
+        );
+        admitted.extend(during);
+        {
+            let shard = table(&cache, 0);
+            assert_eq!(shard.old.capacity(), 0, "the old table is freed");
+            assert_eq!(shard.slots.len(), 2 * old_slots);
+            assert_eq!(shard.len, admitted.len());
+            assert!(shard.len * 4 <= shard.slots.len() * 3);
+        }
+        assert_eq!(cache.len(), admitted.len());
+        for &m in &admitted {
+            assert_eq!(
+                admit(&cache, &nonce(m), T0, T0 + 1),
+                Err(ReplayError::Replayed)
+            );
+        }
+    }
+
+    #[test]
+    fn a_growth_drops_expired_entries_as_it_moves_them_and_renews_old_ones() {
+        let cache = NonceCache::with_steps(10_000, WINDOW, 1, SMALL);
+        // Nonces signed a window ago expire at T0: live now, expired from T0 + 1, within the
+        // same sweep period (T0 starts one), so only the move can drop them.
+        let stale = |cache: &NonceCache, n: usize| admit(cache, &nonce(n), T0 - WINDOW, T0);
+        let mut n = 0;
+        let next_insert_grows = |cache: &NonceCache| {
+            let shard = table(cache, 0);
+            shard.slots.len() >= 256 && (shard.len + 1) * 4 > shard.slots.len() * 3
+        };
+        while !next_insert_grows(&cache) {
+            assert_eq!(stale(&cache, n), Ok(Slot::Current));
+            n += 1;
+        }
+        let stale_count = n;
+        assert!(!table(&cache, 0).growing());
+        let now = T0 + 1;
+        // The next insert starts the growth; renewing a stale nonce in the old table keeps it.
+        assert_eq!(admit(&cache, &nonce(n), now, now), Ok(Slot::Current));
+        assert!(table(&cache, 0).growing());
+        let renewed = (0..stale_count)
+            .find(|&m| table(&cache, 0).holds(cache.key(&nonce(m))) == Some(true))
+            .expect("most stale nonces are still in the old table");
+        assert_eq!(admit(&cache, &nonce(renewed), now, now), Ok(Slot::Current));
+        assert_eq!(
+            admit(&cache, &nonce(renewed), now, now),
+            Err(ReplayError::Replayed)
+        );
+        n += 1;
+        let fresh = 1 + admit_until(&cache, &mut n, now, |t| !t.growing()).len();
+        assert_eq!(
+            table(&cache, 0).len,
+            fresh + 1,
+            "the move dropped every expired entry and kept the renewed one"
+        );
+        assert_eq!(cache.len(), fresh + 1);
+    }
+
+    #[test]
+    fn a_full_shard_finishes_its_growth_and_sweeps_before_refusing() {
+        // A capacity of 100: the table doubles to its largest, 256 slots, at the 97th nonce,
+        // and a move of 2 slots per admission is far from done at the 100th. The first 96
+        // stay live (in the old table), the last 4 expire at T0 (in the new one), so no move
+        // step can make room: only a full sweep can.
+        let cache = NonceCache::with_steps(100, WINDOW, 1, SMALL);
+        for n in 0..100 {
+            let timestamp = if n < 96 { T0 } else { T0 - WINDOW };
+            assert_eq!(admit(&cache, &nonce(n), timestamp, T0), Ok(Slot::Current));
+        }
+        assert!(table(&cache, 0).growing());
+        let sweeps = table(&cache, 0).sweeps;
+        assert_eq!(admit(&cache, &nonce(100), T0, T0), Err(ReplayError::Full));
+        assert!(
+            table(&cache, 0).growing(),
+            "no walk while every entry is live"
+        );
+        assert_eq!(table(&cache, 0).sweeps, sweeps);
+        let now = T0 + 1;
+        assert_eq!(admit(&cache, &nonce(100), now, now), Ok(Slot::Current));
+        let shard = table(&cache, 0);
+        assert_eq!(shard.sweeps, sweeps + 1, "one full sweep");
+        assert!(!shard.growing(), "which finished the move");
+        assert_eq!(shard.slots.len(), shard.max_slots());
+        assert_eq!(shard.len, 97);
+        assert_eq!(
+            shard.earliest_expiry,
+            T0 + WINDOW,
+            "exact after a full sweep"
+        );
+        shard.check();
+        drop(shard);
+        for n in 0..96 {
+            assert_eq!(
+                admit(&cache, &nonce(n), T0, now),
+                Err(ReplayError::Replayed)
+            );
+        }
+    }
+
+    #[test]
+    fn a_sweep_pass_spans_admissions_and_keeps_every_live_nonce_findable() {
+        let cache = NonceCache::with_steps(10_000, WINDOW, 1, SMALL);
+        // Half the nonces expire at T0 (signed a window earlier), half a window later.
+        let mut live = Vec::new();
+        for n in 0..300 {
+            let timestamp = if n % 2 == 0 { T0 - WINDOW } else { T0 };
+            assert_eq!(admit(&cache, &nonce(n), timestamp, T0), Ok(Slot::Current));
+            if n % 2 == 1 {
+                live.push(n);
+            }
+        }
+        let now = T0 + WINDOW / 2;
+        let mut n = 300;
+        // Let any move end first, within the period: the pass starts with the next one.
+        admit_until(&cache, &mut n, T0, |t| !t.growing());
+        live.extend(300..n);
+        let sweeps = table(&cache, 0).sweeps;
+        let slots = table(&cache, 0).slots.len();
+        let mut steps = 0;
+        loop {
+            assert_eq!(admit(&cache, &nonce(n), now, now), Ok(Slot::Current));
+            live.push(n);
+            n += 1;
+            steps += 1;
+            let shard = table(&cache, 0);
+            shard.check();
+            for &m in &live {
+                assert!(shard.holds(cache.key(&nonce(m))).is_some(), "nonce {m}");
+            }
+            if shard.sweep_left == 0 {
+                break;
+            }
+        }
+        let shard = table(&cache, 0);
+        assert_eq!(shard.sweeps, sweeps + 1, "one pass");
+        assert!(steps > 10, "the pass took {steps} admissions");
+        assert!(steps <= slots, "at least a slot per admission");
+        assert_eq!(shard.len, live.len(), "every expired nonce is gone");
+        assert_eq!(
+            shard.earliest_expiry,
+            T0 + WINDOW,
+            "exact again after the pass"
+        );
+    }
+
+    #[test]
+    fn an_unfinished_pass_goes_on_into_the_next_period() {
+        let cache = NonceCache::with_steps(10_000, WINDOW, 1, SMALL);
+        let mut n = 0;
+        admit_until(&cache, &mut n, T0, |t| t.len >= 300 && !t.growing());
+        let period = WINDOW / 2;
+        assert!(admit(&cache, &nonce(n), T0 + period, T0 + period).is_ok());
+        let (sweeps, left) = {
+            let shard = table(&cache, 0);
+            (shard.sweeps, shard.sweep_left)
+        };
+        assert!(left > 0, "a pass is under way");
+        let later = T0 + 2 * period;
+        assert!(admit(&cache, &nonce(n + 1), later, later).is_ok());
+        let shard = table(&cache, 0);
+        assert_eq!(shard.sweeps, sweeps, "no new pass");
+        assert!(
+            0 < shard.sweep_left && shard.sweep_left < left,
+            "the pass went on"
+        );
+    }
+
+    #[test]
+    fn shards_move_one_at_a_time() {
+        // 4 shards of 5,000: tables grow to 8,192 slots. A move of 64 slots per admission
+        // takes N / 64 admissions of its shard, so a shard waiting for 3 others' moves takes
+        // in about 3N / 64 meanwhile, well short of the N / 8 it may take past 3/4.
+        let steps = Steps {
+            migrate: 64,
+            sweep: 64,
+        };
+        let cache = NonceCache::with_steps(20_000, WINDOW, 4, steps);
+        let (mut waited, mut moves) = (0, 0);
+        let mut was_growing = [false; 4];
+        for n in 0..18_000 {
+            assert_eq!(admit(&cache, &nonce(n), T0, T0), Ok(Slot::Current));
+            let mut growing = 0;
+            for (i, was) in was_growing.iter_mut().enumerate() {
+                let shard = table(&cache, i);
+                growing += usize::from(shard.growing());
+                waited += usize::from(!shard.growing() && shard.len * 4 > shard.slots.len() * 3);
+                moves += usize::from(shard.growing() && !*was);
+                *was = shard.growing();
+            }
+            assert!(growing <= 1, "{growing} shards move at once");
+            if n % 97 == 0 {
+                check(&cache);
+            }
+        }
+        assert!(
+            moves >= 4 * 4,
+            "every shard moved to 1,024 slots and beyond"
+        );
+        assert!(waited > 0, "some shard waited for its turn");
+    }
+
+    #[test]
+    fn a_table_at_its_largest_keeps_its_size() {
+        let mut table = Table::new(2, 0);
+        // Beyond what admissions allow (they stop at the capacity, 2 of 4 slots): a table at
+        // its largest that must take more is swept in place rather than grown.
+        table.slots = vec![entry(1, T0), entry(2, T0 + 10), entry(3, T0), EMPTY];
+        table.len = 3;
+        table.earliest_expiry = T0;
+        assert_eq!(table.slots.len(), table.max_slots());
+        table.grow(T0 + 1);
+        assert!(!table.growing());
+        assert_eq!(table.slots.len(), 4);
+        assert_eq!(table.len, 1);
+        table.check();
+    }
+
+    proptest::proptest! {
+        /// Moves and sweep passes a slot or a few at a time, interleaved with admissions over
+        /// many sweep periods, with shards waiting for their turn to grow: every answer is the
+        /// model's, the tables stay valid after every admission, and every nonce the model
+        /// holds live can be found.
+        #[test]
+        fn interleaved_moves_and_passes_keep_every_live_nonce(
+            capacity in 1usize..600,
+            window in 2u64..12,
+            shard_bits in 0u32..3,
+            migrate in 2usize..5,
+            sweep in 1usize..4,
+            steps in proptest::collection::vec((0usize..700, 0u64..12, 0u64..8), 1..800),
+        ) {
+            let shards = 1 << shard_bits;
+            let cache = NonceCache::with_steps(capacity, window, shards, Steps { migrate, sweep });
+            let mut model = Model::shards(capacity, window, shards);
+            let keyring = keyring();
+            let mut now = T0;
+            for (n, age, advance) in steps {
+                // Time moves on at one step in eight, so each period sees many admissions.
+                now += u64::from(advance == 0);
+                let timestamp = now - age.min(window);
+                let nonce = nonce(n);
+                let headers = headers(&nonce, timestamp);
+                let line = RequestLine { method: "GET", path: "/", query: "" };
+                let verified = verify::check_headers(&headers, &keyring, window, now)
+                    .and_then(|p| p.verify(line, &protocol::body_digest(b"")))
+                    .expect("a freshly signed request verifies");
+                let got = cache.admit(verified, now).map(|_| ());
+                let i = shard_of(&cache, &nonce);
+                proptest::prop_assert_eq!(got, model[i].admit(&nonce, timestamp, now));
+                check(&cache);
+                for (i, model) in model.iter().enumerate() {
+                    let shard = table(&cache, i);
+                    for (held, &expiry) in &model.expiries {
+                        if expiry >= now {
+                            proptest::prop_assert!(shard.holds(cache.key(held)).is_some());
+                        }
+                    }
+                }
             }
         }
     }
