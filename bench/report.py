@@ -313,11 +313,12 @@ def markdown(data: dict, s: dict) -> str:
         w("| heap bytes per entry | " + " | ".join(f"{p['bytes_per_entry']:.1f}" for p in pts)
           + " |\n")
         if s["replay"].get("slowest_admit_us"):
-            w(f"The slowest single insert while filling it took "
-              f"{s['replay']['slowest_admit_us'] / 1000:.1f} ms, at entry "
-              f"{s['replay']['slowest_admit_at']:,}: one shard's table doubling, rehashing that "
-              "shard's entries while holding its lock. In the gate that stalls the requests "
-              "that reach that shard meanwhile (and, with one worker, the whole process).\n")
+            w(f"The slowest single admission while filling it took "
+              f"{s['replay']['slowest_admit_us']:,.0f} µs, at entry "
+              f"{s['replay']['slowest_admit_at']:,}. A shard grows and sweeps a few slots per "
+              "admission (its entries move into the doubled table 256 slots at a time), so "
+              "what remains is the allocation of a new table or scheduling noise; with one "
+              "worker, a stall there stalls the whole process.\n")
         refusal = s["replay"].get("full_refusal_us")
         if refusal is not None:
             w(f"Once the cache is full of live nonces, each further signed request took "

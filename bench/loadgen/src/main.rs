@@ -659,8 +659,9 @@ fn replay_mem(flags: &Flags) -> Result<(), Error> {
     let before = LIVE.load(Ordering::Relaxed);
     let cache = NonceCache::new(entries, window);
     let mut points = Vec::new();
-    // The slowest single insert: a shard's table growing (rehashing that shard's entries under
-    // its lock) stalls every request that waits on that shard meanwhile.
+    // The slowest single admission: whatever one admission does under its shard's lock (a
+    // step of a growth or sweep, the allocation of a doubled table) stalls every request
+    // waiting on that shard meanwhile.
     let mut slowest = (Duration::ZERO, 0usize);
     let checkpoints: Vec<usize> = [0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
         .iter()
