@@ -1064,18 +1064,12 @@ mod tests {
             let shards = 1 << shard_bits;
             let cache = NonceCache::with_steps(capacity, window, shards, Steps { migrate, sweep });
             let mut model = Model::shards(capacity, window, shards);
-            let keyring = keyring();
             let mut now = T0;
             for (n, age, advance) in steps {
                 now += advance;
                 let timestamp = now - age.min(window);
                 let nonce = nonce(n);
-                let headers = headers(&nonce, timestamp);
-                let line = RequestLine { method: "GET", path: "/", query: "" };
-                let verified = verify::check_headers(&headers, &keyring, window, now)
-                    .and_then(|p| p.verify(line, &protocol::body_digest(b"")))
-                    .expect("a freshly signed request verifies");
-                let got = cache.admit(verified, now).map(|_| ());
+                let got = admit(&cache, &nonce, timestamp, now).map(|_| ());
                 let shard = &mut model[shard_of(&cache, &nonce)];
                 proptest::prop_assert_eq!(got, shard.admit(&nonce, timestamp, now));
                 let occupied: usize = (0..shards).map(|i| table(&cache, i).entries().count()).sum();
@@ -1478,19 +1472,13 @@ mod tests {
             let shards = 1 << shard_bits;
             let cache = NonceCache::with_steps(capacity, window, shards, Steps { migrate, sweep });
             let mut model = Model::shards(capacity, window, shards);
-            let keyring = keyring();
             let mut now = T0;
             for (n, age, advance) in steps {
                 // Time moves on at one step in eight, so each period sees many admissions.
                 now += u64::from(advance == 0);
                 let timestamp = now - age.min(window);
                 let nonce = nonce(n);
-                let headers = headers(&nonce, timestamp);
-                let line = RequestLine { method: "GET", path: "/", query: "" };
-                let verified = verify::check_headers(&headers, &keyring, window, now)
-                    .and_then(|p| p.verify(line, &protocol::body_digest(b"")))
-                    .expect("a freshly signed request verifies");
-                let got = cache.admit(verified, now).map(|_| ());
+                let got = admit(&cache, &nonce, timestamp, now).map(|_| ());
                 let i = shard_of(&cache, &nonce);
                 proptest::prop_assert_eq!(got, model[i].admit(&nonce, timestamp, now));
                 check(&cache);
