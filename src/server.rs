@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, vars};
 use crate::metrics::Metrics;
-use crate::proxy::{Gate, Peer, serve_request};
+use crate::proxy::{Gate, Peer};
 
 /// Pending-connection queue length for listeners the gate binds itself.
 const BACKLOG: i32 = 1024;
@@ -167,7 +167,7 @@ pub async fn run(
         let gate = Arc::clone(&gate);
         let peer = Arc::new(Peer::new(addr));
         let service = service_fn(move |request: Request<Incoming>| {
-            serve_request(Arc::clone(&gate), Arc::clone(&peer), request)
+            Arc::clone(&gate).handle(request, Arc::clone(&peer))
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
