@@ -34,9 +34,11 @@ test-runbook: debug-bin ## rotation drill and game-day scorecard in quick mode, 
 test-deploy: ## Prometheus rules, kustomize overlays, dashboard, units, Prometheus end to end
 	scripts/test-deploy.sh
 
-lint: ## rustfmt, clippy (warnings are errors), hadolint
+lint: ## rustfmt, clippy (warnings are errors) on the crate and the benchmark's loadgen, hadolint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) fmt --manifest-path bench/loadgen/Cargo.toml -- --check
+	$(CARGO) clippy --locked --manifest-path bench/loadgen/Cargo.toml -- -D warnings
 	scripts/lint-deploy.sh
 
 bench: ## criterion verify ratio, then the load benchmark vs nginx and HAProxy -> docs/benchmarks.md

@@ -728,13 +728,14 @@ fn replay_mem(flags: &Flags) -> Result<(), Error> {
 // ---------------------------------------------------------------------------------------------
 // sizes
 
-/// Bytes of the per-request future hyper boxes once per connection (and keeps while idle).
+/// Bytes of the per-request future hyper boxes once per connection (and keeps while idle),
+/// and moves into that box for every request.
 fn sizes() {
     fn future_size<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
         std::mem::size_of::<F>()
     }
     println!(
-        r#"{{"serve_request_future_bytes":{}}}"#,
-        future_size(sig_gate::proxy::serve_request)
+        r#"{{"request_future_bytes":{}}}"#,
+        future_size(sig_gate::proxy::Gate::handle)
     );
 }
