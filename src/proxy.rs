@@ -418,15 +418,15 @@ impl Gate {
         let request = Outgoing {
             method: &parts.method,
             target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-            headers: &parts.headers,
+            headers: parts.headers,
             host: authority_host.as_ref(),
             added: &added,
             body: &body,
         };
+        // The exchange holds no part of the request: the head and a small body, slices of
+        // hyper's read buffer, are let go of when this returns, before anyone waits, so hyper
+        // reads the next request into that buffer instead of a new one.
         let exchange = self.upstream.send(request, self.config.upstream_timeout);
-        // The head and a small body are slices of hyper's read buffer: let go of them before
-        // waiting, so hyper reads the next request into that buffer instead of a new one.
-        drop((parts, body));
         (outcome, exchange)
     }
 

@@ -43,13 +43,6 @@ use tokio::net::TcpStream;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most response header lines accepted (hyper's default too).
 const MAX_HEADERS: usize = 100;
-/// Room made in a response's header map. hyper 1.x keeps a response's map, emptied, and parses
-/// the connection's next request into it, so a map sized for the response alone (four or five
-/// headers from most upstreams) was grown on every request: two more allocations, and the map
-/// reallocated. Twelve covers a signed request from the benchmark's client and from httpx; the
-/// larger map kept per idle client connection costs about 1.4 KiB (1,000 idle connections:
-/// 29.4 MiB instead of 28.0).
-const REUSED_MAP_HEADERS: usize = 12;
 /// Longest chunk-size line extension, and all trailer lines together.
 const MAX_CHUNK_EXTENSION: u16 = 4 * 1024;
 const MAX_TRAILER_BYTES: u32 = 16 * 1024;
@@ -104,8 +97,11 @@ pub struct Outgoing<'a> {
     /// Origin-form target (path and query), sent as is.
     pub target: &'a str,
     /// The client's headers; hop-by-hop ones and those `Connection` lists are skipped, and
-    /// `Content-Length` is written from the body.
-    pub headers: &'a HeaderMap,
+    /// `Content-Length` is written from the body. Taken by value: once the request is encoded,
+    /// the emptied map receives the response's headers, and hyper parses the connection's next
+    /// request into that map in turn, so one map serves every exchange of a client connection
+    /// without allocating.
+    pub headers: HeaderMap,
     /// `Host` to send when `headers` has none (an HTTP/2 client's `:authority`, or the upstream).
     pub host: Option<&'a HeaderValue>,
     /// Headers the gate adds, written after the client's (`None`s are skipped). The values
@@ -150,8 +146,9 @@ impl Upstream {
     /// exchange is dropped midway is closed, never pooled.
     ///
     /// The request is encoded before this returns, so the future borrows nothing: the caller
-    /// can drop the request's headers and body, slices of hyper's read buffer, before waiting,
-    /// and hyper reads the next request into the same buffer instead of a new one.
+    /// can drop the request's body and the rest of its head, slices of hyper's read buffer,
+    /// before waiting, and hyper reads the next request into the same buffer instead of a new
+    /// one. The headers' map is emptied here for the same reason, and kept for the response.
     pub fn send(
         &self,
         request: Outgoing<'_>,
@@ -164,6 +161,8 @@ impl Upstream {
             .map(|c| std::mem::take(&mut c.out))
             .unwrap_or_default();
         encode_head(&mut out, &request, request.host.unwrap_or(&self.host));
+        let mut headers = request.headers;
+        headers.clear();
         let large_body = if request.body.len() <= COALESCE_BODY {
             out.extend_from_slice(request.body);
             None
@@ -186,7 +185,7 @@ impl Upstream {
                     deadline: timer,
                     ..
                 } = &mut conn;
-                let exchange = exchange(stream, read, &out, large_body.as_ref());
+                let exchange = exchange(stream, read, &out, large_body.as_ref(), &mut headers);
                 tokio::pin!(exchange);
                 // The connection's own timer usually still holds an earlier exchange's deadline,
                 // sooner than this one's. It is moved on only when it fires first, so an
@@ -231,7 +230,7 @@ impl Upstream {
             }
             let mut response = Response::new(body);
             *response.status_mut() = head.status;
-            *response.headers_mut() = head.headers;
+            *response.headers_mut() = headers;
             Ok(response)
         }
     }
@@ -243,12 +242,13 @@ async fn exchange(
     read: &mut BytesMut,
     out: &[u8],
     large_body: Option<&Bytes>,
+    headers: &mut HeaderMap,
 ) -> Result<Head, UpstreamError> {
     stream.write_all(out).await.map_err(UpstreamError::Io)?;
     if let Some(body) = large_body {
         stream.write_all(body).await.map_err(UpstreamError::Io)?;
     }
-    read_head(stream, read).await
+    read_head(stream, read, headers).await
 }
 
 /// One connection and its buffers, reused across exchanges.
@@ -380,7 +380,7 @@ fn encode_head(out: &mut Vec<u8>, request: &Outgoing<'_>, host: &HeaderValue) {
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     };
-    let headers = request.headers;
+    let headers = &request.headers;
     if !headers.contains_key(header::HOST) {
         field(header::HOST.as_str(), host.as_bytes());
     }
@@ -633,20 +633,24 @@ fn is_field_byte(byte: u8) -> bool {
     byte == b'\t' || (byte >= 0x20 && byte != 0x7f)
 }
 
-/// A parsed response head and what it says about the body and the connection.
+/// A parsed response head's status and what it says about the body and the connection; its
+/// end-to-end headers go into the caller's map.
 #[derive(Debug)]
 struct Head {
     status: StatusCode,
-    headers: HeaderMap,
     framing: Framing,
     reusable: bool,
 }
 
-/// Read the final response head, skipping interim 1xx responses.
-async fn read_head(stream: &mut TcpStream, read: &mut BytesMut) -> Result<Head, UpstreamError> {
+/// Read the final response head into `headers`, skipping interim 1xx responses.
+async fn read_head(
+    stream: &mut TcpStream,
+    read: &mut BytesMut,
+    headers: &mut HeaderMap,
+) -> Result<Head, UpstreamError> {
     loop {
         if !read.is_empty() {
-            if let Some(head) = parse_head(read)? {
+            if let Some(head) = parse_head(read, headers)? {
                 if head.status.is_informational() {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(UpstreamError::Malformed("unrequested protocol switch"));
@@ -668,9 +672,10 @@ async fn read_head(stream: &mut TcpStream, read: &mut BytesMut) -> Result<Head, 
     }
 }
 
-/// Parse a response head from the front of `buf`, consuming it; `None` if incomplete. Header
-/// values share the head's bytes rather than being copied.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
+/// Parse a response head from the front of `buf`, consuming it; `None` if incomplete. Its
+/// end-to-end headers replace what `headers` held; their values share the head's bytes rather
+/// than being copied.
+fn parse_head(buf: &mut BytesMut, headers: &mut HeaderMap) -> Result<Option<Head>, UpstreamError> {
     // Left uninitialised for httparse to fill: 100 zeroed fields were a 3.2 KiB memset per
     // response.
     let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
@@ -750,7 +755,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
         count += 1;
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count.max(REUSED_MAP_HEADERS));
+    headers.clear();
+    headers.reserve(count);
     for &(name_at, name_len, value_at, value_len) in &spans[..count] {
         let (name_at, value_at) = (usize::from(name_at), usize::from(value_at));
         let name = HeaderName::from_bytes(&head[name_at..name_at + usize::from(name_len)])
@@ -762,7 +768,6 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
     }
     Ok(Some(Head {
         status,
-        headers,
         framing,
         reusable,
     }))
@@ -949,8 +954,26 @@ mod tests {
         );
     }
 
-    fn head(wire: &[u8]) -> Result<Option<Head>, UpstreamError> {
-        parse_head(&mut BytesMut::from(wire))
+    /// A parsed head and its headers.
+    #[derive(Debug)]
+    struct Parsed {
+        status: StatusCode,
+        headers: HeaderMap,
+        framing: Framing,
+        reusable: bool,
+    }
+
+    fn head(wire: &[u8]) -> Result<Option<Parsed>, UpstreamError> {
+        // A map holding a request's headers, as the gate's is: the response's replace them.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-from-the-request", HeaderValue::from_static("1"));
+        let head = parse_head(&mut BytesMut::from(wire), &mut headers)?;
+        Ok(head.map(|head| Parsed {
+            status: head.status,
+            headers,
+            framing: head.framing,
+            reusable: head.reusable,
+        }))
     }
 
     #[test]
@@ -1063,7 +1086,7 @@ mod tests {
         let request = Outgoing {
             method: &Method::POST,
             target: "/tool?q=1",
-            headers: &headers,
+            headers,
             host: None,
             added: &[
                 None,
@@ -1086,7 +1109,7 @@ mod tests {
         let request = Outgoing {
             method: &Method::GET,
             target: "/",
-            headers: &headers,
+            headers,
             host: None,
             added: &[],
             body: &empty,
