@@ -195,6 +195,17 @@ async fn a_response_with_both_framings_is_read_chunked_and_its_connection_closed
 
 #[tokio::test]
 async fn malformed_responses_are_502_and_never_reused() {
+    // Heads over the gate's limits (README: over 100 header lines, over 64 KiB), built here
+    // and leaked so that the scripted upstream can serve them like the literals.
+    let too_many = format!(
+        "HTTP/1.1 200 OK\r\n{}content-length: 2\r\n\r\nok",
+        "x-n: 1\r\n".repeat(100)
+    );
+    let too_large = format!(
+        "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 2\r\n\r\nok",
+        "b".repeat(64 * 1024)
+    );
+    let built: [&'static [u8]; 2] = [too_many, too_large].map(|s| s.leak().as_bytes());
     for response in [
         &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok"[..],
         &b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nok"[..],
@@ -202,6 +213,8 @@ async fn malformed_responses_are_502_and_never_reused() {
         &b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n"[..],
         &b"SSH-2.0-OpenSSH\r\n\r\n"[..],
         &b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n"[..],
+        built[0],
+        built[1],
     ] {
         let upstream = Scripted::start(response, Then::KeepOpen).await;
         let gate = TestGate::start(&upstream.url(), &[]).await;
