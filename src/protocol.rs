@@ -27,29 +27,61 @@ pub const DIGEST_LEN: usize = 32;
 /// Most entries `X-Gate-Signatures` may hold.
 pub const MAX_SIGNATURES: usize = 4;
 
-/// True when `id` is a well-formed key id: 1-64 chars of `A-Z a-z 0-9 . _ : -`.
-pub fn is_key_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+/// True when `id` is a well-formed key id: 1-64 chars of `A-Z a-z 0-9 . _ : -`. Takes bytes
+/// too, so a header value is checked without a separate ASCII pass first.
+pub fn is_key_id(id: impl AsRef<[u8]>) -> bool {
+    let id = id.as_ref();
+    (1..=64).contains(&id.len()) && all_of(id, KEY_ID_CHAR)
 }
 
 /// True when `nonce` is well-formed: 16-128 chars of `A-Z a-z 0-9 _ -`.
-pub fn is_nonce(nonce: &str) -> bool {
-    (16..=128).contains(&nonce.len())
-        && nonce
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+pub fn is_nonce(nonce: impl AsRef<[u8]>) -> bool {
+    let nonce = nonce.as_ref();
+    (16..=128).contains(&nonce.len()) && all_of(nonce, NONCE_CHAR)
+}
+
+/// Class bit of the characters a key id may hold.
+const KEY_ID_CHAR: u8 = 1;
+/// Class bit of the characters a nonce may hold.
+const NONCE_CHAR: u8 = 2;
+
+/// The classes each byte value belongs to.
+const CHAR_CLASSES: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' || c == b'-' {
+            table[b] = KEY_ID_CHAR | NONCE_CHAR;
+        } else if c == b'.' || c == b':' {
+            table[b] = KEY_ID_CHAR;
+        }
+        b += 1;
+    }
+    table
+};
+
+/// True when every byte of `bytes` is of `class`: a table lookup per byte and no branch, since
+/// the values checked are short and almost always valid.
+fn all_of(bytes: &[u8], class: u8) -> bool {
+    bytes
+        .iter()
+        .fold(class, |all, &b| all & CHAR_CLASSES[usize::from(b)])
+        == class
 }
 
 /// Parse a timestamp: 1-12 decimal digits, nothing else (no sign, no spaces).
-pub fn parse_timestamp(text: &str) -> Option<u64> {
-    if !(1..=12).contains(&text.len()) || !text.bytes().all(|b| b.is_ascii_digit()) {
+pub fn parse_timestamp(text: impl AsRef<[u8]>) -> Option<u64> {
+    let digits = text.as_ref();
+    if !(1..=12).contains(&digits.len()) {
         return None;
     }
-    // 12 digits stay far below u64::MAX, so this parse cannot overflow.
-    text.parse().ok()
+    // 12 digits stay far below u64::MAX, so this cannot overflow.
+    digits.iter().try_fold(0u64, |value, &digit| {
+        digit
+            .is_ascii_digit()
+            .then(|| value * 10 + u64::from(digit - b'0'))
+    })
 }
 
 /// Value of each byte as a lowercase hex digit, or [`NOT_HEX`].
@@ -70,8 +102,8 @@ const HEX_VALUES: [u8; 256] = {
 const NOT_HEX: u8 = 0xff;
 
 /// Decode exactly 64 lowercase hex digits; uppercase and any other length are malformed.
-pub fn decode_hex32(text: &str) -> Option<[u8; DIGEST_LEN]> {
-    let bytes = text.as_bytes();
+pub fn decode_hex32(text: impl AsRef<[u8]>) -> Option<[u8; DIGEST_LEN]> {
+    let bytes = text.as_ref();
     if bytes.len() != 2 * DIGEST_LEN {
         return None;
     }
@@ -142,43 +174,37 @@ impl<'a> SignedString<'a> {
         target.split_once('?').unwrap_or((target, ""))
     }
 
-    /// Feed the eight lines for `key_id` into `sink`. Pieces are gathered in a stack buffer
-    /// so a MAC sees one or two large updates instead of fifteen small ones; nothing is
-    /// allocated.
+    /// Feed the eight lines for `key_id` into `sink`. The lines are gathered in a stack buffer,
+    /// so a MAC sees one update instead of fifteen small ones; nothing is allocated. A string
+    /// too long for the buffer (long paths or queries) is fed a piece at a time.
     pub fn write(&self, key_id: &str, mut sink: impl FnMut(&[u8])) {
-        let digest_hex = hex32(self.body_digest);
-        let pieces: [&[u8]; 15] = [
+        let lines: [&[u8]; 7] = [
             ALGORITHM.as_bytes(),
-            b"\n",
             key_id.as_bytes(),
-            b"\n",
             self.timestamp.as_bytes(),
-            b"\n",
             self.nonce.as_bytes(),
-            b"\n",
             self.method.as_bytes(),
-            b"\n",
             self.path.as_bytes(),
-            b"\n",
             self.query.as_bytes(),
-            b"\n",
-            &digest_hex,
         ];
+        let len = lines.iter().map(|line| line.len() + 1).sum::<usize>() + 2 * DIGEST_LEN;
         let mut buffer = [0u8; 320];
-        let mut filled = 0;
-        for piece in pieces {
-            if filled + piece.len() > buffer.len() {
-                sink(&buffer[..filled]);
-                filled = 0;
+        if len > buffer.len() {
+            for line in lines {
+                sink(line);
+                sink(b"\n");
             }
-            if piece.len() > buffer.len() {
-                sink(piece);
-            } else {
-                buffer[filled..filled + piece.len()].copy_from_slice(piece);
-                filled += piece.len();
-            }
+            sink(&hex32(self.body_digest));
+            return;
         }
-        sink(&buffer[..filled]);
+        let mut at = 0;
+        for line in lines {
+            buffer[at..at + line.len()].copy_from_slice(line);
+            buffer[at + line.len()] = b'\n';
+            at += line.len() + 1;
+        }
+        hex_into(&mut buffer[at..len], self.body_digest);
+        sink(&buffer[..len]);
     }
 
     /// The signed string for `key_id` as text, for the CLI, test vectors and debugging.
@@ -198,9 +224,9 @@ mod tests {
     fn key_id_syntax() {
         assert!(is_key_id("current"));
         assert!(is_key_id("k-2025.11:a_b"));
-        assert!(is_key_id(&"a".repeat(64)));
+        assert!(is_key_id("a".repeat(64)));
         assert!(!is_key_id(""));
-        assert!(!is_key_id(&"a".repeat(65)));
+        assert!(!is_key_id("a".repeat(65)));
         assert!(!is_key_id("has space"));
         assert!(!is_key_id("slash/"));
         assert!(!is_key_id("ünicode"));
@@ -209,11 +235,29 @@ mod tests {
     #[test]
     fn nonce_syntax() {
         assert!(is_nonce("abcdefghijklmnop"));
-        assert!(is_nonce(&"A-_9".repeat(32)));
+        assert!(is_nonce("A-_9".repeat(32)));
         assert!(!is_nonce("abcdefghijklmno"));
-        assert!(!is_nonce(&"a".repeat(129)));
+        assert!(!is_nonce("a".repeat(129)));
         assert!(!is_nonce("abcdefghijklmnop.")); // '.' is allowed in key ids, not nonces
         assert!(!is_nonce("abcdefghijklmnop="));
+    }
+
+    #[test]
+    fn character_classes_match_the_syntax_for_every_byte() {
+        for b in 0..=u8::MAX {
+            let in_both = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+            let key_id_only = b == b'.' || b == b':';
+            assert_eq!(
+                is_key_id([b]),
+                in_both || key_id_only,
+                "key id byte {b:#04x}"
+            );
+            assert_eq!(is_nonce([b; 16]), in_both, "nonce byte {b:#04x}");
+            // One bad byte anywhere fails the whole value.
+            let mut nonce = *b"0123456789abcdef";
+            nonce[7] = b;
+            assert_eq!(is_nonce(nonce), in_both, "nonce with byte {b:#04x} inside");
+        }
     }
 
     #[test]
@@ -245,10 +289,10 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(decode_hex32(&text), Some(digest));
-        assert_eq!(decode_hex32(&text.to_uppercase()), None);
+        assert_eq!(decode_hex32(text.to_uppercase()), None);
         assert_eq!(decode_hex32(&text[1..]), None);
-        assert_eq!(decode_hex32(&format!("{text}0")), None);
-        assert_eq!(decode_hex32(&text.replace('a', "g")), None);
+        assert_eq!(decode_hex32(format!("{text}0")), None);
+        assert_eq!(decode_hex32(text.replace('a', "g")), None);
     }
 
     #[test]

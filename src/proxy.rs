@@ -267,8 +267,10 @@ impl Gate {
         let config = &self.config;
         let checked =
             verify::check_headers(&parts.headers, &config.keyring, config.clock_skew_secs, now);
-        if let Err(reason) = checked {
-            self.signature_failure(reason, parts, peer, request_id)?;
+        match &checked {
+            Err(reason) => self.signature_failure(*reason, parts, peer, request_id)?,
+            // The replay table's slot loads while the body is read and hashed.
+            Ok(pending) => self.nonces.prefetch(pending.nonce()),
         }
         let body = self.read_body(&parts.headers, body).await?;
         let Ok(pending) = checked else {

@@ -197,6 +197,12 @@ pub fn check_headers<'a>(
 }
 
 impl<'a> Pending<'a> {
+    /// The request's nonce, well-formed but not yet verified: for
+    /// [`crate::replay::NonceCache::prefetch`], which records nothing.
+    pub fn nonce(&self) -> &'a str {
+        self.claim.nonce
+    }
+
     /// Check every candidate's MAC; the current secret wins when several verify.
     pub fn verify(
         self,
@@ -320,18 +326,26 @@ fn parse(headers: &HeaderMap) -> Result<Claim<'_>, Reason> {
     if found.repeated {
         return Err(Reason::MalformedSignature);
     }
-    let timestamp_text = text(found.timestamp)?.ok_or(Reason::MalformedSignature)?;
-    let timestamp = protocol::parse_timestamp(timestamp_text).ok_or(Reason::MalformedSignature)?;
-    let nonce = text(found.nonce)?
+    // Each value is checked against its own syntax, all of it ASCII, as bytes: one pass over
+    // each, where `HeaderValue::to_str` would add another.
+    let timestamp_value = found
+        .timestamp
+        .ok_or(Reason::MalformedSignature)?
+        .as_bytes();
+    let timestamp = protocol::parse_timestamp(timestamp_value).ok_or(Reason::MalformedSignature)?;
+    let nonce = found
+        .nonce
+        .map(HeaderValue::as_bytes)
         .filter(|n| protocol::is_nonce(n))
         .ok_or(Reason::MalformedSignature)?;
     let mut candidates = Candidates::new();
     // X-Gate-Key-Id belongs to X-Gate-Signature; without one it is ignored (contract §5).
-    if let Some(signature) = text(found.signature)? {
-        let key_id = text(found.key_id)?;
-        if key_id.is_some_and(|id| !protocol::is_key_id(id)) {
-            return Err(Reason::MalformedSignature);
-        }
+    if let Some(signature) = found.signature {
+        let key_id = match found.key_id.map(HeaderValue::as_bytes) {
+            Some(id) if protocol::is_key_id(id) => Some(ascii(id)?),
+            Some(_) => return Err(Reason::MalformedSignature),
+            None => None,
+        };
         let tag = protocol::decode_hex32(signature).ok_or(Reason::MalformedSignature)?;
         candidates.push(Candidate { key_id, tag });
     }
@@ -350,11 +364,17 @@ fn parse(headers: &HeaderMap) -> Result<Claim<'_>, Reason> {
         }
     }
     Ok(Claim {
-        timestamp_text,
+        timestamp_text: ascii(timestamp_value)?,
         timestamp,
-        nonce,
+        nonce: ascii(nonce)?,
         candidates,
     })
+}
+
+/// Bytes already checked against one of the protocol's ASCII syntaxes, as text (so this
+/// cannot fail; were it to, the value is malformed).
+fn ascii(bytes: &[u8]) -> Result<&str, Reason> {
+    std::str::from_utf8(bytes).map_err(|_| Reason::MalformedSignature)
 }
 
 /// A header value as text; non-visible-ASCII is malformed.
@@ -616,6 +636,35 @@ mod tests {
             (
                 "empty key id",
                 with(new.clone(), protocol::KEY_ID, ""),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "nonce with a non-ASCII byte",
+                with(new.clone(), protocol::NONCE, "nonce-0123456789abcdé"),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "timestamp with a non-ASCII byte",
+                with(new.clone(), protocol::TIMESTAMP, "176400000é"),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                // 64 bytes: the two of 'é' and 62 hex digits.
+                "hex with a non-ASCII byte",
+                with(
+                    new.clone(),
+                    protocol::SIGNATURE,
+                    &format!("é{}", "a".repeat(62)),
+                ),
+                single(false),
+                Err(Reason::MalformedSignature),
+            ),
+            (
+                "key id with a tab",
+                with(new.clone(), protocol::KEY_ID, "k\tnew"),
                 single(false),
                 Err(Reason::MalformedSignature),
             ),
