@@ -148,21 +148,21 @@ fn bench(c: &mut Criterion) {
                     pool(&signer, &body, T0 + second / 64, second * POOL as u64)
                 },
                 |request| {
-                    let verified = verify::check_headers(
+                    let pending = verify::check_headers(
                         &request.headers,
                         &keyring,
                         WINDOW,
                         request.timestamp,
                     )
-                    .and_then(|pending| {
-                        // As the gate does, before it reads and hashes the body.
-                        cache.prefetch(pending.nonce());
-                        pending.verify(LINE, &protocol::body_digest(black_box(&body)))
-                    })
                     .expect("valid request");
+                    // As the gate does, before it reads and hashes the body.
+                    let prefetched = cache.prefetch(pending.nonce());
+                    let verified = pending
+                        .verify(LINE, &protocol::body_digest(black_box(&body)))
+                        .expect("valid request");
                     black_box(
                         cache
-                            .admit(verified, request.timestamp)
+                            .admit_prefetched(verified, &prefetched, request.timestamp)
                             .expect("fresh nonce"),
                     );
                 },

@@ -267,13 +267,16 @@ impl Gate {
         let config = &self.config;
         let checked =
             verify::check_headers(&parts.headers, &config.keyring, config.clock_skew_secs, now);
-        match &checked {
-            Err(reason) => self.signature_failure(*reason, parts, peer, request_id)?,
+        let prefetched = match &checked {
+            Err(reason) => {
+                self.signature_failure(*reason, parts, peer, request_id)?;
+                None
+            }
             // The replay table's slot loads while the body is read and hashed.
-            Ok(pending) => self.nonces.prefetch(pending.nonce()),
-        }
+            Ok(pending) => Some(self.nonces.prefetch(pending.nonce())),
+        };
         let body = self.read_body(&parts.headers, body).await?;
-        let Ok(pending) = checked else {
+        let (Ok(pending), Some(prefetched)) = (checked, prefetched) else {
             return Ok((Pass::ReportOnly, body));
         };
 
@@ -289,7 +292,7 @@ impl Gate {
                 return Ok((Pass::ReportOnly, body));
             }
         };
-        let admitted = self.nonces.admit(verified, now);
+        let admitted = self.nonces.admit_prefetched(verified, &prefetched, now);
         self.metrics.nonce_entries(self.nonces.len());
         match admitted {
             Ok(admitted) => {

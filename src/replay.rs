@@ -60,6 +60,7 @@
 //! "replayed" needs two distinct live nonces with the same 64-bit hash: about `entries / 2^64` per
 //! request, one in ten trillion at a million entries.
 
+use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -89,6 +90,22 @@ impl Admitted {
     /// The secret that verified.
     pub fn slot(&self) -> Slot {
         self.slot
+    }
+}
+
+/// A nonce [`NonceCache::prefetch`] has hashed, for [`NonceCache::admit_prefetched`].
+pub struct Prefetched<'a> {
+    cache: &'a NonceCache,
+    nonce: &'a str,
+    key: u64,
+}
+
+impl fmt::Debug for Prefetched<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the cache (its tables), nor the hash (made with the cache's secret keys).
+        f.debug_struct("Prefetched")
+            .field("nonce", &self.nonce)
+            .finish_non_exhaustive()
     }
 }
 
@@ -154,7 +171,37 @@ impl NonceCache {
     /// Record a verified request's nonce, or refuse it as replayed or because the cache is
     /// full. `now` is Unix seconds.
     pub fn admit(&self, verified: Verified<'_>, now: u64) -> Result<Admitted, ReplayError> {
-        let key = self.key(verified.nonce());
+        self.admit_key(self.key(verified.nonce()), verified, now)
+    }
+
+    /// [`NonceCache::admit`] for a request whose nonce was [`NonceCache::prefetch`]ed: the
+    /// nonce's hash comes from the prefetch when that was of this cache and of the very same
+    /// nonce (the same borrowed bytes, which cannot have changed while both borrows live), and
+    /// is computed again otherwise, so a mismatched prefetch costs a hash, never a wrong check.
+    pub fn admit_prefetched(
+        &self,
+        verified: Verified<'_>,
+        prefetched: &Prefetched<'_>,
+        now: u64,
+    ) -> Result<Admitted, ReplayError> {
+        // Wide pointers: the nonce's address and its length.
+        let same = std::ptr::eq(prefetched.cache, self)
+            && std::ptr::eq(prefetched.nonce, verified.nonce());
+        let key = if same {
+            prefetched.key
+        } else {
+            self.key(verified.nonce())
+        };
+        self.admit_key(key, verified, now)
+    }
+
+    /// Admit `verified`, whose nonce hashes to `key`.
+    fn admit_key(
+        &self,
+        key: u64,
+        verified: Verified<'_>,
+        now: u64,
+    ) -> Result<Admitted, ReplayError> {
         let expiry = verified.timestamp().saturating_add(self.window);
         // A poisoned lock means a panic mid-update of plain integers; the table is still
         // consistent, so keep serving rather than fail every request from then on.
@@ -185,11 +232,17 @@ impl NonceCache {
     /// verified, so nothing is recorded, and a shard locked by another thread is not waited
     /// for. The slot's address is read under the shard's lock; the prefetch itself is not
     /// ordered with the lock's release, so the unlock does not wait for the load to complete
-    /// as a plain read's would.
-    pub fn prefetch(&self, nonce: &str) {
+    /// as a plain read's would. The hash it takes is kept for
+    /// [`NonceCache::admit_prefetched`].
+    pub fn prefetch<'a>(&'a self, nonce: &'a str) -> Prefetched<'a> {
         let key = self.key(nonce);
         if let Ok(table) = self.shards[self.shard_index(key)].table.try_lock() {
             table.prefetch(key);
+        }
+        Prefetched {
+            cache: self,
+            nonce,
+            key,
         }
     }
 
@@ -868,6 +921,72 @@ mod tests {
             Err(ReplayError::Replayed)
         );
         assert_eq!(admit(&cache, &nonce(n + 5), T0, T0 + 1), Ok(Slot::Current));
+    }
+
+    /// Verify a fresh request with `nonce` at `now` and admit it with the hash of `prefetched`
+    /// (built from this request's headers when `None`).
+    fn admit_prefetched(
+        cache: &NonceCache,
+        nonce: &str,
+        now: u64,
+        prefetched: Option<&Prefetched<'_>>,
+    ) -> Result<Slot, ReplayError> {
+        let keyring = keyring();
+        let headers = headers(nonce, now);
+        let line = RequestLine {
+            method: "GET",
+            path: "/",
+            query: "",
+        };
+        let pending = verify::check_headers(&headers, &keyring, WINDOW, now).expect("valid");
+        let own = cache.prefetch(pending.nonce());
+        let verified = pending
+            .verify(line, &protocol::body_digest(b""))
+            .expect("a freshly signed request verifies");
+        cache
+            .admit_prefetched(verified, prefetched.unwrap_or(&own), now)
+            .map(|a| a.slot())
+    }
+
+    #[test]
+    fn a_prefetched_hash_is_used_only_for_its_own_nonce_and_cache() {
+        let cache = NonceCache::new(10, WINDOW);
+        assert_eq!(
+            admit_prefetched(&cache, &nonce(1), T0, None),
+            Ok(Slot::Current)
+        );
+        assert_eq!(
+            admit_prefetched(&cache, &nonce(1), T0, None),
+            Err(ReplayError::Replayed)
+        );
+        // Another nonce's prefetch: nonce 2 is recorded, not nonce 3.
+        let other = nonce(3);
+        let of_other = cache.prefetch(&other);
+        assert_eq!(
+            admit_prefetched(&cache, &nonce(2), T0, Some(&of_other)),
+            Ok(Slot::Current)
+        );
+        assert_eq!(admit(&cache, &nonce(2), T0, T0), Err(ReplayError::Replayed));
+        assert_eq!(admit(&cache, &nonce(3), T0, T0), Ok(Slot::Current));
+        // Another cache's prefetch of the same bytes: hashed with this cache's keys.
+        let elsewhere = NonceCache::new(10, WINDOW);
+        let keyring = keyring();
+        let headers = headers(&nonce(4), T0);
+        let pending = verify::check_headers(&headers, &keyring, WINDOW, T0).expect("valid");
+        let foreign = elsewhere.prefetch(pending.nonce());
+        let verified = pending
+            .verify(
+                RequestLine {
+                    method: "GET",
+                    path: "/",
+                    query: "",
+                },
+                &protocol::body_digest(b""),
+            )
+            .expect("verifies");
+        assert!(cache.admit_prefetched(verified, &foreign, T0).is_ok());
+        assert_eq!(admit(&cache, &nonce(4), T0, T0), Err(ReplayError::Replayed));
+        assert!(elsewhere.is_empty());
     }
 
     #[test]
