@@ -261,6 +261,51 @@ mod tests {
     }
 
     #[test]
+    fn hex_decoding_checks_every_byte_value_at_every_position() {
+        let digits = b"0123456789abcdef";
+        for position in 0..2 * DIGEST_LEN {
+            for b in 0..=u8::MAX {
+                // A varied valid text, with `b` at `position`.
+                let mut text: Vec<u8> = (0..2 * DIGEST_LEN).map(|i| digits[i * 7 % 16]).collect();
+                text[position] = b;
+                let expected = text
+                    .chunks(2)
+                    .map(|pair| {
+                        let value = |c: u8| digits.iter().position(|&d| d == c).map(|v| v as u8);
+                        Some(value(pair[0])? << 4 | value(pair[1])?)
+                    })
+                    .collect::<Option<Vec<u8>>>();
+                assert_eq!(
+                    decode_hex32(&text).map(|out| out.to_vec()),
+                    expected,
+                    "byte {b:#04x} at {position}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hex_encoding_of_every_byte_value_and_partial_lengths() {
+        let bytes: Vec<u8> = (0..=u8::MAX).collect();
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut out = vec![0u8; 2 * bytes.len()];
+        hex_into(&mut out, &bytes);
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        // Any output length: whole bytes as far as it reaches, the rest untouched.
+        for len in 0..=20 {
+            let mut out = vec![b'.'; len];
+            hex_into(&mut out, &bytes[200..207]);
+            let digits = (len / 2).min(7) * 2;
+            assert_eq!(
+                &out[..digits],
+                &expected.as_bytes()[400..400 + digits],
+                "{len}"
+            );
+            assert!(out[digits..].iter().all(|&b| b == b'.'), "{len}");
+        }
+    }
+
+    #[test]
     fn timestamp_syntax() {
         assert_eq!(parse_timestamp("0"), Some(0));
         assert_eq!(parse_timestamp("1764000000"), Some(1_764_000_000));
