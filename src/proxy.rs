@@ -188,6 +188,13 @@ impl Gate {
         &self.metrics
     }
 
+    /// The Prometheus exposition of [`Gate::metrics`], with the replay cache's size read now:
+    /// at scrape time rather than set on every request.
+    pub fn render_metrics(&self) -> Vec<u8> {
+        self.metrics.nonce_entries(self.nonces.len());
+        self.metrics.render()
+    }
+
     /// From now on, every HTTP/1 response carries `Connection: close`, so clients leave this
     /// process on their own during a drain instead of racing an idle-connection close.
     pub fn start_draining(&self) {
@@ -293,7 +300,6 @@ impl Gate {
             }
         };
         let admitted = self.nonces.admit_prefetched(verified, &prefetched, now);
-        self.metrics.nonce_entries(self.nonces.len());
         match admitted {
             Ok(admitted) => {
                 self.metrics.verified(admitted.slot());

@@ -22,7 +22,7 @@
 //!
 //! Capacity: each shard holds its own share (capacity / shards, the remainder spread one each over
 //! the first shards), so the shards together never hold more than the capacity, and a full shard
-//! fails closed by itself, sharing nothing with the others but the entry count. The price: the
+//! fails closed by itself, sharing nothing with the others. The price: the
 //! keyed hash spreads nonces binomially (about 240 entries of deviation a shard at 1,000,000), so
 //! the fullest shard fills first and refuses the new nonces it would hold while the cache is still
 //! short of its capacity: the first refusal comes at about 99.3% of 1,000,000 (simulated over 60
@@ -114,8 +114,6 @@ impl fmt::Debug for Prefetched<'_> {
 pub struct NonceCache {
     /// A power-of-two number of shards.
     shards: Box<[Shard]>,
-    /// Entries in all shards together: each shard adds its own changes under its lock.
-    len: AtomicUsize,
     capacity: usize,
     window: u64,
     nonce_hasher: RandomState,
@@ -151,12 +149,12 @@ impl NonceCache {
                 let offset = period * i as u64 / shards as u64;
                 Shard {
                     table: Mutex::new(Table::new(share, offset)),
+                    entries: AtomicUsize::new(0),
                 }
             })
             .collect();
         NonceCache {
             shards,
-            len: AtomicUsize::new(0),
             capacity,
             window,
             nonce_hasher: RandomState::new(),
@@ -205,19 +203,15 @@ impl NonceCache {
         let expiry = verified.timestamp().saturating_add(self.window);
         // A poisoned lock means a panic mid-update of plain integers; the table is still
         // consistent, so keep serving rather than fail every request from then on.
-        let mut table = self.shards[self.shard_index(key)]
+        let shard = &self.shards[self.shard_index(key)];
+        let mut table = shard
             .table
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let held = table.len;
         let result = table.admit(key, expiry, now, &self.shared);
-        // Adjusted under the shard's lock, so no shard's part of the total is ever negative
-        // and the total cannot wrap.
-        if table.len >= held {
-            self.len.fetch_add(table.len - held, Ordering::Relaxed);
-        } else {
-            self.len.fetch_sub(held - table.len, Ordering::Relaxed);
-        }
+        // A plain store under the lock, where a shared total would take a locked instruction
+        // per admission (and a cache line bouncing between the worker threads).
+        shard.entries.store(table.len, Ordering::Relaxed);
         result.map(|()| Admitted {
             slot: verified.slot(),
         })
@@ -247,9 +241,13 @@ impl NonceCache {
     }
 
     /// Nonces currently held, expired ones not yet swept included (for the
-    /// `sig_gate_nonce_cache_entries` gauge).
+    /// `sig_gate_nonce_cache_entries` gauge, read when scraped): the sum of the shards' counts,
+    /// each as its last admission left it.
     pub fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|shard| shard.entries.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// True when no nonce is held.
@@ -385,6 +383,9 @@ fn prefetch(slot: &Entry) {
 #[repr(align(64))]
 struct Shard {
     table: Mutex<Table>,
+    /// The table's `len`, stored after each admission, so that [`NonceCache::len`] need not
+    /// take the locks.
+    entries: AtomicUsize,
 }
 
 /// One shard's set of nonces: a linear-probing table of [`Entry`] slots, at most 3/4 full

@@ -127,7 +127,7 @@ pub async fn run(
     let grace = config.shutdown_grace;
     let header_read_timeout = config.header_read_timeout;
     let metrics = Metrics::new(&config);
-    let gate = Arc::new(Gate::new(config, metrics.clone()));
+    let gate = Arc::new(Gate::new(config, metrics));
     let ready = Arc::new(AtomicBool::new(false));
 
     tracing::info!(
@@ -135,7 +135,7 @@ pub async fn run(
         admin_addr = %admin.local_addr()?,
         "listening"
     );
-    let admin_task = tokio::spawn(serve_admin(admin, metrics, Arc::clone(&ready)));
+    let admin_task = tokio::spawn(serve_admin(admin, Arc::clone(&gate), Arc::clone(&ready)));
     ready.store(true, Ordering::Release);
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -207,8 +207,7 @@ pub async fn run(
 }
 
 /// The admin listener: `/metrics`, `/healthz`, `/readyz`.
-async fn serve_admin(listener: TcpListener, metrics: Metrics, ready: Arc<AtomicBool>) {
-    let metrics = Arc::new(metrics);
+async fn serve_admin(listener: TcpListener, gate: Arc<Gate>, ready: Arc<AtomicBool>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -218,10 +217,10 @@ async fn serve_admin(listener: TcpListener, metrics: Metrics, ready: Arc<AtomicB
                 continue;
             }
         };
-        let metrics = Arc::clone(&metrics);
+        let gate = Arc::clone(&gate);
         let ready = Arc::clone(&ready);
         let service = service_fn(move |request: Request<Incoming>| {
-            let response = admin_response(&request, &metrics, &ready);
+            let response = admin_response(&request, &gate, &ready);
             async move { Ok::<_, std::convert::Infallible>(response) }
         });
         tokio::spawn(async move {
@@ -238,7 +237,7 @@ async fn serve_admin(listener: TcpListener, metrics: Metrics, ready: Arc<AtomicB
 
 fn admin_response(
     request: &Request<Incoming>,
-    metrics: &Metrics,
+    gate: &Gate,
     ready: &AtomicBool,
 ) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: &'static str| {
@@ -255,7 +254,7 @@ fn admin_response(
     }
     match request.uri().path() {
         "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
+            let mut response = Response::new(Full::new(Bytes::from(gate.render_metrics())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
