@@ -5,7 +5,10 @@
 //! (SipHash-1-3 with per-process random keys, so clients cannot aim collisions) and the Unix
 //! second after which it may be forgotten. Linear probing keeps a lookup and its insert in one
 //! cache line, which matters once a table outgrows the CPU caches: a general-purpose map keeps
-//! its control bytes apart from its entries and pays two memory misses per insert.
+//! its control bytes apart from its entries and pays two memory misses per insert. That one line
+//! is fetched ahead: the gate calls [`NonceCache::prefetch`] as soon as a request's headers pass,
+//! so the miss overlaps reading and hashing the body, and [`NonceCache::admit_prefetched`] finds
+//! the line in cache and reuses the hash.
 //!
 //! Shards: the top bits of the hash pick one of up to 16 shards, each a table behind a lock of its
 //! own that grows and sweeps by itself; the probe starts from the low bits, so the two stay
