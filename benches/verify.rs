@@ -1,6 +1,7 @@
 //! Full verification of a 1 KiB POST (header parsing, the replay slot's prefetch, signed string,
-//! HMAC check, replay-cache insert) against the raw cryptography it cannot avoid: SHA-256 of the body plus one HMAC of
-//! the request's signed string. Target: full / raw <= 1.3 (`make bench` prints the ratio).
+//! HMAC check, replay-cache insert) against the raw cryptography it cannot avoid: SHA-256 of the
+//! body plus one HMAC of the request's signed string. Target: full / raw <= 1.3 (`make bench`
+//! prints the ratio).
 //!
 //! Both sides walk the same small pool of distinct pre-signed requests: small enough to stay in
 //! cache, as a request hyper has just parsed is; signing and pool refills happen outside the

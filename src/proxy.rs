@@ -273,17 +273,17 @@ impl Gate {
         }
         let config = &self.config;
         let checked =
-            verify::check_headers(&parts.headers, &config.keyring, config.clock_skew_secs, now);
-        let prefetched = match &checked {
-            Err(reason) => {
-                self.signature_failure(*reason, parts, peer, request_id)?;
-                None
-            }
-            // The replay table's slot loads while the body is read and hashed.
-            Ok(pending) => Some(self.nonces.prefetch(pending.nonce())),
-        };
+            verify::check_headers(&parts.headers, &config.keyring, config.clock_skew_secs, now)
+                .map(|pending| {
+                    // The replay table's slot loads while the body is read and hashed.
+                    let prefetched = self.nonces.prefetch(pending.nonce());
+                    (pending, prefetched)
+                });
+        if let Err(reason) = checked {
+            self.signature_failure(reason, parts, peer, request_id)?;
+        }
         let body = self.read_body(&parts.headers, body).await?;
-        let (Ok(pending), Some(prefetched)) = (checked, prefetched) else {
+        let Ok((pending, prefetched)) = checked else {
             return Ok((Pass::ReportOnly, body));
         };
 

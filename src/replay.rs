@@ -837,7 +837,7 @@ mod tests {
     use crate::keyring::{Key, Keyring, Secret};
     use crate::protocol;
     use crate::sign::{Request, Signer};
-    use crate::verify::{self, RequestLine};
+    use crate::verify::{self, Pending, RequestLine};
 
     const SECRET: &str = "replay-test-secret-0123456789abcdefghij";
     const WINDOW: u64 = 300;
@@ -866,6 +866,28 @@ mod tests {
         crate::sign::header_map(&signer.sign(&request))
     }
 
+    /// A fresh request with `nonce` signed at `timestamp`, its headers checked at `now`, handed
+    /// to `then` (which borrows its headers).
+    fn checked<R>(nonce: &str, timestamp: u64, now: u64, then: impl FnOnce(Pending<'_>) -> R) -> R {
+        let keyring = keyring();
+        let headers = headers(nonce, timestamp);
+        let pending = verify::check_headers(&headers, &keyring, WINDOW, now)
+            .expect("a freshly signed request passes the header checks");
+        then(pending)
+    }
+
+    /// The checked request's MAC verified.
+    fn verified(pending: Pending<'_>) -> Verified<'_> {
+        let line = RequestLine {
+            method: "GET",
+            path: "/",
+            query: "",
+        };
+        pending
+            .verify(line, &protocol::body_digest(b""))
+            .expect("a freshly signed request verifies")
+    }
+
     /// Verify a fresh request with `nonce` at `timestamp` and offer it to the cache at `now`.
     fn admit(
         cache: &NonceCache,
@@ -873,17 +895,9 @@ mod tests {
         timestamp: u64,
         now: u64,
     ) -> Result<Slot, ReplayError> {
-        let keyring = keyring();
-        let headers = headers(nonce, timestamp);
-        let line = RequestLine {
-            method: "GET",
-            path: "/",
-            query: "",
-        };
-        let verified = verify::check_headers(&headers, &keyring, WINDOW, now)
-            .and_then(|p| p.verify(line, &protocol::body_digest(b"")))
-            .expect("a freshly signed request verifies");
-        cache.admit(verified, now).map(|a| a.slot())
+        checked(nonce, timestamp, now, |pending| {
+            cache.admit(verified(pending), now).map(|a| a.slot())
+        })
     }
 
     fn nonce(n: usize) -> String {
@@ -935,21 +949,12 @@ mod tests {
         now: u64,
         prefetched: Option<&Prefetched<'_>>,
     ) -> Result<Slot, ReplayError> {
-        let keyring = keyring();
-        let headers = headers(nonce, now);
-        let line = RequestLine {
-            method: "GET",
-            path: "/",
-            query: "",
-        };
-        let pending = verify::check_headers(&headers, &keyring, WINDOW, now).expect("valid");
-        let own = cache.prefetch(pending.nonce());
-        let verified = pending
-            .verify(line, &protocol::body_digest(b""))
-            .expect("a freshly signed request verifies");
-        cache
-            .admit_prefetched(verified, prefetched.unwrap_or(&own), now)
-            .map(|a| a.slot())
+        checked(nonce, now, now, |pending| {
+            let own = cache.prefetch(pending.nonce());
+            cache
+                .admit_prefetched(verified(pending), prefetched.unwrap_or(&own), now)
+                .map(|a| a.slot())
+        })
     }
 
     #[test]
@@ -974,21 +979,11 @@ mod tests {
         assert_eq!(admit(&cache, &nonce(3), T0, T0), Ok(Slot::Current));
         // Another cache's prefetch of the same bytes: hashed with this cache's keys.
         let elsewhere = NonceCache::new(10, WINDOW);
-        let keyring = keyring();
-        let headers = headers(&nonce(4), T0);
-        let pending = verify::check_headers(&headers, &keyring, WINDOW, T0).expect("valid");
-        let foreign = elsewhere.prefetch(pending.nonce());
-        let verified = pending
-            .verify(
-                RequestLine {
-                    method: "GET",
-                    path: "/",
-                    query: "",
-                },
-                &protocol::body_digest(b""),
-            )
-            .expect("verifies");
-        assert!(cache.admit_prefetched(verified, &foreign, T0).is_ok());
+        let admitted = checked(&nonce(4), T0, T0, |pending| {
+            let foreign = elsewhere.prefetch(pending.nonce());
+            cache.admit_prefetched(verified(pending), &foreign, T0)
+        });
+        assert!(admitted.is_ok());
         assert_eq!(admit(&cache, &nonce(4), T0, T0), Err(ReplayError::Replayed));
         assert!(elsewhere.is_empty());
     }

@@ -244,7 +244,7 @@ pub fn clock_skew(headers: &HeaderMap, now: u64) -> Option<u64> {
     if values.next().is_some() {
         return None;
     }
-    let timestamp = protocol::parse_timestamp(value.to_str().ok()?)?;
+    let timestamp = protocol::parse_timestamp(value)?;
     Some(timestamp.abs_diff(now))
 }
 
