@@ -12,7 +12,9 @@ Usage: check_static.py CHECK, one of:
                   check on the admin port.
   docker-context  .dockerignore: the context it lets through holds everything cargo reads
                   (manifest targets, include_str!/include_bytes!/#[path] files), and
-                  `cargo metadata --locked --offline` succeeds in a copy of exactly that context.
+                  `cargo metadata --locked --offline --filter-platform HOST` succeeds in a copy
+                  of exactly that context, after `cargo fetch --locked --target HOST` brought
+                  the crates a build for this host reads (a no-op when they are cached).
   systemd         deploy/systemd/: the units parse, name the sockets in the gate's fd order
                   (proxy, admin), and stop later than the gate's drain deadline.
 Prints one line per problem; exits 1 if there is any.
@@ -255,6 +257,12 @@ def cargo_needs() -> set[str]:
     return needs
 
 
+def host_triple() -> str:
+    """The target triple rustc builds for by default (`host:` in `rustc -vV`)."""
+    out = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+    return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("host:"))
+
+
 def check_docker_context() -> None:
     allow = context_allowlist()
     if allow is None:
@@ -269,8 +277,16 @@ def check_docker_context() -> None:
                 shutil.copytree(source, Path(tmp) / name)
             elif source.exists():
                 shutil.copy2(source, Path(tmp) / name)
-        out = subprocess.run(["cargo", "metadata", "--locked", "--offline", "--format-version", "1"],
-                             cwd=tmp, capture_output=True, text=True)
+        # The image is built for the build host's platform. Resolving every platform's
+        # dependencies offline would need crates (Windows console support, say) that no Linux
+        # build downloads, so the check would pass only on a machine that happened to cache them.
+        host = host_triple()
+        fetch = subprocess.run(["cargo", "fetch", "--locked", "--target", host],
+                               cwd=REPO, capture_output=True, text=True)
+        if not check(fetch.returncode == 0, f"cargo fetch --locked --target {host} failed: {fetch.stderr.strip()[-500:]}"):
+            return
+        out = subprocess.run(["cargo", "metadata", "--locked", "--offline", "--filter-platform", host,
+                              "--format-version", "1"], cwd=tmp, capture_output=True, text=True)
         check(out.returncode == 0, f"cargo metadata --locked in the Docker context failed: {out.stderr.strip()[-500:]}")
         files = sum(1 for _ in Path(tmp).rglob("*") if _.is_file())
         print(f"  context: {sorted(allow)} ({files} files); cargo reads {sorted(needs)}")
