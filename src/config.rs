@@ -22,6 +22,7 @@ use http::Uri;
 use http::uri::{Authority, Scheme};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
+use zeroize::Zeroizing;
 
 use crate::keyring::{Key, Keyring, Secret, Slot};
 use crate::protocol;
@@ -151,9 +152,10 @@ pub fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-/// A configuration value as text, whatever scalar type the TOML file gave it.
+/// A configuration value as text, whatever scalar type the TOML file gave it. Any value may be
+/// a secret, so each is overwritten with zeros when dropped.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Text(String);
+pub struct Text(Zeroizing<String>);
 
 impl fmt::Debug for Text {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -164,13 +166,13 @@ impl fmt::Debug for Text {
 
 impl From<&str> for Text {
     fn from(value: &str) -> Text {
-        Text(value.to_owned())
+        Text(Zeroizing::new(value.to_owned()))
     }
 }
 
 impl From<String> for Text {
     fn from(value: String) -> Text {
-        Text(value)
+        Text(Zeroizing::new(value))
     }
 }
 
@@ -183,19 +185,19 @@ impl<'de> Deserialize<'de> for Text {
                 f.write_str("a string, number or boolean")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
-                Ok(Text(v.to_owned()))
+                Ok(Text::from(v))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
+                Ok(Text::from(v.to_string()))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
+                Ok(Text::from(v.to_string()))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
+                Ok(Text::from(v.to_string()))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
+                Ok(Text::from(v.to_string()))
             }
         }
         deserializer.deserialize_any(TextVisitor)
@@ -237,14 +239,19 @@ impl Raw {
     pub fn load() -> Result<Raw, ConfigError> {
         let mut figment = Figment::new();
         if let Some(path) = config_file()? {
-            figment = figment.merge(Toml::file_exact(&path));
+            let file_error = |problem| ConfigError::File {
+                path: path.clone(),
+                problem,
+            };
+            let text = read_toml(&path).map_err(file_error)?;
+            figment = figment.merge(TomlFile {
+                path: &path,
+                text: &text,
+            });
             return figment
                 .merge(ExactEnv)
                 .extract()
-                .map_err(|err| ConfigError::File {
-                    path,
-                    problem: err.to_string(),
-                });
+                .map_err(|err| file_error(err.to_string()));
         }
         figment
             .merge(ExactEnv)
@@ -253,6 +260,42 @@ impl Raw {
                 path: PathBuf::from("(environment)"),
                 problem: err.to_string(),
             })
+    }
+}
+
+/// Read the TOML file and check its syntax. A syntax error is reported by line, column and the
+/// parser's description alone: the TOML parser's own message quotes the offending line, and
+/// that line may be `interservice_hmac_secret = "...` with its secret in it.
+fn read_toml(path: &Path) -> Result<Zeroizing<String>, String> {
+    let text =
+        Zeroizing::new(std::fs::read_to_string(path).map_err(|err| format!("cannot read: {err}"))?);
+    if let Err(err) = text.parse::<toml::Table>() {
+        let at = err.span().map_or(String::new(), |span| {
+            let before = text.get(..span.start).unwrap_or(&text);
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let line = before.matches('\n').count() + 1;
+            let column = before[line_start..].chars().count() + 1;
+            format!(" at line {line}, column {column}")
+        });
+        return Err(format!("TOML syntax error{at}: {}", err.message()));
+    }
+    Ok(text)
+}
+
+/// The TOML file's text, already read and checked by [`read_toml`], named by its path in
+/// figment's messages as `Toml::file` would be.
+struct TomlFile<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Provider for TomlFile<'_> {
+    fn metadata(&self) -> Metadata {
+        Metadata::from("TOML file", self.path)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Toml::string(self.text).data()
     }
 }
 
@@ -544,8 +587,10 @@ fn secret(
 
 /// Read a secret file, stripping one trailing `\n` or `\r\n`.
 fn read_secret_file(var: &'static str, path: &Path) -> Result<Secret, ConfigError> {
-    let mut bytes = std::fs::read(path)
-        .map_err(|err| invalid(var, format!("cannot read {}: {err}", path.display())))?;
+    let mut bytes = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|err| invalid(var, format!("cannot read {}: {err}", path.display())))?,
+    );
     if bytes.ends_with(b"\n") {
         bytes.pop();
         if bytes.ends_with(b"\r") {
@@ -558,7 +603,7 @@ fn read_secret_file(var: &'static str, path: &Path) -> Result<Secret, ConfigErro
             format!("{} is not UTF-8 text", path.display()),
         ));
     }
-    Ok(Secret::new(bytes))
+    Ok(Secret::new(bytes.as_slice()))
 }
 
 fn key_id(value: &Option<Text>, var: &'static str, default: &str) -> Result<String, ConfigError> {
@@ -966,6 +1011,43 @@ mod tests {
             let message = Config::load().expect_err("typo refused").to_string();
             assert!(message.contains("gate_clock_skew"), "{message}");
             assert!(message.starts_with(vars::CONFIG_FILE), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn toml_errors_never_quote_a_secret() {
+        // Each file is refused; no message may hold any part of the secret's value.
+        let secret = "TOPSECRET-value-0123456789-abcdefghij";
+        let files = [
+            format!("gate_listen = \"127.0.0.1:1\"\ninterservice_hmac_secret = \"{secret}\n"),
+            format!("interservice_hmac_secret = {secret}\n"),
+            format!("interservice_hmac_secret = \"{secret}\" \"{secret}\"\n"),
+            format!("interservice_hmac_secret = [\"{secret}\"]\n"),
+            format!("interservice_hmac_secret = {{ v = \"{secret}\" }}\n"),
+            format!("interservice_hmac_secret = \"{secret}\"\ninterservice_hmac_secret = \"x\"\n"),
+            "interservice_hmac_secret = 1979-05-27T07:32:00Z\nx = [\"TOPSECRET\"]\n".to_owned(),
+        ];
+        for file in files {
+            Jail::expect_with(|jail| {
+                jail.create_file("bad.toml", &file)?;
+                jail.set_env(vars::CONFIG_FILE, "bad.toml");
+                let message = Config::load().expect_err("refused").to_string();
+                assert!(message.starts_with(vars::CONFIG_FILE), "{message}");
+                assert!(!message.contains("TOPSECRET"), "{file:?} -> {message}");
+                assert!(!message.contains("0123456789"), "{file:?} -> {message}");
+                Ok(())
+            });
+        }
+        // A syntax error still says where it is.
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "bad.toml",
+                &format!("a = 1\ninterservice_hmac_secret = \"{secret}\n"),
+            )?;
+            jail.set_env(vars::CONFIG_FILE, "bad.toml");
+            let message = Config::load().expect_err("refused").to_string();
+            assert!(message.contains("line 2, column"), "{message}");
             Ok(())
         });
     }
