@@ -796,6 +796,61 @@ mod tests {
         }
     }
 
+    /// The parts of a request with `method`, `uri`, `version` and `headers`.
+    fn parts(method: &str, uri: &str, version: Version, headers: &[(&str, &str)]) -> Parts {
+        let mut request = Request::builder().method(method).uri(uri).version(version);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).expect("valid request").into_parts().0
+    }
+
+    #[test]
+    fn requests_the_gate_cannot_forward_faithfully_are_refused() {
+        let h1 = Version::HTTP_11;
+        let h2 = Version::HTTP_2;
+        let host = [("host", "tool-gate.internal")];
+        let malformed = Err(Refusal::MalformedRequest);
+        for (method, uri, version, headers, expected) in [
+            ("GET", "/t?q=1", h1, &host[..], Ok(())),
+            ("GET", "/t", h1, &[][..], Ok(())),
+            ("GET", "http://h.example?a=1", h1, &host[..], Ok(())),
+            ("OPTIONS", "*", h1, &host[..], Ok(())),
+            ("GET", "http://tool-gate.internal/t", h2, &[][..], Ok(())),
+            ("GET", "http://TOOL-gate.internal/t", h2, &host[..], Ok(())),
+            ("GET", "http://other.example/t", h2, &host[..], malformed),
+            ("GET", "http://other.example/t", h1, &host[..], Ok(())),
+            (
+                "GET",
+                "/t",
+                h1,
+                &[("host", "a"), ("host", "a")][..],
+                malformed,
+            ),
+            ("GET", "*", h1, &host[..], malformed),
+            ("GET", "h.example:80", h1, &host[..], malformed),
+            ("GET", "http://user@h.example/t", h1, &host[..], malformed),
+            (
+                "CONNECT",
+                "h.example:443",
+                h1,
+                &host[..],
+                Err(Refusal::Connect),
+            ),
+            (
+                "CONNECT",
+                "h.example:443",
+                h2,
+                &[][..],
+                Err(Refusal::Connect),
+            ),
+        ] {
+            let parts = parts(method, uri, version, headers);
+            let checked = check_request(&parts).map_err(|(refusal, _)| refusal);
+            assert_eq!(checked, expected, "{method} {uri} {version:?} {headers:?}");
+        }
+    }
+
     #[test]
     fn client_headers_are_dropped_kept_or_forwarded_by_name() {
         use Disposition::{Drop, EndToEnd, Forward};
