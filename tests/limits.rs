@@ -476,3 +476,76 @@ async fn bodies_past_the_budget_get_503_at_once() {
     );
     assert_eq!(upstream.seen().len(), 3);
 }
+
+#[tokio::test]
+async fn one_http2_connection_holds_at_most_its_share_of_the_body_budget() {
+    let upstream = Upstream::start().await;
+    // A share of 4 x 1000 bytes per connection; the process budget (64 MiB) is far away.
+    let gate = TestGate::start(
+        &upstream.url(),
+        &[
+            ("GATE_MAX_BODY_BYTES", "1000"),
+            ("GATE_BODY_READ_TIMEOUT_SECS", "30"),
+        ],
+    )
+    .await;
+    let stream = TcpStream::connect(gate.addr).await.expect("connect");
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(connection);
+    let body = vec![b'x'; 1000];
+    // Five streams on one connection, each with a body that arrives slowly.
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut request = http::Request::builder()
+            .method("POST")
+            .uri("http://tool-gate.internal/t")
+            .header("content-length", "1000");
+        for (name, value) in sign(SECRET, "current", "POST", "/t", &body) {
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(sig_gate::echo::EventStream(rx))
+            .expect("request");
+        let mut sender = sender.clone();
+        let response = tokio::spawn(async move { sender.send_request(request).await });
+        streams.push((tx, response));
+    }
+    // Let the gate take every head and start waiting for the bodies.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // 900 bytes on each of four streams: 3600 of the 4000.
+    for (tx, _) in &streams[..4] {
+        tx.send(bytes::Bytes::copy_from_slice(&body[..900]))
+            .await
+            .expect("send");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // 900 more on the fifth would pass the connection's share: refused at once.
+    let (tx, response) = streams.pop().expect("five streams");
+    tx.send(bytes::Bytes::copy_from_slice(&body[..900]))
+        .await
+        .expect("send");
+    let response = tokio::time::timeout(Duration::from_secs(3), response)
+        .await
+        .expect("refused at once, not after the body timeout")
+        .expect("task")
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(gate.metric("sig_gate_body_budget_refused_total").await, 1.0);
+
+    // The other four finish and are forwarded.
+    for (tx, response) in streams {
+        tx.send(bytes::Bytes::copy_from_slice(&body[900..]))
+            .await
+            .expect("send");
+        drop(tx);
+        let response = response.await.expect("task").expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(upstream.seen().len(), 4);
+}
