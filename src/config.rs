@@ -75,11 +75,23 @@ pub mod vars {
     pub const HEADER_READ_TIMEOUT_SECS: &str = "GATE_HEADER_READ_TIMEOUT_SECS";
     /// Deadline for a client to send its whole request body.
     pub const BODY_READ_TIMEOUT_SECS: &str = "GATE_BODY_READ_TIMEOUT_SECS";
+    /// Largest request head (request line and header fields) accepted.
+    pub const MAX_HEADER_BYTES: &str = "GATE_MAX_HEADER_BYTES";
+    /// Most client connections open at once.
+    pub const MAX_CONNECTIONS: &str = "GATE_MAX_CONNECTIONS";
+    /// Deadline for a connection with no request in progress.
+    pub const IDLE_TIMEOUT_SECS: &str = "GATE_IDLE_TIMEOUT_SECS";
+    /// Most concurrent streams on one HTTP/2 connection.
+    pub const HTTP2_MAX_CONCURRENT_STREAMS: &str = "GATE_HTTP2_MAX_CONCURRENT_STREAMS";
+    /// HTTP/2 keep-alive ping interval and acknowledgement deadline.
+    pub const HTTP2_KEEPALIVE_SECS: &str = "GATE_HTTP2_KEEPALIVE_SECS";
+    /// Most request-body bytes the whole process holds while bodies arrive.
+    pub const MAX_BUFFERED_BODY_BYTES: &str = "GATE_MAX_BUFFERED_BODY_BYTES";
     /// Path of the TOML configuration file.
     pub const CONFIG_FILE: &str = "GATE_CONFIG";
 
     /// Every variable read through figment, in the order `check-config` documents them.
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 28] = [
         SECRET,
         SECRET_FILE,
         SECRET_PREV,
@@ -102,6 +114,12 @@ pub mod vars {
         ALLOW_WEAK_SECRET,
         HEADER_READ_TIMEOUT_SECS,
         BODY_READ_TIMEOUT_SECS,
+        MAX_HEADER_BYTES,
+        MAX_CONNECTIONS,
+        IDLE_TIMEOUT_SECS,
+        HTTP2_MAX_CONCURRENT_STREAMS,
+        HTTP2_KEEPALIVE_SECS,
+        MAX_BUFFERED_BODY_BYTES,
     ];
 }
 
@@ -232,6 +250,12 @@ pub struct Raw {
     pub gate_allow_weak_secret: Option<Text>,
     pub gate_header_read_timeout_secs: Option<Text>,
     pub gate_body_read_timeout_secs: Option<Text>,
+    pub gate_max_header_bytes: Option<Text>,
+    pub gate_max_connections: Option<Text>,
+    pub gate_idle_timeout_secs: Option<Text>,
+    pub gate_http2_max_concurrent_streams: Option<Text>,
+    pub gate_http2_keepalive_secs: Option<Text>,
+    pub gate_max_buffered_body_bytes: Option<Text>,
 }
 
 impl Raw {
@@ -397,6 +421,21 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Deadline for a client's request body.
     pub body_read_timeout: Duration,
+    /// Largest request head: request line and header fields (HTTP/1.1), decoded header list
+    /// (HTTP/2). Larger heads get 431.
+    pub max_header_bytes: usize,
+    /// Most client connections open at once; connections over the cap are closed at accept.
+    pub max_connections: usize,
+    /// A connection with no request in progress for this long is closed (HTTP/2: GOAWAY).
+    pub idle_timeout: Duration,
+    /// Most concurrent streams a client may open on one HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive: ping a quiet connection this often; close it when a ping goes
+    /// unanswered for as long again.
+    pub http2_keepalive: Duration,
+    /// Most bytes of request bodies still arriving that the process holds at once (the body
+    /// budget); a request that would go past it gets 503.
+    pub max_buffered_body_bytes: usize,
     /// Log line format.
     pub log_format: LogFormat,
 }
@@ -455,8 +494,65 @@ impl TryFrom<Raw> for Config {
                 30,
             )?,
             log_format: log_format(&raw.gate_log_format)?,
+            max_header_bytes: count(
+                &raw.gate_max_header_bytes,
+                vars::MAX_HEADER_BYTES,
+                DEFAULT_MAX_HEADER_BYTES,
+            )?,
+            max_connections: count(
+                &raw.gate_max_connections,
+                vars::MAX_CONNECTIONS,
+                DEFAULT_MAX_CONNECTIONS,
+            )?,
+            idle_timeout: seconds(&raw.gate_idle_timeout_secs, vars::IDLE_TIMEOUT_SECS, 60)?,
+            http2_max_concurrent_streams: streams(&raw.gate_http2_max_concurrent_streams)?,
+            http2_keepalive: seconds(
+                &raw.gate_http2_keepalive_secs,
+                vars::HTTP2_KEEPALIVE_SECS,
+                20,
+            )?,
+            max_buffered_body_bytes: buffered_body_bytes(&raw)?,
         })
     }
+}
+
+/// Default of `GATE_MAX_HEADER_BYTES`.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 32 * 1024;
+
+/// Default of `GATE_MAX_CONNECTIONS`: far above what the few calling services of a sidecar
+/// keep open, far below a default file-descriptor limit.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
+
+/// Default of `GATE_HTTP2_MAX_CONCURRENT_STREAMS`.
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u64 = 64;
+
+/// Default of `GATE_MAX_BUFFERED_BODY_BYTES` when four largest bodies fit in it.
+pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// `GATE_HTTP2_MAX_CONCURRENT_STREAMS`: HTTP/2 carries it as a 32-bit setting.
+fn streams(value: &Option<Text>) -> Result<u32, ConfigError> {
+    let var = vars::HTTP2_MAX_CONCURRENT_STREAMS;
+    let n = positive(value, var, DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS)?;
+    u32::try_from(n).map_err(|_| invalid(var, format!("{n} is over {}", u32::MAX)))
+}
+
+/// `GATE_MAX_BUFFERED_BODY_BYTES`: by default 64 MiB or four largest bodies, whichever is
+/// more; a value that cannot hold one largest body would refuse every slow large body.
+fn buffered_body_bytes(raw: &Raw) -> Result<usize, ConfigError> {
+    let var = vars::MAX_BUFFERED_BODY_BYTES;
+    let max_body = positive(&raw.gate_max_body_bytes, vars::MAX_BODY_BYTES, 1_048_576)?;
+    let default = DEFAULT_MAX_BUFFERED_BODY_BYTES.max(max_body.saturating_mul(4));
+    let n = count(&raw.gate_max_buffered_body_bytes, var, default)?;
+    if (n as u64) < max_body {
+        return Err(invalid(
+            var,
+            format!(
+                "{n} is less than {} ({max_body}): no large body could arrive",
+                vars::MAX_BODY_BYTES
+            ),
+        ));
+    }
+    Ok(n)
 }
 
 /// The signer side of the configuration (`sig-gate sign` and the drill's clients): only the
@@ -775,8 +871,76 @@ mod tests {
             assert_eq!(config.upstream_timeout, Duration::from_secs(60));
             assert_eq!(config.shutdown_grace, Duration::from_secs(30));
             assert_eq!(config.log_format, LogFormat::Json);
+            assert_eq!(config.max_header_bytes, 32_768);
+            assert_eq!(config.max_connections, 1024);
+            assert_eq!(config.idle_timeout, Duration::from_secs(60));
+            assert_eq!(config.http2_max_concurrent_streams, 64);
+            assert_eq!(config.http2_keepalive, Duration::from_secs(20));
+            assert_eq!(config.max_buffered_body_bytes, 64 * 1024 * 1024);
             Ok(())
         });
+    }
+
+    #[test]
+    fn connection_limits_are_read_and_checked() {
+        Jail::expect_with(|jail| {
+            jail.set_env(vars::SECRET, SECRET_A);
+            jail.set_env(vars::MAX_HEADER_BYTES, "4096");
+            jail.set_env(vars::MAX_CONNECTIONS, "10");
+            jail.set_env(vars::IDLE_TIMEOUT_SECS, "5");
+            jail.set_env(vars::HTTP2_MAX_CONCURRENT_STREAMS, "8");
+            jail.set_env(vars::HTTP2_KEEPALIVE_SECS, "3");
+            jail.set_env(vars::MAX_BUFFERED_BODY_BYTES, "2000000");
+            let config = Config::load().expect("valid");
+            assert_eq!(config.max_header_bytes, 4096);
+            assert_eq!(config.max_connections, 10);
+            assert_eq!(config.idle_timeout, Duration::from_secs(5));
+            assert_eq!(config.http2_max_concurrent_streams, 8);
+            assert_eq!(config.http2_keepalive, Duration::from_secs(3));
+            assert_eq!(config.max_buffered_body_bytes, 2_000_000);
+            Ok(())
+        });
+        // Unset, the body budget holds at least four largest bodies.
+        Jail::expect_with(|jail| {
+            jail.set_env(vars::SECRET, SECRET_A);
+            jail.set_env(vars::MAX_BODY_BYTES, "100000000");
+            let config = Config::load().expect("valid");
+            assert_eq!(config.max_buffered_body_bytes, 400_000_000);
+            Ok(())
+        });
+        let numbers = [
+            vars::MAX_HEADER_BYTES,
+            vars::MAX_CONNECTIONS,
+            vars::IDLE_TIMEOUT_SECS,
+            vars::HTTP2_MAX_CONCURRENT_STREAMS,
+            vars::HTTP2_KEEPALIVE_SECS,
+            vars::MAX_BUFFERED_BODY_BYTES,
+        ];
+        for var in numbers {
+            for bad in ["0", "-1", "32k", "1.5", " 7", "many"] {
+                Jail::expect_with(|jail| {
+                    let message = refusal(jail, &[(vars::SECRET, SECRET_A), (var, bad)]);
+                    assert!(message.starts_with(var), "{var}={bad}: {message}");
+                    Ok(())
+                });
+            }
+        }
+        let cases: &[(&str, &str, &str)] = &[
+            (vars::HTTP2_MAX_CONCURRENT_STREAMS, "4294967296", "over"),
+            (
+                vars::MAX_BUFFERED_BODY_BYTES,
+                "1048575",
+                vars::MAX_BODY_BYTES,
+            ),
+        ];
+        for (var, value, mentions) in cases {
+            Jail::expect_with(|jail| {
+                let message = refusal(jail, &[(vars::SECRET, SECRET_A), (var, value)]);
+                assert!(message.starts_with(var), "{message}");
+                assert!(message.contains(mentions), "{message}");
+                Ok(())
+            });
+        }
     }
 
     #[test]
@@ -1090,7 +1254,10 @@ mod tests {
             .filter_map(|line| line.strip_prefix("# "))
             .filter(|line| {
                 line.split_once(" = ").is_some_and(|(key, _)| {
-                    key.contains('_') && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    key.contains('_')
+                        && key
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 })
             })
             .map(|line| format!("{line}\n"))
