@@ -1,4 +1,4 @@
-//! Configuration (contract section 3), in two stages:
+//! Configuration (README, "Configuration"), in two stages:
 //!
 //! 1. figment layers built-in defaults < TOML file (`GATE_CONFIG`, else `config/sig-gate.toml`
 //!    when it exists) < environment into [`Raw`]: every value kept as text, keyed by the
@@ -28,8 +28,7 @@ use crate::keyring::{Key, Keyring, Secret, Slot};
 use crate::protocol;
 use crate::sign::Signer;
 
-/// Names of the variables, fixed by the contract (plus a few of our own, documented in
-/// README.md). One constant each so that messages and lookups cannot disagree.
+/// Names of the variables, as README.md's configuration table documents them. One constant each so that messages and lookups cannot disagree.
 pub mod vars {
     /// Current secret.
     pub const SECRET: &str = "INTERSERVICE_HMAC_SECRET";
@@ -157,7 +156,7 @@ fn invalid(var: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Parse the boolean spellings of contract section 3: `true/false/1/0/yes/no`, any case.
+/// Parse the documented boolean spellings: `true/false/1/0/yes/no`, any case.
 pub fn parse_bool(value: &str) -> Option<bool> {
     const TRUE: [&str; 3] = ["true", "1", "yes"];
     const FALSE: [&str; 3] = ["false", "0", "no"];
@@ -341,7 +340,7 @@ fn config_file() -> Result<Option<PathBuf>, ConfigError> {
     }
 }
 
-/// Environment provider that takes exactly the contract's variables, as strings. figment's own
+/// Environment provider that takes exactly the documented variables, as strings. figment's own
 /// `Env` would parse `0123...` as a number or `[a]` as an array: wrong for secrets and paths.
 struct ExactEnv;
 

@@ -3,7 +3,7 @@
 //! ([`sign`]); the gate verifies ([`verify`]), forwards valid requests unchanged and streams the
 //! response back ([`proxy`]), rejects the rest with 401, and counts every rejection by reason
 //! ([`metrics`]). The wire format is specified in `docs/protocol.md`; the interface (commands,
-//! variables, headers, status codes, metric names) in the contract the README links.
+//! variables, headers, status codes, metric names) in README.md and `docs/operations.md`.
 //!
 //! # Layout
 //!

@@ -1,4 +1,4 @@
-//! Prometheus metrics (contract section 7). Every series is registered once at start-up, every
+//! Prometheus metrics (README, "Metrics"). Every series is registered once at start-up, every
 //! labelled series exists at 0 from the start (so `rate()` works at once), and the request path
 //! holds resolved handles: counting is one atomic add, with no label lookup.
 

@@ -332,7 +332,7 @@ impl Gate {
         }
     }
 
-    /// Verify a request on a signed path and read its body: the contract's order of checks.
+    /// Verify a request on a signed path and read its body: the documented order of checks.
     async fn admit(
         &self,
         parts: &Parts,

@@ -1,4 +1,4 @@
-//! Listeners, the accept loop and the drain (contract sections 7 and 8).
+//! Listeners, the accept loop and the drain (docs/operations.md, "Zero-downtime redeploys").
 //!
 //! [`Listeners::open`] takes sockets from systemd-style socket activation (`LISTEN_FDS`: fd 3
 //! is the proxy listener, fd 4 the admin listener when two are passed) or binds them itself
