@@ -117,7 +117,9 @@ FAULTS: tuple[FaultKind, ...] = (
     # start a redis-server on a free port in Soak.start(), pass GATE_REPLAY_STORE to the gate,
     # implement redis_outage_begin/end below (stop the server, start it again on the same
     # port), and drop `pending`. Signed requests inside the window then get 503 and are never
-    # forwarded (the upstream log must not hold them), and pass again once the store is back.
+    # forwarded (the upstream log must not hold them), and pass again once the store is back;
+    # in judge(), match the clients' 503s against the delta of
+    # sig_gate_rejected_other_total{reason="replay_store_unavailable"}.
     FaultKind(
         "redis_outage",
         8.0,
@@ -477,6 +479,7 @@ class Soak:
     metrics_end: dict[str, float] = field(default_factory=dict)
     gate_exit: Optional[int] = None
     load_started: float = 0.0
+    loadavg: list[float] = field(default_factory=list)  # 1-minute load average at start and end of the load
     throttled: int = 0  # requests that waited for a free slot in their client's pool
     stopping: bool = False
 
@@ -788,6 +791,7 @@ class Soak:
         self.baseline = sample(self.gate.pid, 0.0, self.gate_port, self.upstream_port)
         self.metrics_start = scrape(f"127.0.0.1:{self.admin_port}")
         self.load_started = time.monotonic()
+        self.loadavg.append(os.getloadavg()[0])
         print(
             f"soak: {self.seconds:g} s of load at {self.rate:g} req/s over {self.clients} clients; "
             f"{len(self.plan.windows)} fault windows; run directory {self.run_dir}",
@@ -808,6 +812,7 @@ class Soak:
             if not faults.done():
                 raise RuntimeError("the fault schedule overran the load")
             faults.result()
+            self.loadavg.append(os.getloadavg()[0])
             self.stopping = True
             await asyncio.wait_for(asyncio.gather(*workers), timeout=CLIENT_TIMEOUT_SECS + 5)
             await asyncio.gather(*background)
@@ -1026,6 +1031,7 @@ def git_head() -> str:
 def report(s: Soak, v: Verdict, command: str, profile: str, started_utc: str, wall: float) -> str:
     t = v.totals
     rate = t["requests"] / s.seconds
+    primed = f"{t['rss_primed_kib'] / 1024:.1f}" if t["rss_primed_kib"] else "n/a: one round of faults"
     out = [
         "# Soak test",
         "",
@@ -1033,7 +1039,8 @@ def report(s: Soak, v: Verdict, command: str, profile: str, started_utc: str, wa
         "",
         f"**Result: {'PASS' if v.passed else 'FAIL'}.** Command: `{command}`, started {started_utc}, "
         f"{wall / 60:.1f} min wall time, commit {git_head()}, {profile} build of `sig-gate serve`, "
-        f"{os.cpu_count()} CPUs ({platform.machine()}, Linux {platform.release()}), shared with other work.",
+        f"{os.cpu_count()} CPUs ({platform.machine()}, Linux {platform.release()}), shared with other work "
+        f"(load average {s.loadavg[0]:.1f} at the start, {s.loadavg[1]:.1f} at the end of the load).",
         "",
         "## What ran",
         "",
@@ -1044,6 +1051,11 @@ def report(s: Soak, v: Verdict, command: str, profile: str, started_utc: str, wa
         f"plus {MISBEHAVING_PER_SEC:g}/s clients that reset mid-body (32 KiB POST, a quarter sent, then FIN or RST) "
         f"and {MISBEHAVING_PER_SEC:g}/s that reset mid-response (a 256 KiB stream, 16 KiB read, then FIN or RST), "
         "from start to end.",
+        f"- The clients close a keep-alive connection left idle for {CLIENT_IDLE_SECS:g} s and never reuse one the "
+        "gate has closed: the gate closes a client connection that sends nothing for "
+        "`GATE_HEADER_READ_TIMEOUT_SECS` (10 s), idle keep-alive included (hyper's header timer runs while it waits "
+        "for the next request), and a client that reuses a connection at the moment the gate closes it loses that "
+        "request. A trial run whose clients kept idle connections with no time limit lost two requests this way.",
         f"- Gate settings: `GATE_UPSTREAM_TIMEOUT_SECS={UPSTREAM_TIMEOUT_SECS}`, `GATE_CLOCK_SKEW_SECS={CLOCK_SKEW_SECS}` "
         "(so the nonce cache reaches its steady size during warm-up), the rest at their defaults.",
         f"- Phases: warm-up {s.plan.warmup:g} s, {len(s.windows)} fault windows, settle {s.plan.settle:g} s, then no load "
@@ -1056,7 +1068,8 @@ def report(s: Soak, v: Verdict, command: str, profile: str, started_utc: str, wa
         "| --- | --- | --- | --- |",
     ]
     for f in FAULTS:
-        injected = f"{sum(1 for w in s.windows if w.kind is f)} times" if f.pending is None else f"**not yet**: {f.pending}"
+        n = sum(1 for w in s.windows if w.kind is f)
+        injected = ("once" if n == 1 else f"{n} times") if f.pending is None else f"**not yet**: {f.pending}"
         out.append(f"| `{f.name}` | {f.seconds:g} s | {f.documented} | {injected} |")
     out += [
         "",
@@ -1116,20 +1129,24 @@ def report(s: Soak, v: Verdict, command: str, profile: str, started_utc: str, wa
         "| --- | --- | --- |",
         f"| before the first request | {t['rss_baseline_kib'] / 1024:.1f} | {t['fds_baseline']} |",
         f"| end of warm-up (median of its last 10 s) | {t['rss_warm_kib'] / 1024:.1f} | {t['fds_warm']} |",
-        f"| after the first round of faults (median of the 10 s before the second) | {t['rss_primed_kib'] / 1024:.1f} | |",
+        f"| after the first round of faults (median of the 10 s before the second) | {primed} | - |",
         f"| highest during the run | {t['rss_max_kib'] / 1024:.1f} | {t['fds_max']} |",
         f"| end of the load (median of its last 10 s) | {t['rss_end_kib'] / 1024:.1f} | {t['fds_end_load']} |",
         f"| idle, {t['idle_after_s']:g} s after the load | {s.idle_samples[-1].rss_kib / 1024:.1f} | {t['fds_idle']} "
         f"({t['idle_clients']} client, {t['idle_upstream']} upstream sockets) |",
         "",
+        f"Once the load had stopped and the clients had closed their connections, the gate held "
+        f"{s.idle_samples[0].clients} client and {s.idle_samples[0].upstream} pooled upstream sockets; the pool "
+        "closed its connections after 30 s idle (its reaper runs every 5 s).",
+        "",
         f"RSS criterion: at the end at most the level after the first round of faults x {1 + RSS_TOLERANCE[0]:.2f} "
-        f"+ {RSS_TOLERANCE[1] // 1024} MiB = {t['rss_limit_kib'] / 1024:.1f} MiB. The reference is taken after the "
-        "first round rather than after warm-up because the first slow and stall windows take the gate to its "
-        "peak of connections (hundreds of client and upstream sockets at once, against a few dozen in steady "
-        "load), and the memory of that peak stays with the process's allocator once freed: it is reused by the "
-        "next peak, not returned to the system. A leak shows as growth from one round to the next (the peak "
-        "column of the fault windows above), which this criterion and the idle level catch; the step from "
-        "warm-up to the first peak does not. File descriptors: once idle, exactly the count before the first "
+        f"+ {RSS_TOLERANCE[1] // 1024} MiB" + (f" = {t['rss_limit_kib'] / 1024:.1f} MiB" if t["rss_primed_kib"] else "")
+        + ". The reference is taken after the first round rather than after warm-up because the first slow and "
+        "stall windows take the gate to its peak of connections (hundreds of client and upstream sockets at once, "
+        "against a few dozen in steady load), and the memory of that peak is not handed back to the system once "
+        "freed (the level stays there even when idle after the load) but is reused by the next peak. A leak shows "
+        "as growth from one round to the next (the peak column of the fault windows above), which this criterion "
+        "catches; the step from warm-up to the first peak is not one. File descriptors: once idle, exactly the count before the first "
         "request. Under load the count is the baseline plus one socket per client connection and per pooled "
         "upstream connection, so it moves with the faults; the pool closes connections left idle for 30 s, "
         "so the surplus of a slow window is gone about 35 s later.",
