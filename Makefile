@@ -11,7 +11,7 @@ TOOLS := target/tools
 CARGO_DENY_VERSION := 0.20.2
 
 .PHONY: help build run test test-rust test-python test-runbook test-deploy lint bench \
-	hmac-rotation-drill game-day-scorecard hmac-migration-advice debug-bin
+	hmac-rotation-drill game-day-scorecard hmac-migration-advice soak debug-bin
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 24
@@ -49,6 +49,9 @@ bench: ## criterion verify ratio, then the load benchmark vs nginx and HAProxy -
 	$(CARGO) bench --locked --bench verify
 	python3 scripts/verify-ratio.py target/criterion/verify_1KiB_POST
 	bench/bench.sh  # load benchmark vs nginx and HAProxy -> docs/benchmarks.md (BENCH_QUICK=1: smoke run)
+
+soak: ## 10 min of signed load, upstream faults, client resets -> docs/soak.md (not in CI; SOAK_SECONDS=N)
+	CARGO=$(CARGO) python3 scripts/soak.py
 
 hmac-rotation-drill: debug-bin ## the runbook's rotation, redeploys under load, zero failed requests
 	$(BIN) drill
