@@ -280,7 +280,12 @@ impl Gate {
     ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send {
         let started = Instant::now();
         let version = request.version();
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        // The gate's own statements are removed before anything reads the headers, so a
+        // client's copies can neither reach the upstream nor count as a repeated `X-Gate-*`
+        // header; spellings with `_` are dropped when the request is encoded.
+        parts.headers.remove(protocol::VERIFIED_KEY_ID);
+        parts.headers.remove(VERIFIED_CALLER);
         let request_id = match parts.headers.get(REQUEST_ID) {
             // A copy, not a slice of hyper's read buffer (see `Gate::forward`).
             Some(id) => {

@@ -182,7 +182,11 @@ async fn a_clients_connection_header_cannot_remove_headers_the_gate_sets() {
 
 /// Header names that read as one of the gate's own (or the address headers it drops) once `_`
 /// is read as `-`, as CGI and WSGI servers read them.
-const SPOOFS: [(&str, &str); 8] = [
+const SPOOFS: [(&str, &str); 10] = [
+    // Client copies of the gate's own headers are removed before verification: two of them
+    // are not a repeated `X-Gate-*` header (malformed), they are simply gone.
+    ("X-Gate-Verified-Key-Id", "previous"),
+    ("x-gate-verified-key-id", "forged"),
     ("X_Gate_Verified_Key_Id", "current"),
     ("x-gate-verified_key-id", "current"),
     ("X-Gate-Verified-Caller", "langgraph"),
