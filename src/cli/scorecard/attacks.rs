@@ -253,10 +253,9 @@ async fn replay_after_window(field: &Field, arena: &Arena) -> Result<Vec<Check>,
     let addr = gate.proxy_addr();
     let path = "/game/replay-window";
     let signer = field.new.signer();
-    // Start 50 ms into a second, so that 2.1 s later the gate's clock reads exactly T + 2:
-    // inside the window of the replay's head, by whole seconds.
-    let start = unix_secs_f64().floor() + 1.0;
-    sleep_until_unix(start + 0.05).await;
+    // T is this second. The replay's head goes 0.1 s into second T+2, where the gate's
+    // clock reads T+2: inside the window by whole seconds. Its last bytes go 0.1 s into T+4.
+    let start = unix_secs_f64().floor();
     // Whole seconds since the epoch: exact in an f64.
     let timestamp = start as u64;
     let call = Call::new(Method::POST, path)
@@ -482,6 +481,28 @@ async fn oversized_head(field: &Field) -> Result<Vec<Check>, HarnessError> {
         ));
         checks.push(reached(field, call.path(), 0, None));
     }
+    // HTTP/2: the same head on a stream of its own, refused with 431 or a reset stream.
+    let h2_path = "/game/head-oversized-h2";
+    let h2_call = Call::signed_post(h2_path, &signer).header(
+        "x-padding",
+        &"a".repeat(DEFAULT_MAX_HEADER_BYTES + 8 * 1024),
+    );
+    let (mut sender, _task) = h2_connect_to(addr)
+        .await
+        .map_err(|e| HarnessError::new("HTTP/2 connection", e))?;
+    let reply = h2_send(&mut sender, h2_call.request(addr)).await;
+    let (observed, refused) = match &reply {
+        Ok(reply) if reply.status == 431 => ("431".to_owned(), true),
+        Ok(reply) => (reply.summary(), false),
+        Err(err) => (format!("stream refused ({err})"), true),
+    };
+    checks.push(Check::new(
+        format!("HTTP/2 head of {} KiB", DEFAULT_MAX_HEADER_BYTES / 1024 + 8),
+        "431 or the stream refused",
+        observed,
+        refused,
+    ));
+    checks.push(reached(field, h2_path, 0, None));
     Ok(checks)
 }
 
