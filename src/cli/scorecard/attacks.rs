@@ -48,8 +48,11 @@ const MAX_HEADER_FIELDS: usize = 100;
 const FLOOD_EXTRA: u32 = 16;
 /// Streams the HTTP/2 flood opens when the gate advertises no limit at all.
 const FLOOD_UNLIMITED: u32 = 300;
-/// Bytes of its declared body each flood stream sends before stalling.
+/// Most bytes of its declared body each flood stream sends before stalling.
 const FLOOD_SENT: usize = 512;
+/// DATA bytes the flood sends in all: within the connection's initial flow-control window
+/// (65,535 bytes until the gate grants more), which the gate may not have widened yet.
+const FLOOD_DATA: usize = 60_000;
 /// The client connection preface of HTTP/2 (RFC 9113 section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -661,7 +664,7 @@ async fn h2_connect(field: &Field) -> Result<Vec<Check>, HarnessError> {
 }
 
 /// An upstream that breaks HTTP/1.1 framing: the gate must not pass the answer on as a clean
-/// response (a 502 before the head, or the body cut after it), and must not send another
+/// response (a 502, or the client's connection cut), and must not send another
 /// request on that connection, whose framing it can no longer trust.
 async fn malformed_upstream(field: &Field, arena: &Arena) -> Result<Vec<Check>, HarnessError> {
     let addr = arena.fronting.proxy_addr();
@@ -679,8 +682,10 @@ async fn malformed_upstream(field: &Field, arena: &Arena) -> Result<Vec<Check>, 
                 Duration::from_secs(5),
             )
             .await;
+        // hyper's server writes a response head together with the first body bytes, so a
+        // body that breaks at once shows as a connection closed before any head.
         let (observed, passed) = match &broken {
-            Ok(reply) if reply.status == 502 => ("502 before the head".to_owned(), true),
+            Ok(reply) if reply.status == 502 => ("502".to_owned(), true),
             Ok(reply) => (
                 format!(
                     "{} with body {:?}: passed on as clean",
@@ -689,7 +694,10 @@ async fn malformed_upstream(field: &Field, arena: &Arena) -> Result<Vec<Check>, 
                 false,
             ),
             Err(err) if err.starts_with("reading the body") => {
-                ("body cut after the head".to_owned(), true)
+                ("connection cut after the head".to_owned(), true)
+            }
+            Err(err) if err.contains("connection closed before message completed") => {
+                ("connection cut before the head".to_owned(), true)
             }
             Err(err) => (format!("no answer ({err})"), false),
         };
@@ -705,7 +713,7 @@ async fn malformed_upstream(field: &Field, arena: &Arena) -> Result<Vec<Check>, 
         ));
         checks.push(Check::new(
             kind.describe(),
-            "502 before the head, or the body cut after it",
+            "502, or the connection cut; never a clean answer",
             observed,
             passed,
         ));
@@ -845,6 +853,7 @@ async fn stream_flood(field: &Field) -> Result<Vec<Check>, HarnessError> {
     let opened = limit.map_or(FLOOD_UNLIMITED, |l| l.min(1000) + FLOOD_EXTRA);
     let path = "/game/h2-flood";
     let declared = vec![b'x'; FLOOD_SENT * 2];
+    let sent = (FLOOD_DATA / opened as usize).clamp(1, FLOOD_SENT);
     let call = Call::new(Method::POST, path)
         .body(declared.clone())
         .signed(&field.stranger.signer());
@@ -873,14 +882,15 @@ async fn stream_flood(field: &Field) -> Result<Vec<Check>, HarnessError> {
     for n in 0..opened {
         let stream = 2 * n + 1;
         flood.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, stream, &block));
-        flood.extend(frame(FRAME_DATA, 0, stream, &declared[..FLOOD_SENT]));
+        flood.extend(frame(FRAME_DATA, 0, stream, &declared[..sent]));
     }
     connection.send(&flood).await.map_err(fail)?;
 
     // Read until the gate has been quiet for a while: refusals come at once.
-    let mut refused = 0u32;
-    let mut other_resets = 0u32;
-    let mut goaway = false;
+    // Stream ids: a refused stream may be reset again for the DATA frame sent after it.
+    let mut refused = std::collections::BTreeSet::new();
+    let mut reset = std::collections::BTreeSet::new();
+    let mut goaway = None;
     let quiet_for = Duration::from_millis(300);
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
@@ -900,12 +910,18 @@ async fn stream_flood(field: &Field) -> Result<Vec<Check>, HarnessError> {
                         frame.payload[3],
                     ]);
                     if code == REFUSED_STREAM {
-                        refused += 1;
-                    } else {
-                        other_resets += 1;
+                        refused.insert(frame.stream);
                     }
+                    reset.insert(frame.stream);
                 }
-                FRAME_GOAWAY => goaway = true,
+                FRAME_GOAWAY if frame.payload.len() >= 8 => {
+                    goaway = Some(u32::from_be_bytes([
+                        frame.payload[4],
+                        frame.payload[5],
+                        frame.payload[6],
+                        frame.payload[7],
+                    ]));
+                }
                 _ => {}
             }
         }
@@ -917,7 +933,10 @@ async fn stream_flood(field: &Field) -> Result<Vec<Check>, HarnessError> {
     let took = started.elapsed();
     drop(connection);
 
-    let accepted = opened - refused - other_resets;
+    let other_resets = reset.difference(&refused).count();
+    // Distinct streams among those opened: the difference cannot underflow.
+    let accepted = opened - reset.len() as u32;
+    let refused = refused.len() as u32;
     let expected_refused = limit.map_or(0, |l| opened.saturating_sub(l));
     let limit_text = limit.map_or("no limit advertised".to_owned(), |l| {
         format!("limit {l} advertised")
@@ -932,7 +951,7 @@ async fn stream_flood(field: &Field) -> Result<Vec<Check>, HarnessError> {
             format!(
                 "{limit_text}; of {opened} streams {refused} refused (REFUSED_STREAM), \
                  {other_resets} reset otherwise, {accepted} held open{}",
-                if goaway { ", GOAWAY" } else { "" }
+                goaway.map_or(String::new(), |code| format!(", GOAWAY code {code:#x}"))
             ),
             held,
         ),
