@@ -1,9 +1,17 @@
-//! The gate as a hyper service: strip the client's `X-Gate-Verified-Key-Id`, verify, then
-//! forward over a pooled upstream connection ([`crate::upstream`]), streaming the response back.
+//! The gate as a hyper service: check that the request can be forwarded as origin-form
+//! HTTP/1.1, verify, then forward over a pooled upstream connection ([`crate::upstream`]),
+//! streaming the response back.
 //!
 //! Where things happen:
+//! - requests the gate does not forward whatever their signature (CONNECT, more than one
+//!   `Host`, a `host` that contradicts HTTP/2's `:authority`, a target in no forwardable
+//!   form): [`check_request`];
 //! - signature checks: [`Gate::admit`] calls [`verify::check_headers`] (headers only, before
-//!   the body is read), then [`verify::Pending::verify`] and [`NonceCache::admit`];
+//!   the body is read), then [`verify::Pending::verify`], the window again with the clock read
+//!   after the body, and [`NonceCache::admit`];
+//! - which of the client's headers go upstream: [`client_header`] (the gate's own headers
+//!   dropped in every spelling, the ones it sets or vouches for kept whatever `Connection`
+//!   names), applied as [`crate::upstream`] encodes the head;
 //! - where a byte leaves for the upstream: [`Gate::forward`], which takes a [`Pass`]; a
 //!   verified pass holds an [`Admitted`] proof that only the replay cache can build;
 //! - every error's status and body: [`Refusal`], one exhaustive `match`.
@@ -19,7 +27,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
@@ -29,7 +37,7 @@ use crate::keyring::Slot;
 use crate::metrics::{Metrics, OtherReason, Outcome};
 use crate::protocol;
 use crate::replay::{Admitted, NonceCache, ReplayError};
-use crate::upstream::{Outgoing, Upstream, UpstreamBody, UpstreamError};
+use crate::upstream::{Disposition, Outgoing, Upstream, UpstreamBody, UpstreamError};
 use crate::verify::{self, ClaimedKeyIds, Reason, RequestLine};
 
 /// Body of every response the gate sends: the upstream's, streamed, or the gate's own JSON.
@@ -39,6 +47,15 @@ pub type ResponseBody = Either<UpstreamBody, Full<Bytes>>;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Forwarded-For`: the peer address is appended.
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Real-IP`: a client address header the gate does not maintain, so a client's is dropped.
+pub const REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// `X-Gate-Verified-Caller`: the gate's statement of the verified caller; a client's copy is
+/// dropped in every spelling.
+const VERIFIED_CALLER: &str = "x-gate-verified-caller";
+/// Names whose spellings with `_` for `-` are dropped, besides every `X-Gate-*` name: the
+/// headers the gate sets or vouches for, which a server reading `_` as `-` (CGI, WSGI) would
+/// otherwise take from the client.
+const UNDERSCORE_ALIASED: [HeaderName; 3] = [FORWARDED_FOR, REQUEST_ID, REAL_IP];
 
 /// Why the gate answered a request itself. [`Refusal::status`] and [`Refusal::body`] are the
 /// one place that maps an error to what the client sees.
@@ -58,6 +75,12 @@ pub enum Refusal {
     UpstreamUnavailable,
     /// No upstream response head in time (504).
     UpstreamTimeout,
+    /// A request the gate cannot forward faithfully as HTTP/1.1 (400): more than one `Host`,
+    /// an HTTP/2 `host` naming another authority than `:authority`, or a request target in no
+    /// form it forwards.
+    MalformedRequest,
+    /// CONNECT: the gate is not a tunnel (501).
+    Connect,
 }
 
 impl Refusal {
@@ -71,6 +94,8 @@ impl Refusal {
             Refusal::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::MalformedRequest => StatusCode::BAD_REQUEST,
+            Refusal::Connect => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -99,6 +124,8 @@ impl Refusal {
             Refusal::ReplayCacheFull => r#"{"error":"replay cache full"}"#,
             Refusal::UpstreamUnavailable => r#"{"error":"upstream unavailable"}"#,
             Refusal::UpstreamTimeout => r#"{"error":"upstream timeout"}"#,
+            Refusal::MalformedRequest => r#"{"error":"malformed request"}"#,
+            Refusal::Connect => r#"{"error":"CONNECT is not supported"}"#,
         }
     }
 
@@ -110,7 +137,9 @@ impl Refusal {
             | Refusal::BodyTooLarge
             | Refusal::BodyUnreadable
             | Refusal::BodyTimeout
-            | Refusal::ReplayCacheFull => Outcome::Rejected,
+            | Refusal::ReplayCacheFull
+            | Refusal::MalformedRequest
+            | Refusal::Connect => Outcome::Rejected,
         }
     }
 }
@@ -216,8 +245,7 @@ impl Gate {
     ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send {
         let started = Instant::now();
         let version = request.version();
-        let (mut parts, body) = request.into_parts();
-        parts.headers.remove(protocol::VERIFIED_KEY_ID);
+        let (parts, body) = request.into_parts();
         let request_id = match parts.headers.get(REQUEST_ID) {
             // A copy, not a slice of hyper's read buffer (see `Gate::forward`).
             Some(id) => {
@@ -226,7 +254,17 @@ impl Gate {
             None => RequestId::Generated(self.request_ids.next()),
         };
         async move {
-            let passed = if self.config.is_unsigned_path(parts.uri.path()) {
+            let passed = if let Err((refusal, why)) = check_request(&parts) {
+                tracing::warn!(
+                    status = refusal.status().as_u16(),
+                    why,
+                    method = parts.method.as_str(),
+                    peer = %peer.addr,
+                    request_id = request_id.text(),
+                    "request refused"
+                );
+                Err(refusal)
+            } else if self.config.is_unsigned_path(parts.uri.path()) {
                 let body = self.read_body(&parts.headers, body).await;
                 body.map(|body| (Pass::Exempt, body))
             } else {
@@ -299,6 +337,13 @@ impl Gate {
                 return Ok((Pass::ReportOnly, body));
             }
         };
+        // The window again, by the clock once the body is in: a request whose window closed
+        // while its body arrived is stale, and the replay cache is asked with this clock.
+        let now = unix_now();
+        if verified.timestamp().abs_diff(now) > config.clock_skew_secs {
+            self.signature_failure(Reason::StaleTimestamp, parts, peer, request_id)?;
+            return Ok((Pass::ReportOnly, body));
+        }
         let admitted = self.nonces.admit_prefetched(verified, &prefetched, now);
         match admitted {
             Ok(admitted) => {
@@ -307,6 +352,10 @@ impl Gate {
             }
             Err(ReplayError::Replayed) => {
                 self.signature_failure(Reason::ReplayedNonce, parts, peer, request_id)?;
+                Ok((Pass::ReportOnly, body))
+            }
+            Err(ReplayError::Expired) => {
+                self.signature_failure(Reason::StaleTimestamp, parts, peer, request_id)?;
                 Ok((Pass::ReportOnly, body))
             }
             Err(ReplayError::Full) => {
@@ -387,9 +436,13 @@ impl Gate {
     }
 
     /// Send the request upstream: method, path, query, headers and body unchanged except the
-    /// hop-by-hop headers, `X-Forwarded-For`, `X-Gate-Verified-Key-Id` and `request_id`, an
-    /// `X-Request-Id` the gate generated. Returns the outcome to count once the exchange
-    /// succeeds, and the exchange: the request is already encoded, so it holds no copy of it.
+    /// hop-by-hop headers, the headers [`client_header`] drops, `X-Forwarded-For`,
+    /// `X-Gate-Verified-Key-Id` and `request_id`, an `X-Request-Id` the gate generated. The
+    /// target goes in origin form (an absolute-form target's path and query, `/` for an empty
+    /// path: what was verified), and `Host` is the target's authority when it has one (HTTP/2's
+    /// `:authority`, an absolute-form URI's), else the client's. Returns the outcome to count
+    /// once the exchange succeeds, and the exchange: the request is already encoded, so it
+    /// holds no copy of it.
     fn forward(
         &self,
         mut parts: Parts,
@@ -421,16 +474,23 @@ impl Gate {
             verified_key_id.map(|value| (protocol::VERIFIED_KEY_ID, value.as_bytes())),
             request_id.map(|value| (REQUEST_ID, value)),
         ];
-        // HTTP/2 carries the host in `:authority`; HTTP/1 upstreams need it as `Host`.
-        let authority_host = parts
-            .uri
-            .authority()
-            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok());
+        // RFC 9112 section 3.2.2 and RFC 9113 section 8.3.1: the target's authority is the
+        // host (`check_request` refused an HTTP/2 `host` that disagrees with it). A copy of
+        // the client's `Host` shares hyper's buffer: no allocation.
+        let host = match parts.uri.authority() {
+            Some(authority) => Some(
+                // An `Authority` holds only characters that are valid in a header value.
+                HeaderValue::from_str(authority.as_str()).expect("authority is header-safe"),
+            ),
+            None => parts.headers.get(header::HOST).cloned(),
+        };
         let request = Outgoing {
             method: &parts.method,
-            target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
             headers: parts.headers,
-            host: authority_host.as_ref(),
+            host: host.as_ref(),
+            disposition: client_header,
             added: &added,
             body: &body,
         };
@@ -455,6 +515,93 @@ impl Gate {
             }
         }
     }
+}
+
+/// Refuse, before any signature check, a request the gate would not forward faithfully as
+/// origin-form HTTP/1.1 (docs/protocol.md, "Forwarding"); `Err` holds the refusal and why, for
+/// the log. The target must be origin-form (a path starting with `/`, which an absolute-form
+/// target also yields: its path, `/` when empty) or `*` with OPTIONS; the path verified is the
+/// path forwarded.
+fn check_request(parts: &Parts) -> Result<(), (Refusal, &'static str)> {
+    if parts.method == Method::CONNECT {
+        return Err((Refusal::Connect, "CONNECT"));
+    }
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err((Refusal::MalformedRequest, "more than one Host"));
+    }
+    let path = parts.uri.path();
+    if !(path.starts_with('/') || (path == "*" && parts.method == Method::OPTIONS)) {
+        return Err((
+            Refusal::MalformedRequest,
+            "request target in no forwardable form",
+        ));
+    }
+    if let Some(authority) = parts.uri.authority() {
+        let authority = authority.as_str().as_bytes();
+        if authority.contains(&b'@') {
+            return Err((Refusal::MalformedRequest, "userinfo in the request target"));
+        }
+        let disagrees = host.is_some_and(|host| !host.as_bytes().eq_ignore_ascii_case(authority));
+        if parts.version == Version::HTTP_2 && disagrees {
+            return Err((Refusal::MalformedRequest, "host differs from :authority"));
+        }
+    }
+    Ok(())
+}
+
+/// Where a client's header field goes (docs/protocol.md, "Forwarding"), by its lower-case
+/// name: no allocation, and a byte scan only for names with `_`.
+///
+/// - Dropped: the gate's own statements (`X-Gate-Verified-Key-Id`, `X-Gate-Verified-Caller`),
+///   the client address headers the gate does not maintain (`Forwarded`, `X-Real-IP`), and
+///   every spelling with `_` of an `X-Gate-*` name or of a header the gate sets or vouches
+///   for, which CGI- and WSGI-style servers read as the `-` spelling.
+/// - End to end, whatever the client's `Connection` lists: `X-Forwarded-For`,
+///   `X-Request-Id` and the signature headers (`X-Gate-*`), forwarded so the upstream may
+///   verify again. (`Host` and `Content-Length` the encoder writes itself.)
+/// - Everything else: forwarded unless hop-by-hop.
+fn client_header(name: &HeaderName) -> Disposition {
+    let name = name.as_str();
+    if name.as_bytes().contains(&b'_') {
+        let aliased = reads_as(
+            name.get(..protocol::HEADER_PREFIX.len()),
+            protocol::HEADER_PREFIX,
+        ) || UNDERSCORE_ALIASED
+            .iter()
+            .any(|aliased| reads_as(Some(name), aliased.as_str()));
+        return if aliased {
+            Disposition::Drop
+        } else {
+            Disposition::Forward
+        };
+    }
+    if name.starts_with(protocol::HEADER_PREFIX) {
+        return if name == protocol::VERIFIED_KEY_ID.as_str() || name == VERIFIED_CALLER {
+            Disposition::Drop
+        } else {
+            Disposition::EndToEnd
+        };
+    }
+    if name == FORWARDED_FOR.as_str() || name == REQUEST_ID.as_str() {
+        Disposition::EndToEnd
+    } else if name == header::FORWARDED.as_str() || name == REAL_IP.as_str() {
+        Disposition::Drop
+    } else {
+        Disposition::Forward
+    }
+}
+
+/// Whether `name` is `wanted` (lower-case, with `-`) once each `_` is read as `-`.
+fn reads_as(name: Option<&str>, wanted: &str) -> bool {
+    name.is_some_and(|name| {
+        name.len() == wanted.len()
+            && name
+                .bytes()
+                .zip(wanted.bytes())
+                .all(|(got, want)| got == want || (got == b'_' && want == b'-'))
+    })
 }
 
 /// Why a request body could not be collected.
@@ -641,9 +788,97 @@ mod tests {
             Refusal::ReplayCacheFull,
             Refusal::UpstreamUnavailable,
             Refusal::UpstreamTimeout,
+            Refusal::MalformedRequest,
+            Refusal::Connect,
         ] {
             let body: serde_json::Value = serde_json::from_str(refusal.body()).expect("valid JSON");
             assert!(body["error"].is_string());
+        }
+    }
+
+    /// The parts of a request with `method`, `uri`, `version` and `headers`.
+    fn parts(method: &str, uri: &str, version: Version, headers: &[(&str, &str)]) -> Parts {
+        let mut request = Request::builder().method(method).uri(uri).version(version);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).expect("valid request").into_parts().0
+    }
+
+    #[test]
+    fn requests_the_gate_cannot_forward_faithfully_are_refused() {
+        let h1 = Version::HTTP_11;
+        let h2 = Version::HTTP_2;
+        let host = [("host", "tool-gate.internal")];
+        let malformed = Err(Refusal::MalformedRequest);
+        for (method, uri, version, headers, expected) in [
+            ("GET", "/t?q=1", h1, &host[..], Ok(())),
+            ("GET", "/t", h1, &[][..], Ok(())),
+            ("GET", "http://h.example?a=1", h1, &host[..], Ok(())),
+            ("OPTIONS", "*", h1, &host[..], Ok(())),
+            ("GET", "http://tool-gate.internal/t", h2, &[][..], Ok(())),
+            ("GET", "http://TOOL-gate.internal/t", h2, &host[..], Ok(())),
+            ("GET", "http://other.example/t", h2, &host[..], malformed),
+            ("GET", "http://other.example/t", h1, &host[..], Ok(())),
+            (
+                "GET",
+                "/t",
+                h1,
+                &[("host", "a"), ("host", "a")][..],
+                malformed,
+            ),
+            ("GET", "*", h1, &host[..], malformed),
+            ("GET", "h.example:80", h1, &host[..], malformed),
+            ("GET", "http://user@h.example/t", h1, &host[..], malformed),
+            (
+                "CONNECT",
+                "h.example:443",
+                h1,
+                &host[..],
+                Err(Refusal::Connect),
+            ),
+            (
+                "CONNECT",
+                "h.example:443",
+                h2,
+                &[][..],
+                Err(Refusal::Connect),
+            ),
+        ] {
+            let parts = parts(method, uri, version, headers);
+            let checked = check_request(&parts).map_err(|(refusal, _)| refusal);
+            assert_eq!(checked, expected, "{method} {uri} {version:?} {headers:?}");
+        }
+    }
+
+    #[test]
+    fn client_headers_are_dropped_kept_or_forwarded_by_name() {
+        use Disposition::{Drop, EndToEnd, Forward};
+        for (name, expected) in [
+            ("x-gate-verified-key-id", Drop),
+            ("x_gate_verified_key_id", Drop),
+            ("x-gate-verified_key-id", Drop),
+            ("x-gate-verified-caller", Drop),
+            ("x_gate_verified_caller", Drop),
+            ("x_gate_signature", Drop),
+            ("x_forwarded_for", Drop),
+            ("x_request_id", Drop),
+            ("x_real_ip", Drop),
+            ("x-real-ip", Drop),
+            ("forwarded", Drop),
+            ("x-gate-signature", EndToEnd),
+            ("x-gate-signatures", EndToEnd),
+            ("x-gate-nonce", EndToEnd),
+            ("x-gate-version", EndToEnd),
+            ("x-forwarded-for", EndToEnd),
+            ("x-request-id", EndToEnd),
+            ("x_custom_header", Forward),
+            ("x_gate", Forward),
+            ("content-type", Forward),
+            ("connection", Forward),
+        ] {
+            let header = HeaderName::from_bytes(name.as_bytes()).expect("valid name");
+            assert_eq!(client_header(&header), expected, "{name}");
         }
     }
 

@@ -80,6 +80,12 @@ pub enum ReplayError {
     /// The cache holds its capacity of live nonces; failing closed.
     #[error("replay cache full")]
     Full,
+    /// The timestamp's window has closed by a clock the nonce's shard has already seen: an
+    /// admission with a clock read earlier, or one that stepped back, may no longer find the
+    /// nonce it would be a replay of, so it is refused as stale instead (see
+    /// [`NonceCache::admit`]).
+    #[error("timestamp outside the window")]
+    Expired,
 }
 
 /// Proof that a request verified and its nonce was fresh: the only way to forward a request
@@ -170,7 +176,14 @@ impl NonceCache {
     }
 
     /// Record a verified request's nonce, or refuse it as replayed or because the cache is
-    /// full. `now` is Unix seconds.
+    /// full. `now` is Unix seconds, read once the body is in.
+    ///
+    /// A nonce is let go of only once its timestamp has left the window by the clock of some
+    /// admission into its shard, and the shard remembers the latest expiry it let go of: a
+    /// request expiring no later than that is [`ReplayError::Expired`], whatever clock it
+    /// brings. So a replay is refused even when its clock was read before the sweep that
+    /// dropped the original's nonce, by a thread that took the shard's lock later, or after
+    /// the wall clock stepped back.
     pub fn admit(&self, verified: Verified<'_>, now: u64) -> Result<Admitted, ReplayError> {
         self.admit_key(self.key(verified.nonce()), verified, now)
     }
@@ -424,6 +437,10 @@ struct Table {
     /// needless full sweep; each finished walk (a move or a sweep pass) makes it exact again,
     /// up to renewals.
     earliest_expiry: u64,
+    /// The latest expiry of an entry this table has let go of (dropped by a move or a sweep,
+    /// or renewed in place); 0 before any. A request expiring no later than this is refused
+    /// as [`ReplayError::Expired`]: its nonce may be one of those forgotten.
+    forgotten_until: u64,
     /// The earliest expiry the walk under way (a move or a sweep pass) has kept, and of every
     /// entry written since it began: when the walk ends this is a lower bound for every entry
     /// held, and becomes `earliest_expiry`.
@@ -464,6 +481,7 @@ impl Table {
             len: 0,
             capacity,
             earliest_expiry: u64::MAX,
+            forgotten_until: 0,
             walk_earliest: u64::MAX,
             sweep_left: 0,
             sweep_at: 0,
@@ -485,7 +503,18 @@ impl Table {
         }
     }
 
-    /// Record `key` until `expiry`, or refuse it as replayed or because the shard is full.
+    /// Record `key` until `expiry`, or refuse it as replayed, expired or because the shard is
+    /// full.
+    ///
+    /// Why a replay cannot slip in after its nonce was swept: an entry is let go of only once
+    /// expired (`expiry < now` by some admission's clock), and `forgotten_until` keeps the
+    /// latest such expiry. A replay carries the original's timestamp, so the original's
+    /// expiry: either the entry is still held (replayed), or it was let go of and the replay's
+    /// expiry is at most `forgotten_until` (expired). This holds whatever `now` each admission
+    /// brings: clocks read by threads in another order than they take the lock, or a wall
+    /// clock that stepped back. No margin on the window is needed: the gate admits a timestamp
+    /// while `now - timestamp <= window`, that is `expiry >= now`, the very test that keeps an
+    /// entry.
     fn admit(
         &mut self,
         key: u64,
@@ -510,6 +539,9 @@ impl Table {
         now: u64,
         shared: &Shared,
     ) -> Result<(), ReplayError> {
+        if expiry <= self.forgotten_until {
+            return Err(ReplayError::Expired);
+        }
         let turn = now.saturating_add(self.sweep_offset) / shared.period;
         if turn != self.swept_turn {
             self.swept_turn = turn;
@@ -557,9 +589,11 @@ impl Table {
         } else {
             &mut self.slots
         };
-        if expiry_of(table[i]) >= now {
+        let held = expiry_of(table[i]);
+        if held >= now {
             return Err(ReplayError::Replayed);
         }
+        self.forgotten_until = self.forgotten_until.max(held);
         table[i] = entry(key_of(table[i]), expiry);
         self.noted(expiry);
         Ok(())
@@ -709,6 +743,7 @@ impl Table {
             }
             if expiry_of(moving) < now {
                 self.len -= 1;
+                self.forgotten_until = self.forgotten_until.max(expiry_of(moving));
                 continue;
             }
             let i = self.vacancy(key_of(moving));
@@ -802,6 +837,7 @@ impl Table {
             if expiry_of(held) < now {
                 self.slots[i] = EMPTY;
                 self.len -= 1;
+                self.forgotten_until = self.forgotten_until.max(expiry_of(held));
                 emptied = true;
             } else {
                 if emptied {
@@ -986,6 +1022,27 @@ mod tests {
         assert!(admitted.is_ok());
         assert_eq!(admit(&cache, &nonce(4), T0, T0), Err(ReplayError::Replayed));
         assert!(elsewhere.is_empty());
+    }
+
+    #[test]
+    fn a_nonce_swept_by_a_later_clock_is_not_admitted_by_an_earlier_one() {
+        // One shard, so the second nonce's admission sweeps the first one's.
+        let cache = NonceCache::with_shards(10, WINDOW, 1);
+        assert_eq!(admit(&cache, &nonce(1), T0, T0), Ok(Slot::Current));
+        let later = T0 + WINDOW + 1;
+        assert_eq!(admit(&cache, &nonce(2), later, later), Ok(Slot::Current));
+        assert_eq!(cache.len(), 1, "the first nonce was swept");
+        // A replay of the first whose clock was read before the sweep (still in its window by
+        // that clock): refused, never admitted again.
+        assert_eq!(
+            admit(&cache, &nonce(1), T0, T0 + WINDOW),
+            Err(ReplayError::Expired)
+        );
+        assert_eq!(cache.len(), 1);
+        // Any request whose window has closed by a clock the shard has seen is refused too
+        // (a wall clock that stepped back); later timestamps are not.
+        assert_eq!(admit(&cache, &nonce(3), T0, T0), Err(ReplayError::Expired));
+        assert_eq!(admit(&cache, &nonce(4), T0 + 1, T0 + 1), Ok(Slot::Current));
     }
 
     #[test]

@@ -109,21 +109,40 @@ pub enum UpstreamError {
     Timeout,
 }
 
+/// What becomes of one of the client's header fields on its way upstream: the gate's policy
+/// ([`crate::proxy`]), asked once per field as the head is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Forwarded unless hop-by-hop: one of [`HOP_BY_HOP`] or named by the `Connection` header.
+    Forward,
+    /// Forwarded whatever the `Connection` header names: a field the gate sets or vouches for.
+    EndToEnd,
+    /// Never forwarded.
+    Drop,
+}
+
 /// The request as it leaves for the upstream: what [`Upstream::send`] writes, in this order.
 #[derive(Debug)]
 pub struct Outgoing<'a> {
     /// Method, sent as is.
     pub method: &'a Method,
-    /// Origin-form target (path and query), sent as is.
-    pub target: &'a str,
-    /// The client's headers; hop-by-hop ones and those `Connection` lists are skipped, and
-    /// `Content-Length` is written from the body. Taken by value: once the request is encoded,
-    /// the emptied map receives the response's headers, and hyper parses the connection's next
-    /// request into that map in turn, so one map serves every exchange of a client connection
-    /// without allocating.
+    /// The origin-form path (or `*` for `OPTIONS *`), sent as is.
+    pub path: &'a str,
+    /// The query, sent after a `?` when present (an empty one too), as is.
+    pub query: Option<&'a str>,
+    /// The client's headers; those `disposition` drops, hop-by-hop ones and those `Connection`
+    /// lists are skipped, `Host` and `Content-Length` are written by the gate, and `Cookie`
+    /// fields are joined into one (RFC 9113 section 8.2.3; RFC 6265 section 5.4 allows only one
+    /// on HTTP/1.1). Taken by value: once the request is encoded, the emptied map receives the
+    /// response's headers, and hyper parses the connection's next request into that map in
+    /// turn, so one map serves every exchange of a client connection without allocating.
     pub headers: HeaderMap,
-    /// `Host` to send when `headers` has none (an HTTP/2 client's `:authority`, or the upstream).
+    /// The one `Host` sent (client copies in `headers` are skipped); the upstream's authority
+    /// when `None`.
     pub host: Option<&'a HeaderValue>,
+    /// Where each of the client's header fields goes, by name (lower-case, as `HeaderMap`
+    /// holds it).
+    pub disposition: fn(&HeaderName) -> Disposition,
     /// Headers the gate adds, written after the client's (`None`s are skipped). The values
     /// are the gate's own, none holding CR or LF: bytes, so a value built per request needs
     /// no `HeaderValue` (an allocation).
@@ -378,35 +397,48 @@ async fn reap(pool: Weak<Pool>) {
     }
 }
 
-/// Write the request head into `out`: request line, the client's end-to-end headers, `Host`
-/// if missing, the gate's headers, and `Content-Length` from the body.
+/// Write the request head into `out`: request line, `Host`, the client's end-to-end headers
+/// (`Cookie` fields joined into one), the gate's headers, and `Content-Length` from the body.
 fn encode_head(out: &mut Vec<u8>, request: &Outgoing<'_>, host: &HeaderValue) {
     out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(request.target.as_bytes());
+    out.extend_from_slice(request.path.as_bytes());
+    if let Some(query) = request.query {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     // Values were validated by hyper's parser or built by the gate: none holds CR or LF.
-    let mut field = |name: &str, value: &[u8]| {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    };
+    field(out, header::HOST.as_str(), host.as_bytes());
     let headers = &request.headers;
-    if !headers.contains_key(header::HOST) {
-        field(header::HOST.as_str(), host.as_bytes());
-    }
     let options = ConnectionOptions::of(headers);
+    let forwarded = |name: &HeaderName| match (request.disposition)(name) {
+        Disposition::Forward => {
+            !is_hop_by_hop(name.as_str().as_bytes()) && !options.lists(name.as_str())
+        }
+        Disposition::EndToEnd => true,
+        Disposition::Drop => false,
+    };
     let mut had_length = false;
     for (name, value) in headers {
         if name == header::CONTENT_LENGTH {
             had_length = true;
-        } else if !is_hop_by_hop(name.as_str().as_bytes()) && !options.lists(name.as_str()) {
-            field(name.as_str(), value.as_bytes());
+        } else if name != header::HOST && name != header::COOKIE && forwarded(name) {
+            field(out, name.as_str(), value.as_bytes());
         }
     }
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if let Some(first) = cookies.next().filter(|_| forwarded(&header::COOKIE)) {
+        out.extend_from_slice(b"cookie: ");
+        out.extend_from_slice(first.as_bytes());
+        for more in cookies {
+            out.extend_from_slice(b"; ");
+            out.extend_from_slice(more.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
     for (name, value) in request.added.iter().flatten() {
-        field(name.as_str(), value);
+        field(out, name.as_str(), value);
     }
     // RFC 9110 section 8.6: no Content-Length on an empty body unless the client sent one or
     // the method anticipates a body.
@@ -414,10 +446,19 @@ fn encode_head(out: &mut Vec<u8>, request: &Outgoing<'_>, host: &HeaderValue) {
     if had_length || anticipates_body || !request.body.is_empty() {
         let mut digits = [0u8; 20];
         field(
+            out,
             header::CONTENT_LENGTH.as_str(),
             decimal(&mut digits, request.body.len()),
         );
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// One header line.
+fn field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -1453,12 +1494,45 @@ mod tests {
         ));
     }
 
+    /// A policy like the gate's: `x-owned` is dropped, `x-vouched` is end to end.
+    fn policy(name: &HeaderName) -> Disposition {
+        match name.as_str() {
+            "x-owned" => Disposition::Drop,
+            "x-vouched" => Disposition::EndToEnd,
+            _ => Disposition::Forward,
+        }
+    }
+
+    fn encoded(
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: HeaderMap,
+        added: &[Option<(HeaderName, &[u8])>],
+        body: &Bytes,
+    ) -> String {
+        let host = HeaderValue::from_static("tool-gate:8081");
+        let request = Outgoing {
+            method,
+            path,
+            query,
+            headers,
+            host: None,
+            disposition: policy,
+            added,
+            body,
+        };
+        let mut out = Vec::new();
+        encode_head(&mut out, &request, &host);
+        String::from_utf8(out).expect("ASCII head")
+    }
+
     #[test]
     fn requests_are_encoded_with_end_to_end_headers_and_the_body_length() {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONNECTION,
-            HeaderValue::from_static("keep-alive, X-Hop"),
+            HeaderValue::from_static("keep-alive, X-Hop, X-Vouched, Host, Cookie"),
         );
         headers.insert("x-hop", HeaderValue::from_static("1"));
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -1468,46 +1542,47 @@ mod tests {
         );
         headers.append("x-kept", HeaderValue::from_static("a"));
         headers.append("x-kept", HeaderValue::from_static("b"));
+        headers.insert("x-owned", HeaderValue::from_static("spoof"));
+        headers.insert("x-vouched", HeaderValue::from_static("v"));
+        headers.insert(header::HOST, HeaderValue::from_static("client.example"));
         let added = HeaderValue::from_static("10.0.0.9");
-        let host = HeaderValue::from_static("tool-gate:8081");
         let body = Bytes::from_static(b"{}");
-        let request = Outgoing {
-            method: &Method::POST,
-            target: "/tool?q=1",
+        let head = encoded(
+            &Method::POST,
+            "/tool",
+            Some("q=1"),
             headers,
-            host: None,
-            added: &[
+            &[
                 None,
                 Some((HeaderName::from_static("x-forwarded-for"), added.as_bytes())),
             ],
-            body: &body,
-        };
-        let mut out = Vec::new();
-        encode_head(&mut out, &request, &host);
+            &body,
+        );
+        // The `host` given wins over the client's, and `Connection` cannot remove it.
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            head,
             "POST /tool?q=1 HTTP/1.1\r\nhost: tool-gate:8081\r\nx-kept: a\r\nx-kept: b\r\n\
-             x-forwarded-for: 10.0.0.9\r\ncontent-length: 2\r\n\r\n"
+             x-vouched: v\r\nx-forwarded-for: 10.0.0.9\r\ncontent-length: 2\r\n\r\n"
         );
 
-        // An empty GET gets no Content-Length; a client's own Host is kept.
+        // An empty GET gets no Content-Length; an empty query keeps its `?`; cookies are joined.
         let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("tool-gate.internal"));
-        let empty = Bytes::new();
-        let request = Outgoing {
-            method: &Method::GET,
-            target: "/",
-            headers,
-            host: None,
-            added: &[],
-            body: &empty,
-        };
-        let mut out = Vec::new();
-        encode_head(&mut out, &request, &host);
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        let head = encoded(&Method::GET, "/", Some(""), headers, &[], &Bytes::new());
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "GET / HTTP/1.1\r\nhost: tool-gate.internal\r\n\r\n"
+            head,
+            "GET /? HTTP/1.1\r\nhost: tool-gate:8081\r\ncookie: a=1; b=2\r\n\r\n"
         );
+        let head = encoded(
+            &Method::OPTIONS,
+            "*",
+            None,
+            HeaderMap::new(),
+            &[],
+            &Bytes::new(),
+        );
+        assert_eq!(head, "OPTIONS * HTTP/1.1\r\nhost: tool-gate:8081\r\n\r\n");
     }
 
     /// True when the peer has closed `end` (end of stream). Waits for the close or for data,
