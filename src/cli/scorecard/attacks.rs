@@ -5,8 +5,8 @@
 //! HTTP/2 streams, and a secret in a configuration file that does not parse.
 //!
 //! They play against gates of their own, started once for all of them beside the field's
-//! ([`Arena`]): one with a short clock-skew window and header-read timeout, so a scenario
-//! waits seconds rather than minutes, and one in front of an upstream that answers with
+//! ([`Arena`]): one with a short clock-skew window, header-read and idle timeout, so a
+//! scenario waits seconds rather than minutes, and one in front of an upstream that answers with
 //! broken framing on request. Scenarios that need nothing special use the field's gates.
 
 use std::net::SocketAddr;
@@ -32,8 +32,12 @@ use crate::verify::Reason;
 const SKEW_SECS: u64 = 2;
 /// Header-read timeout of the attack gate (`GATE_HEADER_READ_TIMEOUT_SECS`).
 const HEADER_READ_SECS: u64 = 1;
-/// How much later than the header-read timeout a slow connection may still be closed: the
-/// timer's granularity and a busy machine, not a second timeout.
+/// Idle timeout of the attack gate (`GATE_IDLE_TIMEOUT_SECS`).
+const IDLE_SECS: u64 = 1;
+/// The idle timeout's variable (README.md, Configuration).
+const IDLE_TIMEOUT_VAR: &str = "GATE_IDLE_TIMEOUT_SECS";
+/// How much later than the header-read or idle timeout a connection may still be closed: the
+/// timers' granularity and a busy machine, not a second timeout.
 const CLOSE_MARGIN: Duration = Duration::from_millis(1500);
 /// Replay cache of the attack gate (`GATE_NONCE_CACHE_CAPACITY`): small enough for one shard,
 /// so every admission steps the sweep that would drop the replayed nonce.
@@ -48,17 +52,25 @@ const MAX_HEADER_FIELDS: usize = 100;
 const FLOOD_EXTRA: u32 = 16;
 /// Streams the HTTP/2 flood opens when the gate advertises no limit at all.
 const FLOOD_UNLIMITED: u32 = 300;
-/// Most bytes of its declared body each flood stream sends before stalling.
-const FLOOD_SENT: usize = 512;
-/// DATA bytes the flood sends in all: within the connection's initial flow-control window
-/// (65,535 bytes until the gate grants more), which the gate may not have widened yet.
+/// Declared body of each flood stream: half the main gate's body limit, never all sent.
+const FLOOD_DECLARED: usize = super::MAX_BODY / 2;
+/// Most bytes of its body each flood stream sends with its head.
+const FLOOD_FIRST: usize = 512;
+/// DATA bytes the flood sends with the heads, in all: within the connection's initial
+/// flow-control window ([`INITIAL_WINDOW`]), which the gate may not have widened yet.
 const FLOOD_DATA: usize = 60_000;
+/// Bytes each held flood stream sends afterwards: enough, over the gate's stream limit, to
+/// pass the body bytes one connection may hold (the body budget's per-connection share).
+const FLOOD_MORE: usize = 2048;
+/// A connection's initial flow-control window (RFC 9113 section 6.9.2).
+const INITIAL_WINDOW: u64 = 65_535;
 /// The client connection preface of HTTP/2 (RFC 9113 section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The gates only the attack scenarios use.
 struct Arena {
-    /// Short skew window and header-read timeout, a small replay cache, one exempt path.
+    /// Short skew window, header-read and idle timeouts, a small replay cache, one exempt
+    /// path.
     gate: GateProcess,
     /// In front of [`Arena::malformed`].
     fronting: GateProcess,
@@ -75,6 +87,7 @@ impl Arena {
             .current(&field.new)
             .set(vars::CLOCK_SKEW_SECS, SKEW_SECS.to_string())
             .set(vars::HEADER_READ_TIMEOUT_SECS, HEADER_READ_SECS.to_string())
+            .set(IDLE_TIMEOUT_VAR, IDLE_SECS.to_string())
             .set(vars::NONCE_CACHE_CAPACITY, NONCE_CAPACITY.to_string())
             .set(vars::UNSIGNED_PATHS, EXEMPT_PATH);
         let fronting_env = GateEnv::new(&malformed.url()).current(&field.new);
@@ -362,7 +375,7 @@ async fn slow_clients(arena: &Arena) -> Result<Vec<Check>, HarnessError> {
 /// like an idle HTTP/1.1 keep-alive connection, instead of holding a slot for ever.
 async fn idle_h2(field: &Field, arena: &Arena) -> Result<Vec<Check>, HarnessError> {
     let addr = arena.gate.proxy_addr();
-    let limit = Duration::from_secs(HEADER_READ_SECS) + CLOSE_MARGIN;
+    let limit = Duration::from_secs(IDLE_SECS) + CLOSE_MARGIN;
     let (mut sender, task) = h2_connect_to(addr)
         .await
         .map_err(|e| HarnessError::new("HTTP/2 connection", e))?;
@@ -380,7 +393,7 @@ async fn idle_h2(field: &Field, arena: &Arena) -> Result<Vec<Check>, HarnessErro
         Check::new(
             "idle connection",
             format!(
-                "closed within {} ms idle (header-read timeout {HEADER_READ_SECS} s)",
+                "closed within {} ms idle (idle timeout {IDLE_SECS} s)",
                 limit.as_millis()
             ),
             observed,
@@ -529,12 +542,13 @@ fn verified_key_id_copies(headers: &HeaderMap) -> Vec<String> {
 /// reach the upstream: not on an exempt path, not through a report-only gate, and not beside
 /// the gate's own on a verified request.
 async fn spoofed_verified_key_id(field: &Field, arena: &Arena) -> Result<Vec<Check>, HarnessError> {
+    // One copy with dashes: on a signed path two copies of an `X-Gate-*` name are a
+    // malformed signature, which would end the verified case before forwarding.
     let spoofs = [
         "X_Gate_Verified_Key_Id: current",
         "x_gate_verified_key_id: current",
         "X_GATE_VERIFIED_KEY_ID: current",
         "X-GATE-VERIFIED-KEY-ID: current",
-        "x-gate-verified-key-id: current",
     ];
     let exempt = Call::new(Method::GET, EXEMPT_PATH);
     let report_only = Call::new(Method::GET, "/game/spoof-report-only");
@@ -744,6 +758,7 @@ const FRAME_HEADERS: u8 = 0x1;
 const FRAME_RST_STREAM: u8 = 0x3;
 const FRAME_SETTINGS: u8 = 0x4;
 const FRAME_GOAWAY: u8 = 0x7;
+const FRAME_WINDOW_UPDATE: u8 = 0x8;
 const FLAG_ACK: u8 = 0x1;
 const FLAG_END_HEADERS: u8 = 0x4;
 const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
@@ -809,10 +824,75 @@ fn hpack_block(fields: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
+/// What the flood has read from the gate so far.
+#[derive(Debug, Default)]
+struct FloodLog {
+    /// Streams refused with `REFUSED_STREAM`.
+    refused: std::collections::BTreeSet<u32>,
+    /// Streams reset for any reason (a refused stream may be reset again for the DATA frame
+    /// sent after it).
+    reset: std::collections::BTreeSet<u32>,
+    /// Streams the gate answered (a HEADERS frame).
+    answered: std::collections::BTreeSet<u32>,
+    /// The error code of a GOAWAY.
+    goaway: Option<u32>,
+    /// Connection-level flow-control credit granted by WINDOW_UPDATE on stream 0.
+    granted: u64,
+}
+
+impl FloodLog {
+    fn note(&mut self, frame: &Frame) {
+        let word = |at: usize| {
+            frame
+                .payload
+                .get(at..at + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        match frame.kind {
+            FRAME_RST_STREAM if frame.stream > 0 => {
+                if word(0) == Some(REFUSED_STREAM) {
+                    self.refused.insert(frame.stream);
+                }
+                self.reset.insert(frame.stream);
+            }
+            FRAME_HEADERS if frame.stream > 0 => {
+                self.answered.insert(frame.stream);
+            }
+            FRAME_GOAWAY => self.goaway = word(4),
+            FRAME_WINDOW_UPDATE if frame.stream == 0 => {
+                self.granted += u64::from(word(0).unwrap_or(0) & 0x7fff_ffff);
+            }
+            _ => {}
+        }
+    }
+
+    /// Read and note frames until the gate has been quiet for `quiet`, or for at most `most`.
+    async fn read(
+        &mut self,
+        connection: &mut RawConnection,
+        buffer: &mut Vec<u8>,
+        quiet: Duration,
+        most: Duration,
+    ) {
+        let until = Instant::now() + most;
+        while Instant::now() < until {
+            match connection.read_some(quiet).await {
+                Ok(more) if !more.is_empty() => buffer.extend(more),
+                _ => break,
+            }
+            for frame in frames(buffer) {
+                self.note(&frame);
+            }
+        }
+    }
+}
+
 /// One connection opens more HTTP/2 streams than the gate allows, each with a well-formed but
-/// unverifiable signature and a body that stalls after a few bytes, so the gate holds every
-/// stream it accepts while it waits for the body. The gate must advertise a stream limit and
-/// refuse the streams past it, and keep serving everyone else meanwhile.
+/// unverifiable signature and a body that stalls, so the gate holds every stream it accepts
+/// while it waits for the body; then every held stream sends a little more. The gate must
+/// advertise a stream limit and refuse the streams past it, bound the body bytes it holds for
+/// one connection (refusing the bodies past that at once with 503), and keep serving everyone
+/// else meanwhile.
 async fn stream_flood(field: &Field) -> Result<Vec<Check>, HarnessError> {
     let gate = &field.main;
     let addr = gate.proxy_addr();
@@ -823,14 +903,19 @@ async fn stream_flood(field: &Field) -> Result<Vec<Check>, HarnessError> {
     connection.send(&hello).await.map_err(fail)?;
 
     // The gate's SETTINGS come first (RFC 9113 section 3.4).
+    let mut log = FloodLog::default();
     let mut buffer = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
-    let settings = loop {
-        if let Some(settings) = frames(&mut buffer)
-            .into_iter()
-            .find(|f| f.kind == FRAME_SETTINGS && f.flags & FLAG_ACK == 0)
-        {
-            break settings;
+    let settings = 'read: loop {
+        let mut settings = None;
+        for frame in frames(&mut buffer) {
+            log.note(&frame);
+            if frame.kind == FRAME_SETTINGS && frame.flags & FLAG_ACK == 0 {
+                settings = Some(frame);
+            }
+        }
+        if let Some(settings) = settings {
+            break 'read settings;
         }
         if Instant::now() > deadline {
             return Err(fail("no SETTINGS from the gate".to_owned()));
@@ -841,10 +926,13 @@ async fn stream_flood(field: &Field) -> Result<Vec<Check>, HarnessError> {
             .map_err(fail)?;
         buffer.extend(more);
     };
-    let limit = settings.payload.chunks_exact(6).find_map(|entry| {
-        (u16::from_be_bytes([entry[0], entry[1]]) == SETTINGS_MAX_CONCURRENT_STREAMS)
-            .then(|| u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]))
-    });
+    let setting = |id: u16| {
+        settings.payload.chunks_exact(6).find_map(|entry| {
+            (u16::from_be_bytes([entry[0], entry[1]]) == id)
+                .then(|| u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]))
+        })
+    };
+    let limit = setting(SETTINGS_MAX_CONCURRENT_STREAMS);
     connection
         .send(&frame(FRAME_SETTINGS, FLAG_ACK, 0, &[]))
         .await
@@ -852,8 +940,7 @@ async fn stream_flood(field: &Field) -> Result<Vec<Check>, HarnessError> {
 
     let opened = limit.map_or(FLOOD_UNLIMITED, |l| l.min(1000) + FLOOD_EXTRA);
     let path = "/game/h2-flood";
-    let declared = vec![b'x'; FLOOD_SENT * 2];
-    let sent = (FLOOD_DATA / opened as usize).clamp(1, FLOOD_SENT);
+    let declared = vec![b'x'; FLOOD_DECLARED];
     let call = Call::new(Method::POST, path)
         .body(declared.clone())
         .signed(&field.stranger.signer());
@@ -878,70 +965,61 @@ async fn stream_flood(field: &Field) -> Result<Vec<Check>, HarnessError> {
         }
     }
     let block = hpack_block(&fields);
+    let before = gate.scrape().await?;
+    let first = (FLOOD_DATA / opened as usize).clamp(1, FLOOD_FIRST);
     let mut flood = Vec::new();
     for n in 0..opened {
         let stream = 2 * n + 1;
         flood.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, stream, &block));
-        flood.extend(frame(FRAME_DATA, 0, stream, &declared[..sent]));
+        flood.extend(frame(FRAME_DATA, 0, stream, &declared[..first]));
     }
+    let sent_first = u64::from(opened) * first as u64;
     connection.send(&flood).await.map_err(fail)?;
+    // Refusals come at once.
+    let (quiet, most) = (Duration::from_millis(300), Duration::from_secs(3));
+    log.read(&mut connection, &mut buffer, quiet, most).await;
+    let refused_streams = log.refused.len() as u32;
+    let reset_streams = log.reset.len();
 
-    // Read until the gate has been quiet for a while: refusals come at once.
-    // Stream ids: a refused stream may be reset again for the DATA frame sent after it.
-    let mut refused = std::collections::BTreeSet::new();
-    let mut reset = std::collections::BTreeSet::new();
-    let mut goaway = None;
-    let quiet_for = Duration::from_millis(300);
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        let more = match connection.read_some(quiet_for).await {
-            Ok(more) if more.is_empty() => break,
-            Ok(more) => more,
-            Err(_closed) => break,
-        };
-        buffer.extend(more);
-        for frame in frames(&mut buffer) {
-            match frame.kind {
-                FRAME_RST_STREAM if frame.stream > 0 && frame.payload.len() == 4 => {
-                    let code = u32::from_be_bytes([
-                        frame.payload[0],
-                        frame.payload[1],
-                        frame.payload[2],
-                        frame.payload[3],
-                    ]);
-                    if code == REFUSED_STREAM {
-                        refused.insert(frame.stream);
-                    }
-                    reset.insert(frame.stream);
-                }
-                FRAME_GOAWAY if frame.payload.len() >= 8 => {
-                    goaway = Some(u32::from_be_bytes([
-                        frame.payload[4],
-                        frame.payload[5],
-                        frame.payload[6],
-                        frame.payload[7],
-                    ]));
-                }
-                _ => {}
-            }
+    // Every stream still held sends a little more of its body, as far as flow control lets.
+    // Connection-level credit: the initial window and what the gate has granted since, less
+    // what was sent; a client may not send DATA past it.
+    let mut credit = (INITIAL_WINDOW + log.granted).saturating_sub(sent_first);
+    let held: Vec<u32> = (0..opened)
+        .map(|n| 2 * n + 1)
+        .filter(|stream| !log.reset.contains(stream))
+        .collect();
+    let mut more = Vec::new();
+    let mut topped_up = 0;
+    for stream in &held {
+        if credit < FLOOD_MORE as u64 {
+            break;
         }
+        more.extend(frame(FRAME_DATA, 0, *stream, &declared[..FLOOD_MORE]));
+        credit -= FLOOD_MORE as u64;
+        topped_up += 1;
     }
+    connection.send(&more).await.map_err(fail)?;
+    log.read(&mut connection, &mut buffer, quiet, most).await;
+
     // Someone else, meanwhile, on a connection of their own.
     let bystander = Call::signed_post("/game/h2-flood-bystander", &field.new.signer());
     let started = Instant::now();
     let served = field.http.call(addr, &bystander).await;
     let took = started.elapsed();
     drop(connection);
+    let after = gate.scrape().await?;
 
-    let other_resets = reset.difference(&refused).count();
     // Distinct streams among those opened: the difference cannot underflow.
-    let accepted = opened - reset.len() as u32;
-    let refused = refused.len() as u32;
+    let accepted = opened - reset_streams as u32;
     let expected_refused = limit.map_or(0, |l| opened.saturating_sub(l));
     let limit_text = limit.map_or("no limit advertised".to_owned(), |l| {
         format!("limit {l} advertised")
     });
-    let held = limit.is_some() && accepted <= limit.unwrap_or(0) && refused >= expected_refused;
+    let held_ok =
+        limit.is_some() && accepted <= limit.unwrap_or(0) && refused_streams >= expected_refused;
+    let budget_metric = "sig_gate_body_budget_refused_total";
+    let budget_refused = after.count_delta(&before, budget_metric, &[]);
     Ok(vec![
         Check::new(
             "concurrent streams on one connection",
@@ -949,11 +1027,26 @@ async fn stream_flood(field: &Field) -> Result<Vec<Check>, HarnessError> {
                 "a limit advertised in SETTINGS, and of limit+{FLOOD_EXTRA} streams those past it refused"
             ),
             format!(
-                "{limit_text}; of {opened} streams {refused} refused (REFUSED_STREAM), \
-                 {other_resets} reset otherwise, {accepted} held open{}",
-                goaway.map_or(String::new(), |code| format!(", GOAWAY code {code:#x}"))
+                "{limit_text}; of {opened} streams {refused_streams} refused (REFUSED_STREAM), \
+                 {} reset otherwise, {accepted} held open{}",
+                reset_streams - refused_streams as usize,
+                log.goaway
+                    .map_or(String::new(), |code| format!(", GOAWAY code {code:#x}"))
             ),
-            held,
+            held_ok,
+        ),
+        Check::new(
+            "body bytes held for one connection",
+            format!(
+                "bounded: of the held streams sending {FLOOD_MORE} bytes more each, those past \
+                 the connection's share answered at once (503), counted in {budget_metric}"
+            ),
+            format!(
+                "{topped_up} streams sent {FLOOD_MORE} bytes more; {} answered, {budget_metric} \
+                 +{budget_refused}",
+                log.answered.len()
+            ),
+            budget_refused > 0 && !log.answered.is_empty(),
         ),
         match served {
             Ok(reply) => Check::new(
