@@ -18,10 +18,11 @@ use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::task::JoinSet;
 
-use super::{Field, answer, invalid, reached};
+use super::{Field, answer, grew, invalid, reached};
 use crate::config::vars;
 use crate::protocol;
 use crate::runbook::client::{Body, Call, Credential, RawConnection, Reply, error_chain};
+use crate::runbook::exposition::Scrape;
 use crate::runbook::gate::{GateEnv, GateProcess};
 use crate::runbook::upstream::{Malformed, Upstream};
 use crate::runbook::{Check, HarnessError};
@@ -200,6 +201,17 @@ fn answer_or_error(what: &str, reply: &Result<Reply, String>, expected: &str) ->
 fn upstream_total(name: &str, before: usize, after: usize, expected: usize) -> Check {
     let text = |n: usize| format!("{n} request(s) reached the upstream");
     Check::equal(name, text(expected), text(after - before))
+}
+
+/// One more request counted as `sig_gate_requests_total{outcome="rejected"}`.
+fn rejected(before: &Scrape, after: &Scrape) -> Check {
+    grew(
+        before,
+        after,
+        "sig_gate_requests_total",
+        ("outcome", "rejected"),
+        1,
+    )
 }
 
 /// Open an HTTP/2 (prior knowledge) connection to `addr`; the connection task runs on its own
@@ -635,13 +647,16 @@ async fn two_hosts(field: &Field) -> Result<Vec<Check>, HarnessError> {
     let addr = field.main.proxy_addr();
     let call = Call::signed_post("/game/two-hosts", &field.new.signer());
     let wire = call.wire(addr).line("host: admin.internal");
+    let before = field.main.scrape().await?;
     let reply = raw_exchange(addr, &wire.bytes()).await;
+    let after = field.main.scrape().await?;
     let status = match &reply {
         Ok(reply) => reply.status.as_u16().to_string(),
         Err(err) => format!("no answer ({err})"),
     };
     Ok(vec![
         Check::equal("answer", "400".to_owned(), status),
+        rejected(&before, &after),
         reached(field, call.path(), 0, None),
     ])
 }
@@ -658,7 +673,9 @@ async fn h2_connect(field: &Field) -> Result<Vec<Check>, HarnessError> {
     let call = Call::new(Method::CONNECT, "").signed(&field.new.signer());
     let mut request = call.request(addr);
     *request.uri_mut() = http::Uri::from_static("tool-gate.internal:443");
+    let scraped = field.main.scrape().await?;
     let reply = h2_send(&mut sender, request).await;
+    let after = field.main.scrape().await?;
     let (observed, refused) = match &reply {
         Ok(reply) if reply.status.is_success() => {
             (format!("{} (tunnel open)", reply.status), false)
@@ -673,6 +690,7 @@ async fn h2_connect(field: &Field) -> Result<Vec<Check>, HarnessError> {
             observed,
             refused,
         ),
+        rejected(&scraped, &after),
         upstream_total("upstream", before, field.upstream.total(), 0),
     ])
 }
