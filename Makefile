@@ -6,6 +6,9 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 BIN := target/debug/sig-gate
+# Cargo tools the targets need, built from crates.io into the tree (never taken from ~/.cargo).
+TOOLS := target/tools
+CARGO_DENY_VERSION := 0.20.2
 
 .PHONY: help build run test test-rust test-python test-runbook test-deploy lint bench \
 	hmac-rotation-drill game-day-scorecard hmac-migration-advice debug-bin
@@ -34,12 +37,13 @@ test-runbook: debug-bin ## rotation drill and game-day scorecard in quick mode, 
 test-deploy: ## Prometheus rules, kustomize overlays, dashboard, units, Prometheus end to end
 	scripts/test-deploy.sh
 
-lint: ## rustfmt, clippy (warnings are errors) on the crate and the benchmark's loadgen, hadolint
+lint: $(TOOLS)/bin/cargo-deny ## rustfmt, clippy (warnings are errors), hadolint, cargo deny (bans, licenses, sources)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) fmt --manifest-path bench/loadgen/Cargo.toml -- --check
 	$(CARGO) clippy --locked --manifest-path bench/loadgen/Cargo.toml -- -D warnings
 	scripts/lint-deploy.sh
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(CARGO) deny --locked check --hide-inclusion-graph bans licenses sources
 
 bench: ## criterion verify ratio, then the load benchmark vs nginx and HAProxy -> docs/benchmarks.md
 	$(CARGO) bench --locked --bench verify
@@ -57,3 +61,6 @@ hmac-migration-advice: debug-bin ## the runbook's decision checkpoint (reads AUT
 
 debug-bin:
 	$(CARGO) build --locked --bin sig-gate
+
+$(TOOLS)/bin/cargo-deny:
+	$(CARGO) install --locked --quiet --root $(TOOLS) cargo-deny@$(CARGO_DENY_VERSION)

@@ -29,7 +29,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands of contract section 2.
+/// The subcommands (README, "Commands").
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the verifying proxy (the container's entrypoint).

@@ -1,4 +1,4 @@
-//! Configuration (contract section 3), in two stages:
+//! Configuration (README, "Configuration"), in two stages:
 //!
 //! 1. figment layers built-in defaults < TOML file (`GATE_CONFIG`, else `config/sig-gate.toml`
 //!    when it exists) < environment into [`Raw`]: every value kept as text, keyed by the
@@ -22,13 +22,13 @@ use http::Uri;
 use http::uri::{Authority, Scheme};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
+use zeroize::Zeroizing;
 
 use crate::keyring::{Key, Keyring, Secret, Slot};
 use crate::protocol;
 use crate::sign::Signer;
 
-/// Names of the variables, fixed by the contract (plus a few of our own, documented in
-/// README.md). One constant each so that messages and lookups cannot disagree.
+/// Names of the variables, as README.md's configuration table documents them. One constant each so that messages and lookups cannot disagree.
 pub mod vars {
     /// Current secret.
     pub const SECRET: &str = "INTERSERVICE_HMAC_SECRET";
@@ -74,11 +74,23 @@ pub mod vars {
     pub const HEADER_READ_TIMEOUT_SECS: &str = "GATE_HEADER_READ_TIMEOUT_SECS";
     /// Deadline for a client to send its whole request body.
     pub const BODY_READ_TIMEOUT_SECS: &str = "GATE_BODY_READ_TIMEOUT_SECS";
+    /// Largest request head (request line and header fields) accepted.
+    pub const MAX_HEADER_BYTES: &str = "GATE_MAX_HEADER_BYTES";
+    /// Most client connections open at once.
+    pub const MAX_CONNECTIONS: &str = "GATE_MAX_CONNECTIONS";
+    /// Deadline for a connection with no request in progress.
+    pub const IDLE_TIMEOUT_SECS: &str = "GATE_IDLE_TIMEOUT_SECS";
+    /// Most concurrent streams on one HTTP/2 connection.
+    pub const HTTP2_MAX_CONCURRENT_STREAMS: &str = "GATE_HTTP2_MAX_CONCURRENT_STREAMS";
+    /// HTTP/2 keep-alive ping interval and acknowledgement deadline.
+    pub const HTTP2_KEEPALIVE_SECS: &str = "GATE_HTTP2_KEEPALIVE_SECS";
+    /// Most request-body bytes the whole process holds while bodies arrive.
+    pub const MAX_BUFFERED_BODY_BYTES: &str = "GATE_MAX_BUFFERED_BODY_BYTES";
     /// Path of the TOML configuration file.
     pub const CONFIG_FILE: &str = "GATE_CONFIG";
 
     /// Every variable read through figment, in the order `check-config` documents them.
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 28] = [
         SECRET,
         SECRET_FILE,
         SECRET_PREV,
@@ -101,6 +113,12 @@ pub mod vars {
         ALLOW_WEAK_SECRET,
         HEADER_READ_TIMEOUT_SECS,
         BODY_READ_TIMEOUT_SECS,
+        MAX_HEADER_BYTES,
+        MAX_CONNECTIONS,
+        IDLE_TIMEOUT_SECS,
+        HTTP2_MAX_CONCURRENT_STREAMS,
+        HTTP2_KEEPALIVE_SECS,
+        MAX_BUFFERED_BODY_BYTES,
     ];
 }
 
@@ -138,7 +156,7 @@ fn invalid(var: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Parse the boolean spellings of contract section 3: `true/false/1/0/yes/no`, any case.
+/// Parse the documented boolean spellings: `true/false/1/0/yes/no`, any case.
 pub fn parse_bool(value: &str) -> Option<bool> {
     const TRUE: [&str; 3] = ["true", "1", "yes"];
     const FALSE: [&str; 3] = ["false", "0", "no"];
@@ -151,9 +169,10 @@ pub fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-/// A configuration value as text, whatever scalar type the TOML file gave it.
+/// A configuration value as text, whatever scalar type the TOML file gave it. Any value may be
+/// a secret, so each is overwritten with zeros when dropped.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Text(String);
+pub struct Text(Zeroizing<String>);
 
 impl fmt::Debug for Text {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -164,13 +183,13 @@ impl fmt::Debug for Text {
 
 impl From<&str> for Text {
     fn from(value: &str) -> Text {
-        Text(value.to_owned())
+        Text(Zeroizing::new(value.to_owned()))
     }
 }
 
 impl From<String> for Text {
     fn from(value: String) -> Text {
-        Text(value)
+        Text(Zeroizing::new(value))
     }
 }
 
@@ -183,19 +202,19 @@ impl<'de> Deserialize<'de> for Text {
                 f.write_str("a string, number or boolean")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
-                Ok(Text(v.to_owned()))
+                Ok(Text::from(v))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
+                Ok(Text::from(v.to_string()))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
+                Ok(Text::from(v.to_string()))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
+                Ok(Text::from(v.to_string()))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
+                Ok(Text::from(v.to_string()))
             }
         }
         deserializer.deserialize_any(TextVisitor)
@@ -230,6 +249,12 @@ pub struct Raw {
     pub gate_allow_weak_secret: Option<Text>,
     pub gate_header_read_timeout_secs: Option<Text>,
     pub gate_body_read_timeout_secs: Option<Text>,
+    pub gate_max_header_bytes: Option<Text>,
+    pub gate_max_connections: Option<Text>,
+    pub gate_idle_timeout_secs: Option<Text>,
+    pub gate_http2_max_concurrent_streams: Option<Text>,
+    pub gate_http2_keepalive_secs: Option<Text>,
+    pub gate_max_buffered_body_bytes: Option<Text>,
 }
 
 impl Raw {
@@ -237,14 +262,19 @@ impl Raw {
     pub fn load() -> Result<Raw, ConfigError> {
         let mut figment = Figment::new();
         if let Some(path) = config_file()? {
-            figment = figment.merge(Toml::file_exact(&path));
+            let file_error = |problem| ConfigError::File {
+                path: path.clone(),
+                problem,
+            };
+            let text = read_toml(&path).map_err(file_error)?;
+            figment = figment.merge(TomlFile {
+                path: &path,
+                text: &text,
+            });
             return figment
                 .merge(ExactEnv)
                 .extract()
-                .map_err(|err| ConfigError::File {
-                    path,
-                    problem: err.to_string(),
-                });
+                .map_err(|err| file_error(err.to_string()));
         }
         figment
             .merge(ExactEnv)
@@ -253,6 +283,42 @@ impl Raw {
                 path: PathBuf::from("(environment)"),
                 problem: err.to_string(),
             })
+    }
+}
+
+/// Read the TOML file and check its syntax. A syntax error is reported by line, column and the
+/// parser's description alone: the TOML parser's own message quotes the offending line, and
+/// that line may be `interservice_hmac_secret = "...` with its secret in it.
+fn read_toml(path: &Path) -> Result<Zeroizing<String>, String> {
+    let text =
+        Zeroizing::new(std::fs::read_to_string(path).map_err(|err| format!("cannot read: {err}"))?);
+    if let Err(err) = text.parse::<toml::Table>() {
+        let at = err.span().map_or(String::new(), |span| {
+            let before = text.get(..span.start).unwrap_or(&text);
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let line = before.matches('\n').count() + 1;
+            let column = before[line_start..].chars().count() + 1;
+            format!(" at line {line}, column {column}")
+        });
+        return Err(format!("TOML syntax error{at}: {}", err.message()));
+    }
+    Ok(text)
+}
+
+/// The TOML file's text, already read and checked by [`read_toml`], named by its path in
+/// figment's messages as `Toml::file` would be.
+struct TomlFile<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Provider for TomlFile<'_> {
+    fn metadata(&self) -> Metadata {
+        Metadata::from("TOML file", self.path)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Toml::string(self.text).data()
     }
 }
 
@@ -274,7 +340,7 @@ fn config_file() -> Result<Option<PathBuf>, ConfigError> {
     }
 }
 
-/// Environment provider that takes exactly the contract's variables, as strings. figment's own
+/// Environment provider that takes exactly the documented variables, as strings. figment's own
 /// `Env` would parse `0123...` as a number or `[a]` as an array: wrong for secrets and paths.
 struct ExactEnv;
 
@@ -354,6 +420,21 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Deadline for a client's request body.
     pub body_read_timeout: Duration,
+    /// Largest request head: request line and header fields (HTTP/1.1), decoded header list
+    /// (HTTP/2). Larger heads get 431.
+    pub max_header_bytes: usize,
+    /// Most client connections open at once; connections over the cap are closed at accept.
+    pub max_connections: usize,
+    /// A connection with no request in progress for this long is closed (HTTP/2: GOAWAY).
+    pub idle_timeout: Duration,
+    /// Most concurrent streams a client may open on one HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive: ping a quiet connection this often; close it when a ping goes
+    /// unanswered for as long again.
+    pub http2_keepalive: Duration,
+    /// Most bytes of request bodies still arriving that the process holds at once (the body
+    /// budget); a request that would go past it gets 503.
+    pub max_buffered_body_bytes: usize,
     /// Log line format.
     pub log_format: LogFormat,
 }
@@ -412,8 +493,65 @@ impl TryFrom<Raw> for Config {
                 30,
             )?,
             log_format: log_format(&raw.gate_log_format)?,
+            max_header_bytes: count(
+                &raw.gate_max_header_bytes,
+                vars::MAX_HEADER_BYTES,
+                DEFAULT_MAX_HEADER_BYTES,
+            )?,
+            max_connections: count(
+                &raw.gate_max_connections,
+                vars::MAX_CONNECTIONS,
+                DEFAULT_MAX_CONNECTIONS,
+            )?,
+            idle_timeout: seconds(&raw.gate_idle_timeout_secs, vars::IDLE_TIMEOUT_SECS, 60)?,
+            http2_max_concurrent_streams: streams(&raw.gate_http2_max_concurrent_streams)?,
+            http2_keepalive: seconds(
+                &raw.gate_http2_keepalive_secs,
+                vars::HTTP2_KEEPALIVE_SECS,
+                20,
+            )?,
+            max_buffered_body_bytes: buffered_body_bytes(&raw)?,
         })
     }
+}
+
+/// Default of `GATE_MAX_HEADER_BYTES`.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 32 * 1024;
+
+/// Default of `GATE_MAX_CONNECTIONS`: far above what the few calling services of a sidecar
+/// keep open, far below a default file-descriptor limit.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
+
+/// Default of `GATE_HTTP2_MAX_CONCURRENT_STREAMS`.
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u64 = 64;
+
+/// Default of `GATE_MAX_BUFFERED_BODY_BYTES` when four largest bodies fit in it.
+pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// `GATE_HTTP2_MAX_CONCURRENT_STREAMS`: HTTP/2 carries it as a 32-bit setting.
+fn streams(value: &Option<Text>) -> Result<u32, ConfigError> {
+    let var = vars::HTTP2_MAX_CONCURRENT_STREAMS;
+    let n = positive(value, var, DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS)?;
+    u32::try_from(n).map_err(|_| invalid(var, format!("{n} is over {}", u32::MAX)))
+}
+
+/// `GATE_MAX_BUFFERED_BODY_BYTES`: by default 64 MiB or four largest bodies, whichever is
+/// more; a value that cannot hold one largest body would refuse every slow large body.
+fn buffered_body_bytes(raw: &Raw) -> Result<usize, ConfigError> {
+    let var = vars::MAX_BUFFERED_BODY_BYTES;
+    let max_body = positive(&raw.gate_max_body_bytes, vars::MAX_BODY_BYTES, 1_048_576)?;
+    let default = DEFAULT_MAX_BUFFERED_BODY_BYTES.max(max_body.saturating_mul(4));
+    let n = count(&raw.gate_max_buffered_body_bytes, var, default)?;
+    if (n as u64) < max_body {
+        return Err(invalid(
+            var,
+            format!(
+                "{n} is less than {} ({max_body}): no large body could arrive",
+                vars::MAX_BODY_BYTES
+            ),
+        ));
+    }
+    Ok(n)
 }
 
 /// The signer side of the configuration (`sig-gate sign` and the drill's clients): only the
@@ -544,8 +682,10 @@ fn secret(
 
 /// Read a secret file, stripping one trailing `\n` or `\r\n`.
 fn read_secret_file(var: &'static str, path: &Path) -> Result<Secret, ConfigError> {
-    let mut bytes = std::fs::read(path)
-        .map_err(|err| invalid(var, format!("cannot read {}: {err}", path.display())))?;
+    let mut bytes = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|err| invalid(var, format!("cannot read {}: {err}", path.display())))?,
+    );
     if bytes.ends_with(b"\n") {
         bytes.pop();
         if bytes.ends_with(b"\r") {
@@ -558,7 +698,7 @@ fn read_secret_file(var: &'static str, path: &Path) -> Result<Secret, ConfigErro
             format!("{} is not UTF-8 text", path.display()),
         ));
     }
-    Ok(Secret::new(bytes))
+    Ok(Secret::new(bytes.as_slice()))
 }
 
 fn key_id(value: &Option<Text>, var: &'static str, default: &str) -> Result<String, ConfigError> {
@@ -730,8 +870,76 @@ mod tests {
             assert_eq!(config.upstream_timeout, Duration::from_secs(60));
             assert_eq!(config.shutdown_grace, Duration::from_secs(30));
             assert_eq!(config.log_format, LogFormat::Json);
+            assert_eq!(config.max_header_bytes, 32_768);
+            assert_eq!(config.max_connections, 1024);
+            assert_eq!(config.idle_timeout, Duration::from_secs(60));
+            assert_eq!(config.http2_max_concurrent_streams, 64);
+            assert_eq!(config.http2_keepalive, Duration::from_secs(20));
+            assert_eq!(config.max_buffered_body_bytes, 64 * 1024 * 1024);
             Ok(())
         });
+    }
+
+    #[test]
+    fn connection_limits_are_read_and_checked() {
+        Jail::expect_with(|jail| {
+            jail.set_env(vars::SECRET, SECRET_A);
+            jail.set_env(vars::MAX_HEADER_BYTES, "4096");
+            jail.set_env(vars::MAX_CONNECTIONS, "10");
+            jail.set_env(vars::IDLE_TIMEOUT_SECS, "5");
+            jail.set_env(vars::HTTP2_MAX_CONCURRENT_STREAMS, "8");
+            jail.set_env(vars::HTTP2_KEEPALIVE_SECS, "3");
+            jail.set_env(vars::MAX_BUFFERED_BODY_BYTES, "2000000");
+            let config = Config::load().expect("valid");
+            assert_eq!(config.max_header_bytes, 4096);
+            assert_eq!(config.max_connections, 10);
+            assert_eq!(config.idle_timeout, Duration::from_secs(5));
+            assert_eq!(config.http2_max_concurrent_streams, 8);
+            assert_eq!(config.http2_keepalive, Duration::from_secs(3));
+            assert_eq!(config.max_buffered_body_bytes, 2_000_000);
+            Ok(())
+        });
+        // Unset, the body budget holds at least four largest bodies.
+        Jail::expect_with(|jail| {
+            jail.set_env(vars::SECRET, SECRET_A);
+            jail.set_env(vars::MAX_BODY_BYTES, "100000000");
+            let config = Config::load().expect("valid");
+            assert_eq!(config.max_buffered_body_bytes, 400_000_000);
+            Ok(())
+        });
+        let numbers = [
+            vars::MAX_HEADER_BYTES,
+            vars::MAX_CONNECTIONS,
+            vars::IDLE_TIMEOUT_SECS,
+            vars::HTTP2_MAX_CONCURRENT_STREAMS,
+            vars::HTTP2_KEEPALIVE_SECS,
+            vars::MAX_BUFFERED_BODY_BYTES,
+        ];
+        for var in numbers {
+            for bad in ["0", "-1", "32k", "1.5", " 7", "many"] {
+                Jail::expect_with(|jail| {
+                    let message = refusal(jail, &[(vars::SECRET, SECRET_A), (var, bad)]);
+                    assert!(message.starts_with(var), "{var}={bad}: {message}");
+                    Ok(())
+                });
+            }
+        }
+        let cases: &[(&str, &str, &str)] = &[
+            (vars::HTTP2_MAX_CONCURRENT_STREAMS, "4294967296", "over"),
+            (
+                vars::MAX_BUFFERED_BODY_BYTES,
+                "1048575",
+                vars::MAX_BODY_BYTES,
+            ),
+        ];
+        for (var, value, mentions) in cases {
+            Jail::expect_with(|jail| {
+                let message = refusal(jail, &[(vars::SECRET, SECRET_A), (var, value)]);
+                assert!(message.starts_with(var), "{message}");
+                assert!(message.contains(mentions), "{message}");
+                Ok(())
+            });
+        }
     }
 
     #[test]
@@ -971,6 +1179,43 @@ mod tests {
     }
 
     #[test]
+    fn toml_errors_never_quote_a_secret() {
+        // Each file is refused; no message may hold any part of the secret's value.
+        let secret = "TOPSECRET-value-0123456789-abcdefghij";
+        let files = [
+            format!("gate_listen = \"127.0.0.1:1\"\ninterservice_hmac_secret = \"{secret}\n"),
+            format!("interservice_hmac_secret = {secret}\n"),
+            format!("interservice_hmac_secret = \"{secret}\" \"{secret}\"\n"),
+            format!("interservice_hmac_secret = [\"{secret}\"]\n"),
+            format!("interservice_hmac_secret = {{ v = \"{secret}\" }}\n"),
+            format!("interservice_hmac_secret = \"{secret}\"\ninterservice_hmac_secret = \"x\"\n"),
+            "interservice_hmac_secret = 1979-05-27T07:32:00Z\nx = [\"TOPSECRET\"]\n".to_owned(),
+        ];
+        for file in files {
+            Jail::expect_with(|jail| {
+                jail.create_file("bad.toml", &file)?;
+                jail.set_env(vars::CONFIG_FILE, "bad.toml");
+                let message = Config::load().expect_err("refused").to_string();
+                assert!(message.starts_with(vars::CONFIG_FILE), "{message}");
+                assert!(!message.contains("TOPSECRET"), "{file:?} -> {message}");
+                assert!(!message.contains("0123456789"), "{file:?} -> {message}");
+                Ok(())
+            });
+        }
+        // A syntax error still says where it is.
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "bad.toml",
+                &format!("a = 1\ninterservice_hmac_secret = \"{secret}\n"),
+            )?;
+            jail.set_env(vars::CONFIG_FILE, "bad.toml");
+            let message = Config::load().expect_err("refused").to_string();
+            assert!(message.contains("line 2, column"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn empty_optional_values_count_as_unset() {
         Jail::expect_with(|jail| {
             jail.set_env(vars::SECRET, SECRET_A);
@@ -1008,7 +1253,10 @@ mod tests {
             .filter_map(|line| line.strip_prefix("# "))
             .filter(|line| {
                 line.split_once(" = ").is_some_and(|(key, _)| {
-                    key.contains('_') && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    key.contains('_')
+                        && key
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 })
             })
             .map(|line| format!("{line}\n"))

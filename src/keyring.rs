@@ -6,6 +6,8 @@ use std::fmt;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use crate::protocol::{self, DIGEST_LEN, SignedString};
 
@@ -15,14 +17,17 @@ pub type HmacSha256 = Hmac<Sha256>;
 /// Message whose MAC identifies a secret to operators without revealing it.
 const FINGERPRINT_MESSAGE: &[u8] = b"sig-gate fingerprint";
 
-/// A shared secret: its UTF-8 bytes are the HMAC key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
+/// A shared secret: its UTF-8 bytes are the HMAC key. The bytes are overwritten with zeros
+/// when the secret is dropped (and so are the pre-keyed HMAC states built from it: `hmac` and
+/// `sha2` are built with their `zeroize` features), so a secret retired by a reload or a
+/// finished start-up check does not linger in freed memory.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<Vec<u8>>);
 
 impl Secret {
     /// Wrap secret bytes.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Secret(bytes.into())
+        Secret(Zeroizing::new(bytes.into()))
     }
 
     /// Length in bytes (start-up refuses secrets shorter than 32 bytes by default).
@@ -52,6 +57,16 @@ impl Secret {
         HmacSha256::new_from_slice(&self.0).expect("HMAC accepts keys of any length")
     }
 }
+
+/// Compared in constant time: start-up compares the previous secret with the current one, and
+/// no comparison of secret bytes should leak where they first differ.
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.0.as_slice().ct_eq(other.0.as_slice()).into()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -258,6 +273,25 @@ mod tests {
         }
         let key = Key::new(Slot::Current, "current".into(), &secret);
         assert!(!format!("{key:?}").contains("secret-value"));
+    }
+
+    #[test]
+    fn secret_material_is_wiped_when_dropped() {
+        // Compiles only while every holder of key material overwrites it on drop: the secret's
+        // bytes, and the pre-keyed HMAC state, which is two SHA-256 cores (the states after
+        // the inner and the outer padded key) that `sha2`'s `zeroize` feature wipes.
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<Zeroizing<Vec<u8>>>();
+        wiped_on_drop::<<Sha256 as hmac::digest::block_api::CoreProxy>::Core>();
+        let _: fn(&Secret) -> &Zeroizing<Vec<u8>> = |secret| &secret.0;
+    }
+
+    #[test]
+    fn secrets_compare_by_value() {
+        let a = Secret::new("a-very-secret-value-that-must-not-leak!!");
+        assert_eq!(a, a.clone());
+        assert_ne!(a, Secret::new("a-very-secret-value-that-must-not-leak!?"));
+        assert_ne!(a, Secret::new("a-very-secret-value"));
     }
 
     #[test]

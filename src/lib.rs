@@ -3,7 +3,7 @@
 //! ([`sign`]); the gate verifies ([`verify`]), forwards valid requests unchanged and streams the
 //! response back ([`proxy`]), rejects the rest with 401, and counts every rejection by reason
 //! ([`metrics`]). The wire format is specified in `docs/protocol.md`; the interface (commands,
-//! variables, headers, status codes, metric names) in the contract the README links.
+//! variables, headers, status codes, metric names) in README.md and `docs/operations.md`.
 //!
 //! # Layout
 //!
@@ -16,8 +16,9 @@
 //! | [`sign`] | the signer (`sig-gate sign`, the drill's clients) |
 //! | [`config`] | figment layers (defaults < TOML < env) into a typed [`config::Config`]; every refusal names its variable |
 //! | [`proxy`] | the hyper service: gate, then [`proxy::Gate::forward`], where a byte leaves for the upstream |
+//! | [`budget`] | the body budget: request-body bytes held per connection and per process while bodies arrive |
 //! | [`upstream`] | keep-alive HTTP/1.1 connections to the upstream, driven in the request's own task; strict response framing |
-//! | [`server`] | listeners (socket activation, `SO_REUSEPORT`), accept loop, admin endpoints, graceful drain |
+//! | [`server`] | listeners (socket activation, `SO_REUSEPORT`), accept loop, connection limits and timeouts, admin endpoints, graceful drain |
 //! | [`metrics`] | every Prometheus series, registered at start-up; where a reason is counted |
 //! | [`logging`] | JSON or text log lines on stderr |
 //! | [`echo`] | the built-in echo upstream of `sig-gate demo` and the runbook tools |
@@ -26,6 +27,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod echo;

@@ -1,4 +1,4 @@
-//! Prometheus metrics (contract section 7). Every series is registered once at start-up, every
+//! Prometheus metrics (README, "Metrics"). Every series is registered once at start-up, every
 //! labelled series exists at 0 from the start (so `rate()` works at once), and the request path
 //! holds resolved handles: counting is one atomic add, with no label lookup.
 
@@ -88,6 +88,15 @@ pub struct Metrics {
     duration: Histogram,
     clock_skew: Histogram,
     nonce_entries: IntGauge,
+    connections: ConnectionMetrics,
+}
+
+/// Client connections and the limits that protect them (docs/operations.md).
+#[derive(Debug, Clone)]
+struct ConnectionMetrics {
+    open: IntGauge,
+    refused: IntCounter,
+    body_budget_refused: IntCounter,
 }
 
 impl Metrics {
@@ -164,6 +173,32 @@ impl Metrics {
         nonce_capacity.set(i64::try_from(config.nonce_cache_capacity).unwrap_or(i64::MAX));
         register(Box::new(nonce_capacity));
 
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect(VALID);
+            register(Box::new(gauge.clone()));
+            gauge
+        };
+        let counter = |name: &str, help: &str| {
+            let counter = IntCounter::new(name, help).expect(VALID);
+            register(Box::new(counter.clone()));
+            counter
+        };
+        let connections = ConnectionMetrics {
+            open: gauge(
+                "sig_gate_connections_open",
+                "Client connections open on the proxy listener.",
+            ),
+            refused: counter(
+                "sig_gate_connections_refused_total",
+                "Client connections closed at accept because GATE_MAX_CONNECTIONS were open.",
+            ),
+            body_budget_refused: counter(
+                "sig_gate_body_budget_refused_total",
+                "Requests refused with 503 because the request-body budget \
+                 (GATE_MAX_BUFFERED_BODY_BYTES) had no room for their body.",
+            ),
+        };
+
         let info = IntGaugeVec::new(
             Opts::new(
                 "sig_gate_config_info",
@@ -208,6 +243,7 @@ impl Metrics {
             duration,
             clock_skew,
             nonce_entries,
+            connections,
         }
     }
 
@@ -244,6 +280,22 @@ impl Metrics {
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
+    /// Count one open client connection until the returned guard drops.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.connections.open.inc();
+        OpenConnection(self.connections.open.clone())
+    }
+
+    /// Count one connection closed at accept for `GATE_MAX_CONNECTIONS`.
+    pub fn connection_refused(&self) {
+        self.connections.refused.inc();
+    }
+
+    /// Count one request refused because the body budget was used up.
+    pub fn body_budget_refused(&self) {
+        self.connections.body_budget_refused.inc();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 * 1024);
@@ -253,6 +305,16 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into memory");
         out
+    }
+}
+
+/// One open connection in `sig_gate_connections_open`, until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -1,4 +1,4 @@
-//! The wire format of signature version 1 (contract section 4): header names, the syntax of
+//! The wire format of signature version 1 (docs/protocol.md): header names, the syntax of
 //! each header value, the signed string, and lowercase hex. Shared by the signer
 //! ([`crate::sign`]) and the verifier ([`crate::verify`]) so the two cannot drift apart.
 

@@ -29,9 +29,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
+use crate::budget::{ConnectionBudget, Exhausted, Reservation};
 use crate::config::Config;
 use crate::keyring::Slot;
 use crate::metrics::{Metrics, OtherReason, Outcome};
@@ -71,6 +72,10 @@ pub enum Refusal {
     BodyTimeout,
     /// Replay cache at capacity: fail closed (503).
     ReplayCacheFull,
+    /// The body budget has no room for this body (503, see [`crate::budget`]).
+    BodyBudgetExhausted,
+    /// Request head over `GATE_MAX_HEADER_BYTES` or with too many fields (431).
+    HeadTooLarge,
     /// Upstream refused or reset the connection (502).
     UpstreamUnavailable,
     /// No upstream response head in time (504).
@@ -92,6 +97,8 @@ impl Refusal {
             Refusal::BodyUnreadable => StatusCode::BAD_REQUEST,
             Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::BodyBudgetExhausted => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Refusal::MalformedRequest => StatusCode::BAD_REQUEST,
@@ -122,6 +129,8 @@ impl Refusal {
             Refusal::BodyUnreadable => r#"{"error":"request body could not be read"}"#,
             Refusal::BodyTimeout => r#"{"error":"request body timeout"}"#,
             Refusal::ReplayCacheFull => r#"{"error":"replay cache full"}"#,
+            Refusal::BodyBudgetExhausted => r#"{"error":"request body budget exhausted"}"#,
+            Refusal::HeadTooLarge => r#"{"error":"request header fields too large"}"#,
             Refusal::UpstreamUnavailable => r#"{"error":"upstream unavailable"}"#,
             Refusal::UpstreamTimeout => r#"{"error":"upstream timeout"}"#,
             Refusal::MalformedRequest => r#"{"error":"malformed request"}"#,
@@ -138,9 +147,32 @@ impl Refusal {
             | Refusal::BodyUnreadable
             | Refusal::BodyTimeout
             | Refusal::ReplayCacheFull
+            | Refusal::BodyBudgetExhausted
+            | Refusal::HeadTooLarge
             | Refusal::MalformedRequest
             | Refusal::Connect => Outcome::Rejected,
         }
+    }
+
+    /// The gate's own answer: status, JSON body and, for a signature failure,
+    /// `WWW-Authenticate`.
+    pub fn response(self) -> Response<ResponseBody> {
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+            self.body().as_bytes(),
+        ))));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Refusal::Signature(_) = self {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"GateHMAC realm="sig-gate""#),
+            );
+        }
+        response
     }
 }
 
@@ -161,16 +193,19 @@ pub struct Peer {
     addr: SocketAddr,
     /// The peer IP as a header value, built once per connection.
     forwarded_for: HeaderValue,
+    /// This connection's share of the body budget.
+    budget: ConnectionBudget,
 }
 
 impl Peer {
-    /// Describe the peer at `addr`.
-    pub fn new(addr: SocketAddr) -> Peer {
+    /// Describe the peer at `addr`, whose bodies draw on `budget`.
+    pub fn new(addr: SocketAddr, budget: ConnectionBudget) -> Peer {
         // An IP address prints as ASCII digits, dots, colons and hex: always a valid value.
         let forwarded_for = HeaderValue::from_str(&addr.ip().to_string()).expect("IP is ASCII");
         Peer {
             addr,
             forwarded_for,
+            budget,
         }
     }
 }
@@ -237,7 +272,7 @@ impl Gate {
     /// future owns the gate and the peer, so hyper's connection stores this future alone,
     /// without a wrapper. hyper moves it into place for every request, and an `async fn` keeps
     /// its arguments beside everything built from them: the request twice over, and a
-    /// wrapper's copy of the whole future (2.4 KiB per request before, 1.2 KiB now).
+    /// wrapper's copy of the whole future, doubling what every request moves.
     pub fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
@@ -265,7 +300,7 @@ impl Gate {
                 );
                 Err(refusal)
             } else if self.config.is_unsigned_path(parts.uri.path()) {
-                let body = self.read_body(&parts.headers, body).await;
+                let body = self.read_body(&parts.headers, body, &peer).await;
                 body.map(|body| (Pass::Exempt, body))
             } else {
                 self.admit(&parts, body, &peer, &request_id).await
@@ -297,7 +332,7 @@ impl Gate {
         }
     }
 
-    /// Verify a request on a signed path and read its body: the contract's order of checks.
+    /// Verify a request on a signed path and read its body: the documented order of checks.
     async fn admit(
         &self,
         parts: &Parts,
@@ -320,7 +355,7 @@ impl Gate {
         if let Err(reason) = checked {
             self.signature_failure(reason, parts, peer, request_id)?;
         }
-        let body = self.read_body(&parts.headers, body).await?;
+        let body = self.read_body(&parts.headers, body, peer).await?;
         let Ok((pending, prefetched)) = checked else {
             return Ok((Pass::ReportOnly, body));
         };
@@ -402,8 +437,14 @@ impl Gate {
     }
 
     /// Read the whole body under `GATE_MAX_BODY_BYTES`: a declared length over the limit is
-    /// refused before a byte is read; a streamed body is cut off at the limit.
-    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, Refusal> {
+    /// refused before a byte is read; a streamed body is cut off at the limit. Bytes that
+    /// arrive after the gate started waiting draw on the peer's body budget.
+    async fn read_body(
+        &self,
+        headers: &HeaderMap,
+        body: Incoming,
+        peer: &Peer,
+    ) -> Result<Bytes, Refusal> {
         let limit = self.config.max_body_bytes;
         let declared = headers
             .get(header::CONTENT_LENGTH)
@@ -418,7 +459,7 @@ impl Gate {
         }
         // A body that came with its head is whole at the first poll: no timer is set for it,
         // which spares a timer-wheel insertion and removal per request.
-        let mut collecting = std::pin::pin!(collect(body, limit));
+        let mut collecting = std::pin::pin!(collect(body, limit, &peer.budget));
         let first = std::future::poll_fn(|cx| Poll::Ready(collecting.as_mut().poll(cx))).await;
         let collected = match first {
             Poll::Ready(collected) => Ok(collected),
@@ -427,6 +468,19 @@ impl Gate {
         match collected {
             Ok(Ok(body)) => Ok(body),
             Ok(Err(BodyError::TooLarge)) => Err(too_large(Refusal::BodyTooLarge)),
+            Ok(Err(BodyError::Budget(exhausted))) => {
+                self.metrics.body_budget_refused();
+                if peer.budget.may_log() {
+                    tracing::warn!(
+                        peer = %peer.addr,
+                        reason = %exhausted,
+                        "request body refused with 503: body budget used up \
+                         (GATE_MAX_BUFFERED_BODY_BYTES; further refusals within a second are \
+                         only counted)"
+                    );
+                }
+                Err(Refusal::BodyBudgetExhausted)
+            }
             Ok(Err(BodyError::Unreadable(err))) => {
                 tracing::debug!(error = %err, "request body could not be read");
                 Err(Refusal::BodyUnreadable)
@@ -609,6 +663,8 @@ fn reads_as(name: Option<&str>, wanted: &str) -> bool {
 enum BodyError {
     /// More than the limit.
     TooLarge,
+    /// No room left in the body budget.
+    Budget(Exhausted),
     /// The client broke off or sent a malformed body.
     Unreadable(hyper::Error),
 }
@@ -616,16 +672,40 @@ enum BodyError {
 /// The whole body, at most `limit` bytes. A body that arrives as one frame (the usual case: it
 /// came with the head) is kept as it is, a slice of hyper's read buffer; only a body in several
 /// frames is copied into one buffer. Trailers are not part of the signed body and are dropped.
-async fn collect(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+///
+/// Once the body has to be waited for, every byte held is reserved in `budget`; the body
+/// then owns the [`Reservation`], given back when the last copy of it is dropped.
+async fn collect(
+    mut body: Incoming,
+    limit: usize,
+    budget: &ConnectionBudget,
+) -> Result<Bytes, BodyError> {
     let mut whole = Bytes::new();
     let mut joined: Option<BytesMut> = None;
-    while let Some(frame) = body.frame().await {
+    let mut reservation: Option<Reservation> = None;
+    loop {
+        let mut waited = false;
+        let frame = std::future::poll_fn(|cx| {
+            let polled = std::pin::Pin::new(&mut body).poll_frame(cx);
+            waited |= polled.is_pending();
+            polled
+        })
+        .await;
+        let Some(frame) = frame else { break };
         let Ok(data) = frame.map_err(BodyError::Unreadable)?.into_data() else {
             continue;
         };
         let held = joined.as_ref().map_or(whole.len(), BytesMut::len);
         if data.len() > limit - held {
             return Err(BodyError::TooLarge);
+        }
+        if waited && reservation.is_none() {
+            let mut started = budget.reservation();
+            started.grow(held).map_err(BodyError::Budget)?;
+            reservation = Some(started);
+        }
+        if let Some(reservation) = &mut reservation {
+            reservation.grow(data.len()).map_err(BodyError::Budget)?;
         }
         match &mut joined {
             None if whole.is_empty() => whole = data,
@@ -643,27 +723,34 @@ async fn collect(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
             break;
         }
     }
-    Ok(joined.map_or(whole, BytesMut::freeze))
+    let whole = joined.map_or(whole, BytesMut::freeze);
+    Ok(match reservation {
+        None => whole,
+        Some(reservation) => Bytes::from_owner(Reserved {
+            bytes: whole,
+            _reservation: reservation,
+        }),
+    })
+}
+
+/// A body and the budget it holds, as one owner for [`Bytes::from_owner`].
+struct Reserved {
+    bytes: Bytes,
+    _reservation: Reservation,
+}
+
+impl AsRef<[u8]> for Reserved {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// The gate's own answer to a refused request.
 fn refusal_response(refusal: Refusal, request_id: &RequestId) -> Response<ResponseBody> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
-        refusal.body().as_bytes(),
-    ))));
-    *response.status_mut() = refusal.status();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Refusal::Signature(_) = refusal {
-        headers.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(r#"GateHMAC realm="sig-gate""#),
-        );
-    }
-    headers.insert(REQUEST_ID, request_id.header_value());
+    let mut response = refusal.response();
+    response
+        .headers_mut()
+        .insert(REQUEST_ID, request_id.header_value());
     response
 }
 
@@ -786,6 +873,8 @@ mod tests {
             Refusal::BodyUnreadable,
             Refusal::BodyTimeout,
             Refusal::ReplayCacheFull,
+            Refusal::BodyBudgetExhausted,
+            Refusal::HeadTooLarge,
             Refusal::UpstreamUnavailable,
             Refusal::UpstreamTimeout,
             Refusal::MalformedRequest,

@@ -1,32 +1,43 @@
-//! Listeners, the accept loop and the drain (contract sections 7 and 8).
+//! Listeners, the accept loop and the drain (docs/operations.md, "Zero-downtime redeploys").
 //!
 //! [`Listeners::open`] takes sockets from systemd-style socket activation (`LISTEN_FDS`: fd 3
 //! is the proxy listener, fd 4 the admin listener when two are passed) or binds them itself
 //! with `SO_REUSEPORT`, so a new process can serve on the same port before the old one drains.
 //! [`run`] serves until its `shutdown` future completes, then drains within the grace period.
+//!
+//! Every proxy connection is bounded (docs/operations.md, "Limits and timeouts"): at most
+//! `GATE_MAX_CONNECTIONS` at once, closed if no request head is complete within
+//! `GATE_HEADER_READ_TIMEOUT_SECS` of the accept or if idle for `GATE_IDLE_TIMEOUT_SECS`
+//! ([`drive`]), with hyper's HTTP/1.1 and HTTP/2 limits set in [`connection_builder`] and the
+//! head measured once more before the gate sees it ([`ConnectionLimits::head_refusal`]).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode, Version, header};
+use http_body::{Body, Frame};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::budget::BodyBudget;
 use crate::config::{Config, vars};
+use crate::logging::Throttle;
 use crate::metrics::Metrics;
-use crate::proxy::{Gate, Peer};
+use crate::proxy::{Gate, Peer, Refusal, ResponseBody};
 
 /// Pending-connection queue length for listeners the gate binds itself.
 const BACKLOG: i32 = 1024;
@@ -125,7 +136,13 @@ pub async fn run(
     let proxy = TcpListener::from_std(listeners.proxy)?;
     let admin = TcpListener::from_std(listeners.admin)?;
     let grace = config.shutdown_grace;
-    let header_read_timeout = config.header_read_timeout;
+    let limits = ConnectionLimits::new(&config);
+    let builder = connection_builder(&config);
+    let budget = BodyBudget::new(
+        config.max_buffered_body_bytes,
+        config.max_body_bytes.saturating_mul(BODIES_PER_CONNECTION),
+    );
+    let max_connections = config.max_connections;
     let metrics = Metrics::new(&config);
     let gate = Arc::new(Gate::new(config, metrics));
     let ready = Arc::new(AtomicBool::new(false));
@@ -138,14 +155,11 @@ pub async fn run(
     let admin_task = tokio::spawn(serve_admin(admin, Arc::clone(&gate), Arc::clone(&ready)));
     ready.store(true, Ordering::Release);
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .writev(false);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
+    let over_cap_log = Throttle::new(Duration::from_secs(1));
+    // Each connection task holds a receiver; a send starts every graceful shutdown, and the
+    // sender sees the last receiver go when the last connection has closed.
+    let (drain_tx, drain_rx) = watch::channel(());
 
     tokio::pin!(shutdown);
     loop {
@@ -162,34 +176,65 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Over the cap: close at once, so the client fails fast (and can try another
+            // replica) instead of waiting in the backlog behind connections that may be slow.
+            gate.metrics().connection_refused();
+            if over_cap_log.allow() {
+                tracing::warn!(
+                    max_connections,
+                    peer = %addr,
+                    "connection limit reached: closing new connections (GATE_MAX_CONNECTIONS; \
+                     sig_gate_connections_refused_total counts every one)"
+                );
+            }
+            drop(stream);
+            continue;
+        };
         // Latency matters more than packet count for small request/response exchanges.
         let _ = stream.set_nodelay(true);
+        let open = gate.metrics().connection_opened();
+        let activity = Arc::new(Activity::new());
         let gate = Arc::clone(&gate);
-        let peer = Arc::new(Peer::new(addr));
+        let peer = Arc::new(Peer::new(addr, budget.connection()));
+        let limits_here = limits;
+        let service_activity = Arc::clone(&activity);
         let service = service_fn(move |request: Request<Incoming>| {
-            Arc::clone(&gate).handle(request, Arc::clone(&peer))
+            let in_flight = service_activity.begin();
+            match limits_here.head_refusal(&request) {
+                Some(refusal) => Serving::refused(refusal, request.version(), in_flight),
+                None => Serving::handling(
+                    Arc::clone(&gate).handle(request, Arc::clone(&peer)),
+                    in_flight,
+                ),
+            }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
+        let drain = drain_rx.clone();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection closed with an error");
-            }
+            let close_gracefully = |connection: std::pin::Pin<&mut _>| {
+                auto::Connection::graceful_shutdown(connection);
+            };
+            drive(connection, close_gracefully, &activity, limits, drain).await;
+            drop((slot, open));
         });
     }
 
     ready.store(false, Ordering::Release);
     drop(proxy);
+    drop(drain_rx);
     gate.start_draining();
     let deadline = Instant::now() + grace;
     let linger_end = (Instant::now() + DRAIN_LINGER).min(deadline);
-    while graceful.count() > 0 && Instant::now() < linger_end {
+    while drain_tx.receiver_count() > 0 && Instant::now() < linger_end {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let open = graceful.count();
-    let drain = match tokio::time::timeout_at(deadline, graceful.shutdown()).await {
+    let open = drain_tx.receiver_count();
+    // No receiver left means no connection to tell; the drain is then already complete.
+    let _ = drain_tx.send(());
+    let drain = match tokio::time::timeout_at(deadline, drain_tx.closed()).await {
         Ok(()) => {
             tracing::info!(closed = open, "drain complete");
             Drain::Complete
@@ -204,6 +249,314 @@ pub async fn run(
     };
     admin_task.abort();
     Ok(drain)
+}
+
+/// One HTTP/2 connection may hold this many largest bodies (`GATE_MAX_BODY_BYTES`) of the
+/// body budget at once (HTTP/1.1 carries one request at a time, so it never holds more than
+/// one).
+const BODIES_PER_CONNECTION: usize = 4;
+
+/// Most header fields in one request head (HTTP/1.1 and HTTP/2 alike).
+pub const MAX_HEADER_FIELDS: usize = 100;
+
+/// Unread request-body bytes a client may send on one HTTP/2 stream before the gate reads them
+/// (the stream's flow-control window).
+const HTTP2_STREAM_WINDOW: u32 = 256 * 1024;
+
+/// Unread request-body bytes a client may send on one HTTP/2 connection, all streams together:
+/// what a connection can make the gate hold beyond the body budget (docs/operations.md).
+const HTTP2_CONNECTION_WINDOW: u32 = 256 * 1024;
+
+/// The protocol settings of every proxy connection: HTTP/1.1 or HTTP/2 by prior knowledge.
+fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        // hyper answers 431 and closes once a head outgrows its read buffer, and its buffer
+        // cannot be smaller than 8 KiB: a smaller limit is enforced by `head_refusal`.
+        .max_buf_size(config.max_header_bytes.max(MIN_HTTP1_BUFFER))
+        .max_headers(MAX_HEADER_FIELDS)
+        .writev(false);
+    let keepalive = config.http2_keepalive;
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // h2 answers 431 and refuses the stream (REFUSED_STREAM) past this, counting each
+        // field as its name, its value and 32 bytes.
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(config.http2_max_concurrent_streams)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+        .keep_alive_interval(keepalive)
+        .keep_alive_timeout(keepalive);
+    builder
+}
+
+/// hyper's smallest HTTP/1.1 read buffer.
+const MIN_HTTP1_BUFFER: usize = 8 * 1024;
+
+/// The per-connection limits the connection task and the service check.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+impl ConnectionLimits {
+    fn new(config: &Config) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            max_header_bytes: config.max_header_bytes,
+        }
+    }
+
+    /// `Some(431)` for a head over `GATE_MAX_HEADER_BYTES` or with more than
+    /// [`MAX_HEADER_FIELDS`] fields that hyper let through: an HTTP/2 head with too many fields,
+    /// or a limit below hyper's smallest HTTP/1.1 buffer. The head is measured as HTTP/1.1
+    /// writes it: request line, then `name: value` and CRLF per field, then CRLF.
+    fn head_refusal(&self, request: &Request<Incoming>) -> Option<Refusal> {
+        let headers = request.headers();
+        if headers.len() > MAX_HEADER_FIELDS {
+            return Some(Refusal::HeadTooLarge);
+        }
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or(1, |pq| pq.as_str().len());
+        // "METHOD target HTTP/1.1\r\n" and the final "\r\n".
+        let line = request.method().as_str().len() + 1 + target + 1 + 8 + 2 + 2;
+        let head = headers.iter().fold(line, |len, (name, value)| {
+            len + name.as_str().len() + 2 + value.len() + 2
+        });
+        (head > self.max_header_bytes).then_some(Refusal::HeadTooLarge)
+    }
+}
+
+/// Run one connection until it ends, closing it when it outstays its limits:
+/// - no request head within `GATE_HEADER_READ_TIMEOUT_SECS` of the accept, whatever the
+///   protocol (hyper's own header timeout starts only once it knows the protocol): closed;
+/// - no request in progress for `GATE_IDLE_TIMEOUT_SECS`: graceful shutdown (HTTP/2 GOAWAY;
+///   HTTP/1.1 closes), and closed outright if the client has not finished closing within
+///   `GATE_HEADER_READ_TIMEOUT_SECS` more;
+/// - the drain: graceful shutdown, bounded by the grace period in [`run`].
+///
+/// Drives the connection itself rather than through hyper-util's `GracefulShutdown`, because
+/// an idle close needs the same `graceful_shutdown` call on the same connection.
+async fn drive<C, E>(
+    connection: C,
+    close_gracefully: impl Fn(std::pin::Pin<&mut C>),
+    activity: &Activity,
+    limits: ConnectionLimits,
+    mut drain: watch::Receiver<()>,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut connection = std::pin::pin!(connection);
+    let mut draining = false;
+    let mut idle_closing = false;
+    let head_deadline = activity.accepted + limits.header_read_timeout;
+    let mut check_at = head_deadline.min(Instant::now() + limits.idle_timeout);
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "connection closed with an error");
+                }
+                return;
+            }
+            _ = drain.changed(), if !draining => {
+                draining = true;
+                close_gracefully(connection.as_mut());
+            }
+            () = tokio::time::sleep_until(check_at) => {
+                let now = Instant::now();
+                match activity.state() {
+                    State::NoRequestYet if head_deadline <= now => {
+                        tracing::debug!(
+                            "closing a connection that sent no request head within \
+                             GATE_HEADER_READ_TIMEOUT_SECS"
+                        );
+                        return;
+                    }
+                    // Looked at again by the idle timeout too: a first request may come and go
+                    // before the head deadline.
+                    State::NoRequestYet => check_at = head_deadline.min(now + limits.idle_timeout),
+                    State::Busy => check_at = now + limits.idle_timeout,
+                    State::IdleSince(_) if idle_closing => return,
+                    State::IdleSince(since) if since + limits.idle_timeout <= now => {
+                        idle_closing = true;
+                        close_gracefully(connection.as_mut());
+                        check_at = now + limits.header_read_timeout;
+                    }
+                    State::IdleSince(since) => check_at = since + limits.idle_timeout,
+                }
+            }
+        }
+    }
+}
+
+/// Requests in progress on one connection, and since when it has had none.
+#[derive(Debug)]
+struct Activity {
+    accepted: Instant,
+    /// Requests whose response has not been sent whole (or dropped) yet.
+    open: AtomicUsize,
+    /// Requests ever started on this connection.
+    started: AtomicUsize,
+    /// Milliseconds after `accepted` when `open` last fell to 0.
+    idle_since_ms: AtomicU64,
+}
+
+/// What [`Activity::state`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// The client has not completed a request head yet.
+    NoRequestYet,
+    /// At least one request in progress.
+    Busy,
+    /// No request in progress since this instant.
+    IdleSince(Instant),
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            accepted: Instant::now(),
+            open: AtomicUsize::new(0),
+            started: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// A request head arrived: the connection is busy until the guard drops.
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        self.started.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    fn state(&self) -> State {
+        if self.open.load(Ordering::Acquire) > 0 {
+            State::Busy
+        } else if self.started.load(Ordering::Relaxed) == 0 {
+            State::NoRequestYet
+        } else {
+            let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+            State::IdleSince(self.accepted + since)
+        }
+    }
+}
+
+/// One request in progress; held by the response body, so a streamed response counts until
+/// its last byte is sent.
+#[derive(Debug)]
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let ms = u64::try_from(activity.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // Stored before the count falls, so a reader that sees 0 sees this time or a later one.
+        activity.idle_since_ms.fetch_max(ms, Ordering::AcqRel);
+        activity.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The service's future: the gate's answer, or a refusal made before the gate saw the
+    /// request; either way the response body carries the request's [`InFlight`] guard.
+    struct Serving<F> {
+        #[pin]
+        handling: Option<F>,
+        refused: Option<Response<ResponseBody>>,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F> Serving<F> {
+    fn handling(handling: F, in_flight: InFlight) -> Serving<F> {
+        Serving {
+            handling: Some(handling),
+            refused: None,
+            in_flight: Some(in_flight),
+        }
+    }
+
+    fn refused(refusal: Refusal, version: Version, in_flight: InFlight) -> Serving<F> {
+        let mut response = refusal.response();
+        if version < Version::HTTP_2 {
+            // The rest of an oversized head may still be on its way: no next request.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        Serving {
+            handling: None,
+            refused: Some(response),
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+impl<F> Future for Serving<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+{
+    type Output = Result<Response<Tracked<ResponseBody>>, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = match this.refused.take() {
+            Some(response) => response,
+            None => match this.handling.as_pin_mut() {
+                Some(handling) => match handling.poll(cx) {
+                    Poll::Ready(Ok(response)) => response,
+                    Poll::Ready(Err(never)) => match never {},
+                    Poll::Pending => return Poll::Pending,
+                },
+                None => panic!("Serving polled after it completed"),
+            },
+        };
+        // Taken once: the future completes here.
+        let in_flight = this.in_flight.take().expect("Serving completes once");
+        Poll::Ready(Ok(response.map(|body| Tracked {
+            body,
+            _in_flight: in_flight,
+        })))
+    }
+}
+
+/// A response body that keeps its request counted as in progress until it ends or is dropped.
+#[derive(Debug)]
+struct Tracked<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The admin listener: `/metrics`, `/healthz`, `/readyz`.

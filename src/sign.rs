@@ -1,4 +1,4 @@
-//! The signer: the headers a calling service sends (contract section 4). It shares
+//! The signer: the headers a calling service sends (docs/protocol.md). It shares
 //! [`SignedString`] and [`Key`] with the verifier, so what one signs the other accepts.
 
 use base64::Engine;

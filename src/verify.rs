@@ -1,8 +1,8 @@
-//! Verification of signature version 1 (contract section 5), as pure functions: request
+//! Verification of signature version 1 (docs/protocol.md section 6), as pure functions: request
 //! headers, body digest, keyring and `now` in; a [`Verified`] proof or a [`Reason`] out. No
 //! clock, no I/O, no tokio, no allocation.
 //!
-//! Verification has two stages because the contract rejects header-only failures before the
+//! Verification has two stages because header-only failures are rejected before the
 //! body is read: [`check_headers`] (missing, malformed, stale, key id checks) returns a
 //! [`Pending`], and [`Pending::verify`] takes the body digest and checks the MACs.
 
@@ -20,7 +20,7 @@ use crate::protocol::{self, DIGEST_LEN, MAX_SIGNATURES, SignedString};
 pub enum Reason {
     /// Neither `X-Gate-Signature` nor `X-Gate-Signatures`.
     MissingSignature,
-    /// A signature header present but not of the contract's form.
+    /// A signature header present but not of its documented form (docs/protocol.md section 2).
     MalformedSignature,
     /// Timestamp further than the skew window from now, either way.
     StaleTimestamp,
@@ -35,7 +35,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, in the contract's checking order (also metric registration order).
+    /// Every reason, in the documented checking order (also metric registration order).
     pub const ALL: [Reason; 7] = [
         Reason::MissingSignature,
         Reason::MalformedSignature,
@@ -172,7 +172,7 @@ pub struct RequestLine<'a> {
     pub query: &'a str,
 }
 
-/// Header-only checks, in the contract's order: missing, malformed, stale, missing key id,
+/// Header-only checks, in the documented order: missing, malformed, stale, missing key id,
 /// unknown key id. `now` is Unix seconds; `skew_window` the accepted distance in seconds.
 pub fn check_headers<'a>(
     headers: &'a HeaderMap,
@@ -339,7 +339,7 @@ fn parse(headers: &HeaderMap) -> Result<Claim<'_>, Reason> {
         .filter(|n| protocol::is_nonce(n))
         .ok_or(Reason::MalformedSignature)?;
     let mut candidates = Candidates::new();
-    // X-Gate-Key-Id belongs to X-Gate-Signature; without one it is ignored (contract §5).
+    // X-Gate-Key-Id belongs to X-Gate-Signature; without one it is ignored (docs/protocol.md section 6).
     if let Some(signature) = found.signature {
         let key_id = match found.key_id.map(HeaderValue::as_bytes) {
             Some(id) if protocol::is_key_id(id) => Some(ascii(id)?),

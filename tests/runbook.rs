@@ -1,6 +1,6 @@
-//! Black-box tests of `sig-gate drill` and `sig-gate scorecard` as an operator (and the
-//! contract's outside tests) run them: exit codes, and `--json` printing exactly one JSON
-//! object with the contract's fields. The quick runs start real gate processes on loopback.
+//! Black-box tests of `sig-gate drill` and `sig-gate scorecard` as an operator (and outside
+//! tests) run them: exit codes, and `--json` printing exactly one JSON object with the
+//! documented fields (README, "Commands"). The quick runs start real gate processes on loopback.
 
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -55,7 +55,7 @@ fn usage_errors_exit_2_naming_the_flag() {
 }
 
 #[test]
-fn quick_drill_passes_with_the_contract_json() {
+fn quick_drill_passes_with_the_documented_json() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let output = sig_gate(&["drill", "--quick", "--json"]);
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
@@ -86,7 +86,7 @@ fn quick_drill_passes_with_the_contract_json() {
 }
 
 #[test]
-fn quick_scorecard_passes_with_the_contract_json() {
+fn quick_scorecard_passes_with_the_documented_json() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let output = sig_gate(&["scorecard", "--quick", "--json"]);
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));

@@ -8,7 +8,7 @@ Each rendering is checked three ways:
   1. kustomize renders it (`kubectl kustomize`, or a standalone `kustomize build`);
   2. every object validates against the Kubernetes OpenAPI schemas of the oldest and
      newest versions we support (kubernetes-validate, strict: unknown fields are errors);
-  3. the objects agree with each other and with the gate's contract: selectors match the
+  3. the objects agree with each other and with the gate's documented interface: selectors match the
      pod, ports and probes point where the gate listens, the shutdown timings fit in the
      grace period, the security context is locked down, and the secret wiring is the one
      the rotation phase calls for (docs/operations.md).
@@ -38,7 +38,7 @@ KUSTOMIZE_DIR = REPO / "deploy" / "kubernetes"
 # kubernetes-validate ships.
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 
-# Contract section 3: the variables the gate reads. `_FILE` is allowed for the secrets.
+# The variables the gate reads (README, "Configuration"). `_FILE` is allowed for the secrets.
 CONTRACT_ENV = {
     "INTERSERVICE_HMAC_SECRET", "INTERSERVICE_HMAC_SECRET_PREV",
     "INTERSERVICE_HMAC_SECRET_FILE", "INTERSERVICE_HMAC_SECRET_PREV_FILE",
@@ -48,7 +48,7 @@ CONTRACT_ENV = {
     "GATE_CLOCK_SKEW_SECS", "GATE_NONCE_CACHE_CAPACITY", "GATE_UNSIGNED_PATHS",
     "GATE_UPSTREAM_TIMEOUT_SECS", "GATE_SHUTDOWN_GRACE_SECS", "GATE_LOG_FORMAT",
     "GATE_ALLOW_WEAK_SECRET",
-    # Beyond the contract's table, read by the gate (`sig-gate check-config` lists them).
+    # Beyond the README's main table, read by the gate (`sig-gate check-config` lists them).
     "GATE_HEADER_READ_TIMEOUT_SECS", "GATE_BODY_READ_TIMEOUT_SECS",
 }
 
@@ -182,7 +182,7 @@ def check_rendering(docs: list[dict], phase: str, problems: Problems) -> None:
     p(set(ports) == {"gate", "gate-admin"}, f"sig-gate ports are {sorted(ports)}, want gate and gate-admin")
     p(not app.get("ports"), "tool-gate declares ports: it must listen on loopback only")
     env = env_map(gate)
-    p(set(env) <= CONTRACT_ENV, f"sig-gate env not in the contract: {sorted(set(env) - CONTRACT_ENV)}")
+    p(set(env) <= CONTRACT_ENV, f"sig-gate env the gate does not read: {sorted(set(env) - CONTRACT_ENV)}")
     value = lambda name: env.get(name, {}).get("value")  # noqa: E731
     p(value("GATE_LISTEN") and port_of(value("GATE_LISTEN")) == ports.get("gate"),
       "GATE_LISTEN does not match container port `gate`")

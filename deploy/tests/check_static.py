@@ -35,7 +35,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 METRICS = [line.strip() for line in (REPO / "deploy/metrics.txt").read_text().splitlines() if line.strip()]
-# Contract section 7: the two histograms are the unit-suffixed `_seconds` families; the live
+# The two histograms are the unit-suffixed `_seconds` families; the live
 # test (prometheus_e2e.py) confirms that against `# TYPE` on the real /metrics.
 HISTOGRAMS = {m for m in METRICS if m.endswith("_seconds")}
 ALLOWED_NAMES = set(METRICS) | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}

@@ -257,7 +257,7 @@ def check_metrics(gate: Gate) -> None:
                 if label not in series[metric]:
                     problems.append(f"{origin}: {metric} has no label {label}")
                 elif op in ("=", "=~") and metric != "sig_gate_config_info":
-                    # Labelled counters exist from start-up for every value (contract 7), so
+                    # Labelled counters exist from start-up for every value (README, "Metrics"), so
                     # each value an alert selects must be there already. config_info's values
                     # describe the configuration, which differs from this gate's.
                     for alternative in value.split("|"):

@@ -1,5 +1,5 @@
 //! `sig-gate advise` (`make hmac-migration-advice`): the runbook's decision checkpoint. Reads
-//! the seven migration triggers of contract section 9 from the environment (each may be
+//! the runbook's seven migration triggers (README, "Commands") from the environment (each may be
 //! overridden by a flag), counts how many hold, and advises migrating from the shared HMAC
 //! secret to per-service identities when at least [`MIGRATION_THRESHOLD`] do.
 //!
@@ -15,7 +15,7 @@
 //! - counts are whole numbers written as ASCII digits only (`8`; not `8.0`, `+8`, `1e1`), so
 //!   a value that was computed as a fraction is caught instead of silently rounded;
 //! - `AUDITABILITY_SCORE` is a finite decimal number within [0, 1] (`0.85`, `1`, `.9`);
-//! - `ZERO_TRUST_TARGET` takes the boolean spellings of contract section 3;
+//! - `ZERO_TRUST_TARGET` takes the boolean spellings of the gate's configuration;
 //! - anything else is a usage error (exit 2) naming the flag, or the variable when no flag
 //!   was given. A flag wins over its variable, which is then not read at all.
 //!
@@ -493,7 +493,7 @@ pub fn render_table(assessment: &Assessment) -> String {
     text
 }
 
-/// The `--json` report of contract section 2, on one line. Fields beyond the contract's
+/// The `--json` report documented in the README, on one line. Fields beyond the documented
 /// (`verdict`, `plan`, each trigger's `source`) are additions, never changes.
 pub fn render_json(assessment: &Assessment) -> String {
     #[derive(Serialize)]

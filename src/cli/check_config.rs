@@ -70,6 +70,24 @@ pub fn render(config: &Config) -> String {
             vars::BODY_READ_TIMEOUT_SECS,
             config.body_read_timeout.as_secs().to_string(),
         ),
+        (vars::MAX_HEADER_BYTES, config.max_header_bytes.to_string()),
+        (vars::MAX_CONNECTIONS, config.max_connections.to_string()),
+        (
+            vars::IDLE_TIMEOUT_SECS,
+            config.idle_timeout.as_secs().to_string(),
+        ),
+        (
+            vars::HTTP2_MAX_CONCURRENT_STREAMS,
+            config.http2_max_concurrent_streams.to_string(),
+        ),
+        (
+            vars::HTTP2_KEEPALIVE_SECS,
+            config.http2_keepalive.as_secs().to_string(),
+        ),
+        (
+            vars::MAX_BUFFERED_BODY_BYTES,
+            config.max_buffered_body_bytes.to_string(),
+        ),
         (
             vars::LOG_FORMAT,
             match config.log_format {

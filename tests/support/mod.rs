@@ -158,7 +158,7 @@ async fn upstream_respond(
     Ok(response)
 }
 
-/// A gate running in this process, with the contract's variables given as `(NAME, value)`.
+/// A gate running in this process, with the documented variables given as `(NAME, value)`.
 pub struct TestGate {
     pub addr: SocketAddr,
     pub admin: SocketAddr,

@@ -36,7 +36,7 @@ def gate_binary() -> Path:
 
 
 def independent_signature(secret: str, key_id: str, headers: Mapping[str, str], method: str, target: str, body: bytes) -> str:
-    """Recompute a signature from contract section 4 without the client package.
+    """Recompute a signature from docs/protocol.md without the client package.
 
     The offline adapter tests check the client against this, so a shared bug in the
     package's own signed-string code could not make them pass.

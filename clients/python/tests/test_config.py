@@ -1,4 +1,4 @@
-"""Environment loading: the same variables, defaults and refusals as the gate (contract §3)."""
+"""Environment loading: the same variables, defaults and refusals as the gate (README, "Configuration")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Reading the signer's settings from the environment, exactly as the gate reads them.
 
-A calling service and ``sig-gate`` are configured from the same variables (contract section
-3), often from the same Kubernetes secret, so this module follows the gate's rules to the
+A calling service and ``sig-gate`` are configured from the same variables (the gate's README,
+"Configuration"), often from the same Kubernetes secret, so this module follows the gate's rules to the
 letter: an empty value counts as unset, ``<VAR>_FILE`` may replace a secret (one trailing
 ``\\n`` or ``\\r\\n`` stripped), giving both is an error, booleans accept
 ``true/false/1/0/yes/no`` in any case, and secrets shorter than 32 bytes are refused unless
@@ -51,7 +51,7 @@ class GateConfigError(ValueError):
 
 
 def parse_bool(value: str) -> Optional[bool]:
-    """The boolean spellings of contract section 3 (any case), or ``None`` for anything else."""
+    """The gate's boolean spellings (any case), or ``None`` for anything else."""
     lowered = value.lower()
     if lowered in _TRUE:
         return True

@@ -1,4 +1,4 @@
-"""The wire format of GATE-HMAC-SHA256 version 1 (sig-gate contract, section 4).
+"""The wire format of GATE-HMAC-SHA256 version 1 (sig-gate's docs/protocol.md).
 
 Pure functions and constants, no configuration and no I/O, so that the signed string can be
 checked line by line against ``tests/vectors/hmac-v1.json`` and so that the signer and any
@@ -97,7 +97,7 @@ def split_target(target: str) -> tuple[str, str]:
 
 
 def signed_string(key_id: str, timestamp: str, nonce: str, method: str, target: str, body_digest: str) -> str:
-    """The eight lines of contract section 4 joined by ``\\n``, without a trailing newline.
+    """The eight lines of docs/protocol.md section 3 joined by ``\\n``, without a trailing newline.
 
     ``key_id`` is the key id of *this* signature (``""`` when the request carries none);
     ``body_digest`` is :func:`body_sha256` of the body bytes.

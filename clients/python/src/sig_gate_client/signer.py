@@ -1,4 +1,4 @@
-"""The signer: the headers a calling service sends to sig-gate (contract section 4).
+"""The signer: the headers a calling service sends to sig-gate (docs/protocol.md).
 
 :class:`GateSigner` holds the resolved keys and is what the httpx and requests adapters keep
 for the life of a client; :func:`sign_gate_request` is the one-call form for existing call
@@ -226,7 +226,7 @@ def sign_gate_request(
     timestamp: Optional[Timestamp] = None,
     nonce: Optional[str] = None,
 ) -> dict[str, str]:
-    """Return the ``X-Gate-*`` headers for one request (contract section 4), in order.
+    """Return the ``X-Gate-*`` headers for one request (docs/protocol.md section 2), in order.
 
     Arguments left as ``None`` come from the variables the gate reads
     (``INTERSERVICE_HMAC_SECRET``, ``..._PREV``, ``..._KEY_ID``, ``..._KEY_ID_PREV``,
