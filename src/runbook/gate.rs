@@ -74,7 +74,7 @@ impl Drop for Workdir {
     }
 }
 
-/// The environment of one generation: the variables of contract section 3, and nothing else
+/// The environment of one generation: the variables of README.md (Configuration), nothing else
 /// from the harness's own environment. `Debug` lists names only (values may be secrets).
 #[derive(Clone, Default)]
 pub struct GateEnv {

@@ -35,8 +35,6 @@ const SKEW_SECS: u64 = 2;
 const HEADER_READ_SECS: u64 = 1;
 /// Idle timeout of the attack gate (`GATE_IDLE_TIMEOUT_SECS`).
 const IDLE_SECS: u64 = 1;
-/// The idle timeout's variable (README.md, Configuration).
-const IDLE_TIMEOUT_VAR: &str = "GATE_IDLE_TIMEOUT_SECS";
 /// How much later than the header-read or idle timeout a connection may still be closed: the
 /// timers' granularity and a busy machine, not a second timeout.
 const CLOSE_MARGIN: Duration = Duration::from_millis(1500);
@@ -89,7 +87,7 @@ impl Arena {
             .current(&field.new)
             .set(vars::CLOCK_SKEW_SECS, SKEW_SECS.to_string())
             .set(vars::HEADER_READ_TIMEOUT_SECS, HEADER_READ_SECS.to_string())
-            .set(IDLE_TIMEOUT_VAR, IDLE_SECS.to_string())
+            .set(vars::IDLE_TIMEOUT_SECS, IDLE_SECS.to_string())
             .set(vars::NONCE_CACHE_CAPACITY, NONCE_CAPACITY.to_string())
             .set(vars::UNSIGNED_PATHS, EXEMPT_PATH);
         let fronting_env = GateEnv::new(&malformed.url()).current(&field.new);
