@@ -625,30 +625,51 @@ async fn spoofed_verified_key_id(field: &Field, arena: &Arena) -> Result<Vec<Che
 }
 
 /// `GET http://host/path?query` (absolute form), signed for the path and query: the upstream
-/// must get the origin form `/path?query`, as the signature covered it.
+/// must get the origin form `/path?query`, as the signature covered it, with the URI's
+/// authority as its one `Host`; `http://host?query` is path `/`.
 async fn absolute_form(field: &Field) -> Result<Vec<Check>, HarnessError> {
     let addr = field.main.proxy_addr();
-    let path = "/game/absolute-form";
-    let call = Call::new(Method::GET, format!("{path}?a=1")).signed(&field.new.signer());
-    let wire = call
-        .wire(addr)
-        .target(format!("http://tool-gate.internal{path}?a=1"));
-    let reply = raw_exchange(addr, &wire.bytes()).await;
-    let seen = field.upstream.seen(path);
-    let observed = if seen.count == 0 {
-        format!("{path} never reached the upstream")
-    } else {
-        format!("upstream request target {}", seen.target)
-    };
-    Ok(vec![
-        answer_or_error("answer", &reply, "200"),
-        Check::equal(
-            "request target upstream",
-            format!("upstream request target {path}?a=1"),
-            observed,
+    let authority = "tool-gate.internal";
+    let cases = [
+        (
+            "path and query",
+            "/game/absolute-form",
+            "/game/absolute-form?a=1",
         ),
-        reached(field, path, 1, Some(field.new.key_id())),
-    ])
+        // An empty path is `/` (docs/protocol.md): signed and forwarded as such.
+        ("empty path", "", "/?a=1"),
+    ];
+    let mut checks = Vec::new();
+    for (what, written_path, origin_form) in cases {
+        let path = origin_form.split('?').next().unwrap_or(origin_form);
+        let before = field.upstream.seen(path).count;
+        let call = Call::new(Method::GET, origin_form).signed(&field.new.signer());
+        // The Host line names the gate: with an absolute-form target the URI's authority wins.
+        let wire = call
+            .wire(addr)
+            .target(format!("http://{authority}{written_path}?a=1"));
+        let reply = raw_exchange(addr, &wire.bytes()).await;
+        let seen = field.upstream.seen(path);
+        let describe = |target: &str, host: &str| format!("upstream got {target}, Host {host}");
+        let observed = if seen.count == before {
+            format!("{path} never reached the upstream")
+        } else {
+            let hosts: Vec<&str> = seen
+                .headers
+                .get_all(http::header::HOST)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            describe(&seen.target, &hosts.join(", "))
+        };
+        checks.push(answer_or_error(what, &reply, "200"));
+        checks.push(Check::equal(
+            format!("{what}: upstream request"),
+            describe(origin_form, authority),
+            observed,
+        ));
+    }
+    Ok(checks)
 }
 
 /// Two `Host` lines: which one the upstream believes is anyone's guess, so 400 and nothing
