@@ -1,6 +1,8 @@
 //! The calling side: credentials generated for one run, requests signed with a chosen key and
 //! key-id label (correct, mislabelled, tampered after signing, malformed on purpose), one pooled
-//! HTTP/1.1 client to send them, and the answer as [`Reply`].
+//! HTTP/1.1 client to send them, and the answer as [`Reply`]. For bytes no HTTP library sends, a
+//! call is written out as [`Wire`] text, edited, and sent on a [`RawConnection`], which also
+//! tells when the server closed the connection.
 
 use std::convert::Infallible;
 use std::fmt;
