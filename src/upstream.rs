@@ -11,12 +11,29 @@
 //! that reads the socket only when the downstream connection polls it, in the same task. The
 //! body puts the connection back in the pool as soon as its last byte is read.
 //!
-//! Strictness: the response head is parsed by `httparse` (the parser inside hyper) and framed by
-//! RFC 9112 section 6.3; a chunked body is decoded by a byte-level state machine that accepts
-//! nothing but the grammar. Anything else is an [`UpstreamError`]: a 502 before the head, a cut
-//! connection after it, and never a connection back in the pool. A connection is reused only
-//! when the upstream said nothing against it, the body ended exactly on its framing, and the
-//! socket shows neither data nor a close when it is checked out again.
+//! Strictness: at least as strict as hyper's own client on every response, and stricter where
+//! hyper is lenient in ways another parser could read differently (checked against hyper by
+//! `tests/upstream_differential.rs`, which lists those cases). The response head is parsed by
+//! `httparse` (the parser inside hyper) and framed by RFC 9112 section 6.3:
+//! - `Content-Length` is digits only (at most 19), every copy the same; a list such as `2, 2`
+//!   is refused.
+//! - `Transfer-Encoding` is a list of codings (tokens, no empty elements, no parameters) and
+//!   only in HTTP/1.1: an HTTP/1.0 response carrying it is refused (RFC 9112 section 6.1), as
+//!   hyper's client does. Chunked as the final coding frames the body; any other final coding
+//!   means the body runs to the close. With `Content-Length` too, the body is read chunked and
+//!   the connection never reused.
+//!
+//! A chunked body is decoded by a byte-level state machine that accepts nothing but the
+//! grammar of RFC 9112 section 7.1: a chunk-size line is hex digits (at most 16), optional
+//! whitespace, then extensions `; name[=value]` whose names and values are tokens or quoted
+//! strings, then CRLF; the bytes after the digits are limited per line (4 KiB) and over the
+//! whole body (16 KiB, hyper's limit). Trailer lines are fields (`name:value`, a token name and
+//! no whitespace before the colon, no obs-fold), at most 100 of them and 16 KiB together.
+//!
+//! Anything else is an [`UpstreamError`]: a 502 before the head, a cut connection after it,
+//! and never a connection back in the pool. A connection is reused only when the upstream said
+//! nothing against it (HTTP/1.1, no `Connection: close`), the body ended exactly on its
+//! framing, and the socket shows neither data nor a close when it is checked out again.
 //!
 //! Trailers of a chunked response are read and dropped (as nginx does); interim 1xx responses
 //! are skipped; `101 Switching Protocols` is refused (the gate strips `Upgrade`, so an upstream
@@ -43,8 +60,11 @@ use tokio::net::TcpStream;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most response header lines accepted (hyper's default too).
 const MAX_HEADERS: usize = 100;
-/// Longest chunk-size line extension, and all trailer lines together.
+/// Longest chunk-size line past its digits (whitespace and extensions).
 const MAX_CHUNK_EXTENSION: u16 = 4 * 1024;
+/// All chunk-size lines of one body together, past their digits: as hyper's client allows.
+const MAX_CHUNK_EXTENSIONS: u32 = 16 * 1024;
+/// All trailer lines of one body together.
 const MAX_TRAILER_BYTES: u32 = 16 * 1024;
 /// Bytes reserved before each read of the socket.
 const READ_CHUNK: usize = 8 * 1024;
@@ -230,15 +250,7 @@ impl Upstream {
             out.clear();
             conn.out = out;
 
-            let no_body = head_request
-                || head.status == StatusCode::NO_CONTENT
-                || head.status == StatusCode::NOT_MODIFIED;
-            let framing = if no_body {
-                Framing::Length(0)
-            } else {
-                head.framing
-            };
-            let reusable = head.reusable && framing != Framing::UntilClose;
+            let (framing, reusable) = head.body(head_request);
             let mut body = UpstreamBody {
                 framing,
                 conn: Some(conn),
@@ -530,10 +542,8 @@ enum Step {
 
 impl Framing {
     fn is_done(&self) -> bool {
-        matches!(
-            self,
-            Framing::Length(0) | Framing::Chunked(Chunked::End) | Framing::Done
-        )
+        matches!(self, Framing::Length(0) | Framing::Done)
+            || matches!(self, Framing::Chunked(chunked) if chunked.is_done())
     }
 
     /// Take the next piece of body from `buf`.
@@ -556,57 +566,99 @@ impl Framing {
     }
 }
 
-/// The chunked transfer coding's states (RFC 9112 section 7.1), one byte at a time outside
-/// chunk data.
+/// The chunked transfer coding (RFC 9112 section 7.1), one byte at a time outside chunk data:
+/// where the decoder is in the grammar, and what it has counted against the limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunked {
-    /// Reading hex digits of a chunk size.
-    Size {
-        size: u64,
-        digits: u8,
-    },
-    /// Past the size: whitespace, extensions, up to CR.
-    Extension {
-        size: u64,
-        len: u16,
-    },
-    /// CR seen after the size line.
-    SizeLf {
-        size: u64,
-    },
-    /// Inside chunk data.
-    Data(u64),
+struct Chunked {
+    state: ChunkedState,
+    /// The chunk size read so far, then the data bytes left of the chunk.
+    size: u64,
+    /// Hex digits of the chunk size read so far.
+    digits: u8,
+    /// Bytes of the current size line past its digits (whitespace and extensions).
+    line: u16,
+    /// Such bytes over the whole body.
+    extensions: u32,
+    /// Bytes of the trailer section so far.
+    trailer_bytes: u32,
+    /// Trailer field lines so far.
+    trailer_lines: u16,
+}
+
+/// Where a [`Chunked`] decoder is. In a chunk-size line, after the hex digits:
+/// `chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`, names and
+/// unquoted values tokens, quoted values `quoted-string` (RFC 9110 section 5.6), whitespace
+/// allowed before the CR as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkedState {
+    /// Hex digits of a chunk size.
+    Size,
+    /// Whitespace after the size.
+    SizeSpace,
+    /// After a `;`: whitespace, then an extension name.
+    ExtStart,
+    /// In an extension name.
+    ExtName,
+    /// Whitespace after an extension name.
+    ExtNameSpace,
+    /// After `=`: whitespace, then a token or a quoted string.
+    ExtValueStart,
+    /// In an unquoted extension value.
+    ExtToken,
+    /// In a quoted extension value.
+    ExtQuoted,
+    /// After a backslash in a quoted value.
+    ExtEscape,
+    /// Whitespace after an extension value.
+    ExtEnd,
+    /// CR seen at the end of the size line.
+    SizeLf,
+    /// Inside chunk data (`size` bytes left).
+    Data,
     /// After chunk data: CR, then LF.
     DataCr,
     DataLf,
-    /// In the trailer section: `line` bytes into the current line, `total` bytes in all.
-    Trailer {
-        line: u32,
-        total: u32,
-    },
-    /// CR seen at the end of a trailer line (`last` when that line was empty).
-    TrailerLf {
-        total: u32,
-        last: bool,
-    },
+    /// At the start of a trailer line: a field name, or CR for the empty last line.
+    TrailerStart,
+    /// In a trailer field's name (a token, then `:` with no whitespace before it).
+    TrailerName,
+    /// In a trailer field's value, up to CR.
+    TrailerValue,
+    /// CR seen at the end of a trailer field line.
+    TrailerLf,
+    /// CR seen on the empty line ending the trailer section.
+    EndLf,
     /// The last chunk and its trailers are read.
     End,
 }
 
 impl Chunked {
-    const START: Chunked = Chunked::Size { size: 0, digits: 0 };
+    const START: Chunked = Chunked {
+        state: ChunkedState::Size,
+        size: 0,
+        digits: 0,
+        line: 0,
+        extensions: 0,
+        trailer_bytes: 0,
+        trailer_lines: 0,
+    };
+
+    fn is_done(&self) -> bool {
+        self.state == ChunkedState::End
+    }
 
     fn step(&mut self, buf: &mut BytesMut) -> Result<Step, UpstreamError> {
         loop {
-            match *self {
-                Chunked::End => return Ok(Step::End),
-                Chunked::Data(0) => *self = Chunked::DataCr,
-                Chunked::Data(remaining) => {
+            match self.state {
+                ChunkedState::End => return Ok(Step::End),
+                ChunkedState::Data if self.size == 0 => self.state = ChunkedState::DataCr,
+                ChunkedState::Data => {
                     if buf.is_empty() {
                         return Ok(Step::NeedMore);
                     }
-                    let n = remaining.min(buf.len() as u64);
-                    *self = Chunked::Data(remaining - n);
+                    let n = self.size.min(buf.len() as u64);
+                    self.size -= n;
+                    // `n` is at most `buf.len()`, a usize.
                     return Ok(Step::Data(buf.split_to(n as usize).freeze()));
                 }
                 _ => {
@@ -614,64 +666,117 @@ impl Chunked {
                         return Ok(Step::NeedMore);
                     };
                     buf.advance(1);
-                    *self = self
-                        .next(byte)
+                    self.next(byte)
                         .ok_or(UpstreamError::Malformed("chunked body"))?;
                 }
             }
         }
     }
 
-    /// The state after `byte`, or `None` if the grammar does not allow it.
-    fn next(self, byte: u8) -> Option<Chunked> {
-        Some(match (self, byte) {
-            (Chunked::Size { size, digits }, _) if byte.is_ascii_hexdigit() => {
-                if digits == 16 {
+    /// Take `byte` outside chunk data; `None` if the grammar or a limit does not allow it.
+    fn next(&mut self, byte: u8) -> Option<()> {
+        use ChunkedState::*;
+        let space = byte == b' ' || byte == b'\t';
+        let token = is_tchar(byte);
+        let state = self.state;
+        // Bytes of the size line past its digits, its CR excepted, count against the limits.
+        let in_line = matches!(
+            state,
+            SizeSpace
+                | ExtStart
+                | ExtName
+                | ExtNameSpace
+                | ExtValueStart
+                | ExtToken
+                | ExtQuoted
+                | ExtEscape
+                | ExtEnd
+        ) || (state == Size && !byte.is_ascii_hexdigit());
+        if in_line && byte != b'\r' {
+            self.line += 1;
+            self.extensions += 1;
+            if self.line > MAX_CHUNK_EXTENSION || self.extensions > MAX_CHUNK_EXTENSIONS {
+                return None;
+            }
+        }
+        if matches!(
+            state,
+            TrailerStart | TrailerName | TrailerValue | TrailerLf | EndLf
+        ) {
+            self.trailer_bytes += 1;
+            if self.trailer_bytes > MAX_TRAILER_BYTES {
+                return None;
+            }
+        }
+        self.state = match (state, byte) {
+            (Size, _) if byte.is_ascii_hexdigit() => {
+                if self.digits == 16 {
                     return None;
                 }
+                // A hex digit is below 16.
                 let digit = (byte as char).to_digit(16)? as u64;
-                Chunked::Size {
-                    size: size << 4 | digit,
-                    digits: digits + 1,
+                self.size = self.size << 4 | digit;
+                self.digits += 1;
+                Size
+            }
+            (Size, _) if self.digits == 0 => return None,
+            (Size | SizeSpace, _) if space => SizeSpace,
+            (Size | SizeSpace | ExtName | ExtNameSpace | ExtToken | ExtEnd, b';') => ExtStart,
+            (Size | SizeSpace | ExtName | ExtNameSpace | ExtToken | ExtEnd, b'\r') => SizeLf,
+            (ExtStart, _) if space => ExtStart,
+            (ExtStart | ExtName, _) if token => ExtName,
+            (ExtName | ExtNameSpace, _) if space => ExtNameSpace,
+            (ExtName | ExtNameSpace, b'=') => ExtValueStart,
+            (ExtValueStart, _) if space => ExtValueStart,
+            (ExtValueStart, b'"') => ExtQuoted,
+            (ExtValueStart | ExtToken, _) if token => ExtToken,
+            (ExtToken | ExtEnd, _) if space => ExtEnd,
+            (ExtQuoted, b'"') => ExtEnd,
+            (ExtQuoted, b'\\') => ExtEscape,
+            (ExtQuoted, _) if is_qdtext(byte) => ExtQuoted,
+            (ExtEscape, _) if space || is_field_vchar(byte) => ExtQuoted,
+            (SizeLf, b'\n') if self.size == 0 => TrailerStart,
+            (SizeLf, b'\n') => {
+                self.digits = 0;
+                self.line = 0;
+                Data
+            }
+            (DataCr, b'\r') => DataLf,
+            (DataLf, b'\n') => Size,
+            (TrailerStart, b'\r') => EndLf,
+            (TrailerStart, _) if token => {
+                self.trailer_lines += 1;
+                if usize::from(self.trailer_lines) > MAX_HEADERS {
+                    return None;
                 }
+                TrailerName
             }
-            (Chunked::Size { digits: 0, .. }, _) => return None,
-            (Chunked::Size { size, .. }, b'\r') => Chunked::SizeLf { size },
-            (Chunked::Size { size, .. }, b';' | b' ' | b'\t') => {
-                Chunked::Extension { size, len: 1 }
-            }
-            (Chunked::Extension { size, .. }, b'\r') => Chunked::SizeLf { size },
-            (Chunked::Extension { size, len }, _)
-                if len < MAX_CHUNK_EXTENSION && is_field_byte(byte) =>
-            {
-                Chunked::Extension { size, len: len + 1 }
-            }
-            (Chunked::SizeLf { size: 0 }, b'\n') => Chunked::Trailer { line: 0, total: 0 },
-            (Chunked::SizeLf { size }, b'\n') => Chunked::Data(size),
-            (Chunked::DataCr, b'\r') => Chunked::DataLf,
-            (Chunked::DataLf, b'\n') => Chunked::START,
-            (Chunked::Trailer { line, total }, b'\r') => Chunked::TrailerLf {
-                total,
-                last: line == 0,
-            },
-            (Chunked::Trailer { line, total }, _)
-                if total < MAX_TRAILER_BYTES && is_field_byte(byte) =>
-            {
-                Chunked::Trailer {
-                    line: line + 1,
-                    total: total + 1,
-                }
-            }
-            (Chunked::TrailerLf { last: true, .. }, b'\n') => Chunked::End,
-            (Chunked::TrailerLf { total, .. }, b'\n') => Chunked::Trailer { line: 0, total },
+            (TrailerName, _) if token => TrailerName,
+            (TrailerName, b':') => TrailerValue,
+            (TrailerValue, _) if space || is_field_vchar(byte) => TrailerValue,
+            (TrailerValue, b'\r') => TrailerLf,
+            (TrailerLf, b'\n') => TrailerStart,
+            (EndLf, b'\n') => End,
             _ => return None,
-        })
+        };
+        Some(())
     }
 }
 
-/// Visible ASCII, space, tab and obs-text: what a field line or chunk extension may hold.
-fn is_field_byte(byte: u8) -> bool {
-    byte == b'\t' || (byte >= 0x20 && byte != 0x7f)
+/// A `tchar` of RFC 9110 section 5.6.2: what a token (a field name, a chunk extension's
+/// name or unquoted value, a transfer coding) is made of.
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// Visible ASCII and obs-text: a field value's bytes besides whitespace (RFC 9110 section 5.5).
+fn is_field_vchar(byte: u8) -> bool {
+    (0x21..=0x7e).contains(&byte) || byte >= 0x80
+}
+
+/// What a quoted string holds unescaped: whitespace, visible ASCII but `"` and `\`, obs-text.
+fn is_qdtext(byte: u8) -> bool {
+    byte == b'\t' || byte == b' ' || (is_field_vchar(byte) && byte != b'"' && byte != b'\\')
 }
 
 /// A parsed response head's status and what it says about the body and the connection; its
@@ -683,6 +788,22 @@ struct Head {
     reusable: bool,
 }
 
+impl Head {
+    /// How the body of the response to a request (`HEAD` or not) ends, and whether the
+    /// connection may carry another exchange once it has.
+    fn body(&self, head_request: bool) -> (Framing, bool) {
+        let no_body = head_request
+            || self.status == StatusCode::NO_CONTENT
+            || self.status == StatusCode::NOT_MODIFIED;
+        let framing = if no_body {
+            Framing::Length(0)
+        } else {
+            self.framing
+        };
+        (framing, self.reusable && framing != Framing::UntilClose)
+    }
+}
+
 /// Read the final response head into `headers`, skipping interim 1xx responses.
 async fn read_head(
     stream: &mut TcpStream,
@@ -690,19 +811,8 @@ async fn read_head(
     headers: &mut HeaderMap,
 ) -> Result<Head, UpstreamError> {
     loop {
-        if !read.is_empty() {
-            if let Some(head) = parse_head(read, headers)? {
-                if head.status.is_informational() {
-                    if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(UpstreamError::Malformed("unrequested protocol switch"));
-                    }
-                    continue;
-                }
-                return Ok(head);
-            }
-            if read.len() >= MAX_HEAD_BYTES {
-                return Err(UpstreamError::Malformed("response head too large"));
-            }
+        if let Some(head) = parse_final_head(read, headers)? {
+            return Ok(head);
         }
         read.reserve(READ_CHUNK);
         match stream.read_buf(read).await {
@@ -711,6 +821,29 @@ async fn read_head(
             Err(err) => return Err(UpstreamError::Io(err)),
         }
     }
+}
+
+/// Parse the final response head from the front of `read`, consuming it and any interim 1xx
+/// responses before it; `None` while it is incomplete.
+fn parse_final_head(
+    read: &mut BytesMut,
+    headers: &mut HeaderMap,
+) -> Result<Option<Head>, UpstreamError> {
+    while !read.is_empty() {
+        let Some(head) = parse_head(read, headers)? else {
+            if read.len() >= MAX_HEAD_BYTES {
+                return Err(UpstreamError::Malformed("response head too large"));
+            }
+            return Ok(None);
+        };
+        if !head.status.is_informational() {
+            return Ok(Some(head));
+        }
+        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(UpstreamError::Malformed("unrequested protocol switch"));
+        }
+    }
+    Ok(None)
 }
 
 /// Parse a response head from the front of `buf`, consuming it; `None` if incomplete. Its
@@ -750,10 +883,16 @@ fn parse_head(buf: &mut BytesMut, headers: &mut HeaderMap) -> Result<Option<Head
         if name.eq_ignore_ascii_case(b"connection") {
             options.add(field.value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // HTTP/1.0 has no transfer codings (RFC 9112 section 6.1): whoever sends one
+            // there does not frame bodies the way the gate would.
+            if http10 {
+                return Err(UpstreamError::Malformed("Transfer-Encoding in HTTP/1.0"));
+            }
             // Only the final coding matters: chunked there frames the body; anything else
             // means the body runs to the close.
-            let last = field.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            let last = final_coding(field.value)
+                .ok_or(UpstreamError::Malformed("invalid Transfer-Encoding"))?;
+            chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case(b"content-length") {
             let value = parse_length(field.value)
                 .ok_or(UpstreamError::Malformed("invalid Content-Length"))?;
@@ -812,6 +951,22 @@ fn parse_head(buf: &mut BytesMut, headers: &mut HeaderMap) -> Result<Option<Head
         framing,
         reusable,
     }))
+}
+
+/// The last coding of a `Transfer-Encoding` value, which must be a list of tokens without
+/// empty elements or parameters: the codings a response can use have none, and an odd list
+/// (`chunked,` or a coding with bytes outside ASCII) is one that another parser may read
+/// differently.
+fn final_coding(value: &[u8]) -> Option<&[u8]> {
+    let mut last = None;
+    for coding in value.split(|&b| b == b',') {
+        let coding = coding.trim_ascii();
+        if coding.is_empty() || !coding.iter().all(|&b| is_tchar(b)) {
+            return None;
+        }
+        last = Some(coding);
+    }
+    last
 }
 
 /// A `Content-Length` value: digits only, at most 19 of them (fits a u64 without overflow).
@@ -907,31 +1062,127 @@ impl Body for UpstreamBody {
     }
 }
 
+/// The response parser without a socket, for the differential test
+/// (`tests/upstream_differential.rs`) and the fuzz targets (`fuzz/`). Not part of the gate's
+/// API: hidden from its documentation, called by nothing in the gate. It reads a response as
+/// [`Upstream::send`] and [`UpstreamBody`] do, from bytes arriving in pieces of given sizes.
+#[doc(hidden)]
+pub mod testing {
+    use super::*;
+
+    /// What the gate made of one response.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Read {
+        /// The final status (interim 1xx responses are skipped).
+        pub status: u16,
+        /// The end-to-end headers, as forwarded to the client.
+        pub headers: HeaderMap,
+        /// The decoded body.
+        pub body: Vec<u8>,
+        /// The body had no framing and ran to the end of the input.
+        pub until_close: bool,
+        /// The head lets the connection carry another exchange (the pool also requires that
+        /// nothing follows the body: `leftover` zero).
+        pub reusable: bool,
+        /// Input bytes after the end of the body.
+        pub leftover: usize,
+    }
+
+    /// Pieces of `wire`, of the sizes in `pieces` in turn (a zero counts as one; none: all
+    /// of it at once).
+    fn split<'a>(wire: &'a [u8], pieces: &'a [usize]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let mut sizes = pieces.iter().cycle();
+        let mut rest = wire;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let size = sizes.next().map_or(rest.len(), |&n| n.clamp(1, rest.len()));
+            let (piece, tail) = rest.split_at(size);
+            rest = tail;
+            Some(piece)
+        })
+    }
+
+    /// Read one response to a request (`HEAD` or not) from `wire`, which ends where the
+    /// upstream closes the connection.
+    pub fn read_response(
+        wire: &[u8],
+        head_request: bool,
+        pieces: &[usize],
+    ) -> Result<Read, UpstreamError> {
+        let mut input = split(wire, pieces);
+        let mut buf = BytesMut::new();
+        let mut headers = HeaderMap::new();
+        let head = loop {
+            if let Some(head) = parse_final_head(&mut buf, &mut headers)? {
+                break head;
+            }
+            buf.extend_from_slice(input.next().ok_or(UpstreamError::Closed)?);
+        };
+        let (mut framing, reusable) = head.body(head_request);
+        let until_close = framing == Framing::UntilClose;
+        let mut body = Vec::new();
+        loop {
+            match framing.step(&mut buf)? {
+                Step::Data(data) => body.extend_from_slice(&data),
+                Step::End => break,
+                Step::NeedMore => match input.next() {
+                    Some(piece) => buf.extend_from_slice(piece),
+                    None if until_close => break,
+                    None => return Err(UpstreamError::Closed),
+                },
+            }
+        }
+        Ok(Read {
+            status: head.status.as_u16(),
+            headers,
+            body,
+            until_close,
+            reusable,
+            leftover: buf.len() + input.map(<[u8]>::len).sum::<usize>(),
+        })
+    }
+
+    /// Decode a chunked body from `wire`: the body and the bytes left after it, `None` if
+    /// the input ended before the body did.
+    pub fn decode_chunked(
+        wire: &[u8],
+        pieces: &[usize],
+    ) -> Result<Option<(Vec<u8>, usize)>, UpstreamError> {
+        let mut framing = Framing::Chunked(Chunked::START);
+        let mut input = split(wire, pieces);
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        loop {
+            match framing.step(&mut buf)? {
+                Step::Data(data) => body.extend_from_slice(&data),
+                Step::End => {
+                    let leftover = buf.len() + input.map(<[u8]>::len).sum::<usize>();
+                    return Ok(Some((body, leftover)));
+                }
+                Step::NeedMore => match input.next() {
+                    Some(piece) => buf.extend_from_slice(piece),
+                    None => return Ok(None),
+                },
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Feed `wire` to a chunked decoder in pieces of `piece` bytes; the decoded body, or the
-    /// first error. `Ok(None)` if the input ended before the last chunk.
+    /// Feed `wire` to a chunked decoder in pieces of `piece` bytes; the decoded body and the
+    /// bytes left after it, or the first error. `Ok(None)` if the input ended before the last
+    /// chunk.
     fn decode_chunked(
         wire: &[u8],
         piece: usize,
     ) -> Result<Option<(Vec<u8>, usize)>, UpstreamError> {
-        let mut framing = Framing::Chunked(Chunked::START);
-        let mut buf = BytesMut::new();
-        let mut body = Vec::new();
-        let mut pieces = wire.chunks(piece.max(1));
-        loop {
-            match framing.step(&mut buf)? {
-                Step::Data(data) => body.extend_from_slice(&data),
-                Step::End => return Ok(Some((body, buf.len()))),
-                Step::NeedMore => match pieces.next() {
-                    Some(next) => buf.extend_from_slice(next),
-                    None => return Ok(None),
-                },
-            }
-        }
+        testing::decode_chunked(wire, &[piece])
     }
 
     fn chunked_wire(chunks: &[Vec<u8>], extension: bool, trailer: bool) -> Vec<u8> {
@@ -993,6 +1244,143 @@ mod tests {
             decode_chunked(b"0\r\n\r\nHTTP", 64).unwrap(),
             Some((vec![], 4))
         );
+    }
+
+    /// Whether `wire`, a whole chunked body, decodes to `body` with nothing left over.
+    fn decodes_to(wire: &[u8], body: &[u8]) -> bool {
+        [1, 2, 3, 5, 64, wire.len()]
+            .into_iter()
+            .all(|piece| matches!(decode_chunked(wire, piece), Ok(Some((ref b, 0))) if b == body))
+    }
+
+    #[test]
+    fn chunk_size_lines_hold_the_size_then_extensions_of_the_grammar() {
+        for line in [
+            &b"3"[..],
+            b"3 \t ",
+            b"3;a",
+            b"3 ; a ; b",
+            b"3;a=b",
+            b"3 ;\tname = value ",
+            b"3;a=\"\"",
+            b"3;a=\"x; \\\"y\\\\\x80\"",
+            b"3;a=\"\\\t\";b=!#$%&'*+-.^_`|~",
+        ] {
+            let wire = [line, b"\r\nabc\r\n0\r\n\r\n"].concat();
+            assert!(
+                decodes_to(&wire, b"abc"),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        for line in [
+            &b"3 zz"[..],     // more than whitespace after the size
+            b"3 4",           // a second number
+            b"3\t;\x80\xff",  // not a token
+            b";a",            // no size
+            b"3;",            // no extension name
+            b"3;;a",          // empty extension
+            b"3;a=",          // no value
+            b"3;a b",         // two names
+            b"3;a=b c",       // two values
+            b"3;a=\"x",       // unterminated quoted value
+            b"3;a=\"x\"y",    // text after a quoted value
+            b"3;a=\"\x7f\"",  // control byte quoted
+            b"3;a=\"x\\\n\"", // control byte escaped
+            b"3;a=b\x0b",     // control byte
+            b"3;a\"b\"",      // quote in a name
+            b"3;a=@",         // separator as a value
+        ] {
+            let wire = [line, b"\r\nabc\r\n0\r\n\r\n"].concat();
+            assert!(
+                decode_chunked(&wire, 1).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn chunk_extensions_are_limited_per_line_and_over_the_whole_body() {
+        let chunk = |extension_len: usize| {
+            let mut chunk = b"1;e=".to_vec();
+            chunk.resize(extension_len + 1, b'x');
+            chunk.extend_from_slice(b"\r\na\r\n");
+            chunk
+        };
+        let body = |chunks: usize, extension_len: usize| {
+            [chunk(extension_len).repeat(chunks), b"0\r\n\r\n".to_vec()].concat()
+        };
+        let per_line = usize::from(MAX_CHUNK_EXTENSION);
+        assert!(decodes_to(&body(1, per_line), b"a"));
+        assert!(decode_chunked(&body(1, per_line + 1), 64).is_err());
+        // Four lines at the per-line limit fill the body's allowance; a fifth byte is over.
+        let total = MAX_CHUNK_EXTENSIONS as usize;
+        assert_eq!(total, 4 * per_line);
+        let at_limit = body(4, per_line);
+        assert!(decodes_to(&at_limit, b"aaaa"));
+        let over = [chunk(1), at_limit].concat();
+        assert!(decode_chunked(&over, 64).is_err());
+        // Whitespace after the size counts too.
+        let spaces = [chunk(per_line).repeat(4), b"1 \r\na\r\n0\r\n\r\n".to_vec()].concat();
+        assert!(decode_chunked(&spaces, 64).is_err());
+    }
+
+    #[test]
+    fn trailer_lines_are_fields_and_limited_in_number() {
+        for trailers in [
+            &b""[..],
+            b"x-sum: 1\r\n",
+            b"x-a:1\r\nx-b:\t \x80 v \r\nx-c:\r\n",
+        ] {
+            let wire = [b"1\r\na\r\n0\r\n", trailers, b"\r\n"].concat();
+            assert!(
+                decodes_to(&wire, b"a"),
+                "{:?}",
+                String::from_utf8_lossy(trailers)
+            );
+        }
+        for trailers in [
+            &b"no colon\r\n"[..],
+            b"nocolon\r\n",
+            b"x-sum : 1\r\n",         // whitespace before the colon
+            b": 1\r\n",               // no name
+            b"x-a: 1\r\n folded\r\n", // obs-fold
+            b"x-a: \x00\r\n",         // control byte
+            b"x(a): 1\r\n",           // not a token
+        ] {
+            let wire = [b"0\r\n", trailers, b"\r\n"].concat();
+            assert!(
+                decode_chunked(&wire, 1).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(trailers)
+            );
+        }
+        let many = |lines: usize| format!("0\r\n{}\r\n", "x: 1\r\n".repeat(lines));
+        assert!(decodes_to(many(MAX_HEADERS).as_bytes(), b""));
+        assert!(decode_chunked(many(MAX_HEADERS + 1).as_bytes(), 64).is_err());
+    }
+
+    #[test]
+    fn transfer_encoding_must_be_http11_and_a_list_of_codings() {
+        for wire in [
+            &b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"HTTP/1.0 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, \r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: , chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \x80, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked;q=1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \"chunked\"\r\n\r\n",
+        ] {
+            assert!(head(wire).is_err(), "{:?}", String::from_utf8_lossy(wire));
+        }
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip ,\tCHUNKED\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Chunked(Chunked::START));
     }
 
     /// A parsed head and its headers.

@@ -213,6 +213,9 @@ async fn malformed_responses_are_502_and_never_reused() {
         &b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n"[..],
         &b"SSH-2.0-OpenSSH\r\n\r\n"[..],
         &b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n"[..],
+        // HTTP/1.0 has no transfer codings: such a response is not framed as the gate would.
+        &b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"[..],
+        &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked,\r\n\r\n2\r\nok\r\n0\r\n\r\n"[..],
         built[0],
         built[1],
     ] {
@@ -294,4 +297,51 @@ async fn interim_responses_are_skipped_and_head_requests_have_no_body() {
         assert!(reply.body.is_empty());
     }
     assert_eq!(upstream.connections(), 1);
+}
+
+/// Send one signed POST over a raw connection and read until the gate closes it: what the
+/// client received.
+async fn post_raw(gate: &TestGate) -> String {
+    let mut stream = TcpStream::connect(gate.addr).await.expect("connect");
+    let headers = sign(SECRET, "current", "POST", "/tool", b"{}");
+    let mut request = String::from("POST /tool HTTP/1.1\r\nhost: t\r\nconnection: close\r\n");
+    request.push_str("content-length: 2\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n{}");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received));
+    let _ = read.await.expect("the gate closes the connection");
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[tokio::test]
+async fn chunked_bodies_outside_the_grammar_are_cut_and_their_connections_closed() {
+    for response in [
+        // Text after the chunk size that is no extension.
+        &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3 zz\r\nabc\r\n0\r\n\r\n"[..],
+        &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\t;\x80\xff\r\nabc\r\n0\r\n\r\n"[..],
+        // A trailer line that is no field.
+        &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nno colon\r\n\r\n"
+            [..],
+    ] {
+        let upstream = Scripted::start(response, Then::KeepOpen).await;
+        let gate = TestGate::start(&upstream.url(), &[]).await;
+        let shown = String::from_utf8_lossy(response);
+        for _ in 0..2 {
+            // Either nothing (cut before the head was flushed) or a head whose chunked body
+            // never ends: never a complete response.
+            let received = post_raw(&gate).await;
+            assert!(!received.ends_with("0\r\n\r\n"), "{shown}: {received:?}");
+            if !received.is_empty() {
+                assert!(
+                    received.starts_with("HTTP/1.1 200"),
+                    "{shown}: {received:?}"
+                );
+            }
+        }
+        assert_eq!(upstream.connections(), 2, "{shown}");
+    }
 }

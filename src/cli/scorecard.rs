@@ -5,7 +5,8 @@
 //!
 //! The field: a gate after retirement (new secret only, strict key ids off, a 16 KiB body
 //! limit, a 1 s upstream timeout, the default 300 s clock-skew window), a gate in the overlap
-//! with strict key ids, a report-only gate, and for the shutdown scenario a gate of its own.
+//! with strict key ids, a report-only gate, and for the shutdown scenario a gate of its own;
+//! the attacks on the request path (`scorecard/attacks.rs`) start two more.
 //! Scenarios run one after another, so each one's counter deltas are its own.
 
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ use crate::runbook::upstream::Upstream;
 use crate::runbook::{self, Check, HarnessError};
 use crate::sign::Signer;
 use crate::verify::Reason;
+
+mod attacks;
 
 /// Body limit of the main gate (`GATE_MAX_BODY_BYTES`).
 const MAX_BODY: usize = 16 * 1024;
@@ -320,6 +323,7 @@ async fn play(field: &mut Field) -> Vec<Scenario> {
         "batch of malformed signature headers",
         malformed(field).await,
     );
+    attacks::play(field, &mut scenario).await;
     scenario("upstream down, then recovering", upstream_down(field).await);
     scenario("upstream too slow", upstream_slow(field).await);
     scenario("report-only mode", report_only(field).await);

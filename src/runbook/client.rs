@@ -1,6 +1,8 @@
 //! The calling side: credentials generated for one run, requests signed with a chosen key and
 //! key-id label (correct, mislabelled, tampered after signing, malformed on purpose), one pooled
-//! HTTP/1.1 client to send them, and the answer as [`Reply`].
+//! HTTP/1.1 client to send them, and the answer as [`Reply`]. For bytes no HTTP library sends, a
+//! call is written out as [`Wire`] text, edited, and sent on a [`RawConnection`], which also
+//! tells when the server closed the connection.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -225,6 +227,26 @@ impl Call {
         request
     }
 
+    /// The call written out as HTTP/1.1 bytes for `addr` (origin form, `Host`, the headers in
+    /// order, `Content-Length` when there is a body; chunks are sent as one body), to be edited
+    /// line by line and sent on a [`RawConnection`].
+    pub fn wire(&self, addr: SocketAddr) -> Wire {
+        let mut lines = vec![format!("host: {addr}")];
+        for (name, value) in &self.headers {
+            // Harness header values are visible ASCII (see `Call::header`).
+            lines.push(format!("{name}: {}", value.to_str().unwrap_or_default()));
+        }
+        if !self.body.is_empty() {
+            lines.push(format!("content-length: {}", self.body.len()));
+        }
+        Wire {
+            method: self.method.to_string(),
+            target: self.target.clone(),
+            lines,
+            body: self.body.clone(),
+        }
+    }
+
     /// The request to send to `addr`; a call can be built again (that is how a replay is sent).
     pub fn request(&self, addr: SocketAddr) -> Request<Body> {
         let body = match &self.chunks {
@@ -241,6 +263,239 @@ impl Call {
             request.headers_mut().append(name.clone(), value.clone());
         }
         request
+    }
+}
+
+/// An HTTP/1.1 request as text lines: what a [`RawConnection`] sends when a scenario needs bytes
+/// a well-behaved client never writes (an absolute-form target, a second `Host`, a header name
+/// in any spelling, a head over the size limit, a body held back).
+#[derive(Debug, Clone)]
+pub struct Wire {
+    method: String,
+    target: String,
+    lines: Vec<String>,
+    body: Bytes,
+}
+
+impl Wire {
+    /// Replace the request target as written on the request line (for example absolute form).
+    pub fn target(mut self, target: impl Into<String>) -> Wire {
+        self.target = target.into();
+        self
+    }
+
+    /// Append a header line exactly as given (no `\r\n`).
+    pub fn line(mut self, line: impl Into<String>) -> Wire {
+        self.lines.push(line.into());
+        self
+    }
+
+    /// The request line and header lines, up to and including the blank line.
+    pub fn head(&self) -> Vec<u8> {
+        let mut head = format!("{} {} HTTP/1.1\r\n", self.method, self.target);
+        for line in &self.lines {
+            head.push_str(line);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        head.into_bytes()
+    }
+
+    /// The body as declared by `Content-Length`.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Head and body, as one well-behaved write would send them.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut bytes = self.head();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+}
+
+/// One TCP connection written and read byte by byte: requests no HTTP library would send (see
+/// [`Wire`]), answers read as they come, and the moment the server closes the connection.
+#[derive(Debug)]
+pub struct RawConnection {
+    stream: tokio::net::TcpStream,
+    /// Bytes read but not yet consumed by [`RawConnection::read_reply`].
+    buffer: Vec<u8>,
+}
+
+/// Largest response head [`RawConnection::read_reply`] accepts.
+const MAX_RAW_HEAD: usize = 64 * 1024;
+
+impl RawConnection {
+    /// Connect (no bytes sent).
+    pub async fn open(addr: SocketAddr) -> Result<RawConnection, String> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|err| format!("connect {addr}: {err}"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(RawConnection {
+            stream,
+            buffer: Vec::new(),
+        })
+    }
+
+    /// Write `bytes` (a failure usually means the server closed the connection already).
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|err| format!("writing: {err}"))
+    }
+
+    /// Read more bytes into the buffer; `Ok(0)` at end of stream.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut chunk).await?;
+        self.buffer.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Read exactly `n` bytes from the stream (the buffer first) and return them; an error
+    /// when the stream ends first.
+    async fn take(&mut self, n: usize) -> Result<Vec<u8>, String> {
+        while self.buffer.len() < n {
+            match self.fill().await {
+                Ok(0) => return Err("connection closed mid-body".to_owned()),
+                Ok(_) => {}
+                Err(err) => return Err(format!("reading the body: {err}")),
+            }
+        }
+        Ok(self.buffer.drain(..n).collect())
+    }
+
+    /// Read one HTTP/1.x response (head, then a `Content-Length` or chunked body, or none),
+    /// giving up after `within`.
+    pub async fn read_reply(&mut self, within: Duration) -> Result<Reply, String> {
+        tokio::time::timeout(within, self.reply())
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} ms", within.as_millis())))
+    }
+
+    async fn reply(&mut self) -> Result<Reply, String> {
+        let (status, headers, head_len) = loop {
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            let mut response = httparse::Response::new(&mut slots);
+            match response.parse(&self.buffer) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = StatusCode::from_u16(response.code.unwrap_or(0))
+                        .map_err(|err| format!("status line: {err}"))?;
+                    let mut headers = HeaderMap::new();
+                    for header in response.headers.iter() {
+                        let name = HeaderName::from_bytes(header.name.as_bytes());
+                        let value = HeaderValue::from_bytes(header.value);
+                        if let (Ok(name), Ok(value)) = (name, value) {
+                            headers.append(name, value);
+                        }
+                    }
+                    break (status, headers, len);
+                }
+                Ok(httparse::Status::Partial) if self.buffer.len() < MAX_RAW_HEAD => {}
+                Ok(httparse::Status::Partial) => return Err("response head too large".into()),
+                Err(err) => return Err(format!("malformed response head: {err}")),
+            }
+            match self.fill().await {
+                Ok(0) if self.buffer.is_empty() => {
+                    return Err("connection closed without an answer".into());
+                }
+                Ok(0) => return Err("connection closed mid-head".into()),
+                Ok(_) => {}
+                Err(err) => return Err(format!("reading: {err}")),
+            }
+        };
+        self.buffer.drain(..head_len);
+        let length = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let chunked = headers
+            .get(http::header::TRANSFER_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        let body = if chunked {
+            self.chunked_body().await?
+        } else {
+            self.take(length.unwrap_or(0)).await?
+        };
+        Ok(Reply {
+            status,
+            headers,
+            body: body.into(),
+        })
+    }
+
+    /// A chunked body: size lines, data, trailers up to the blank line.
+    async fn chunked_body(&mut self) -> Result<Vec<u8>, String> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.line().await?;
+            let size = line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size, 16)
+                .map_err(|_| format!("malformed chunk size line {line:?}"))?;
+            if size == 0 {
+                loop {
+                    match self.line().await? {
+                        line if line.is_empty() => return Ok(body),
+                        line if line.contains(':') => {}
+                        line => return Err(format!("malformed trailer line {line:?}")),
+                    }
+                }
+            }
+            body.extend(self.take(size).await?);
+            self.take(2).await?;
+        }
+    }
+
+    /// One `\r\n`-terminated line, without the terminator.
+    async fn line(&mut self) -> Result<String, String> {
+        loop {
+            if let Some(at) = self.buffer.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.buffer.drain(..at + 2).take(at).collect();
+                return Ok(String::from_utf8_lossy(&line).into_owned());
+            }
+            match self.fill().await {
+                Ok(0) => return Err("connection closed mid-body".to_owned()),
+                Ok(_) => {}
+                Err(err) => return Err(format!("reading the body: {err}")),
+            }
+        }
+    }
+
+    /// Read (and discard) until the server closes the connection; how long that took, or
+    /// `None` when it was still open after `within`. A reset counts as closed.
+    pub async fn closed_within(&mut self, within: Duration) -> Option<Duration> {
+        let started = std::time::Instant::now();
+        let closed = async {
+            loop {
+                match self.fill().await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => self.buffer.clear(),
+                }
+            }
+        };
+        tokio::time::timeout(within, closed)
+            .await
+            .ok()
+            .map(|()| started.elapsed())
+    }
+
+    /// Read whatever arrives within `within` (for protocols the harness parses itself).
+    pub async fn read_some(&mut self, within: Duration) -> Result<Vec<u8>, String> {
+        if self.buffer.is_empty() {
+            match tokio::time::timeout(within, self.fill()).await {
+                Ok(Ok(0)) => return Err("connection closed".to_owned()),
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => return Err(format!("reading: {err}")),
+                Err(_) => return Ok(Vec::new()),
+            }
+        }
+        Ok(std::mem::take(&mut self.buffer))
     }
 }
 
@@ -460,6 +715,25 @@ mod tests {
         assert_eq!(tampered.path(), "/a");
         let request = tampered.request("127.0.0.1:9".parse().expect("addr"));
         assert_eq!(request.uri(), "http://127.0.0.1:9/a?x=1");
+    }
+
+    #[test]
+    fn wire_writes_the_call_and_takes_edits() {
+        let addr = "127.0.0.1:9".parse().expect("addr");
+        let call = Call::new(Method::POST, "/a?x=1")
+            .body("hello")
+            .header("x-gate-nonce", "n");
+        let wire = call
+            .wire(addr)
+            .target("http://h/a?x=1")
+            .line("X_Odd_Name: v");
+        let text = String::from_utf8(wire.bytes()).expect("ASCII");
+        assert_eq!(
+            text,
+            "POST http://h/a?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\nx-gate-nonce: n\r\n\
+             content-length: 5\r\nX_Odd_Name: v\r\n\r\nhello"
+        );
+        assert_eq!(wire.body(), b"hello");
     }
 
     #[test]

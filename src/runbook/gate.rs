@@ -74,7 +74,7 @@ impl Drop for Workdir {
     }
 }
 
-/// The environment of one generation: the variables of contract section 3, and nothing else
+/// The environment of one generation: the variables of README.md (Configuration), nothing else
 /// from the harness's own environment. `Debug` lists names only (values may be secrets).
 #[derive(Clone, Default)]
 pub struct GateEnv {
@@ -145,6 +145,17 @@ pub struct Launcher {
     program: PathBuf,
     workdir: PathBuf,
     admin: Http,
+}
+
+/// A finished [`Launcher::run_once`].
+#[derive(Debug)]
+pub struct Finished {
+    /// Exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
 }
 
 /// How a start attempt ended.
@@ -238,6 +249,39 @@ impl Launcher {
                 lines(&log).join(" | ")
             ))),
         }
+    }
+
+    /// The directory generations run in (where a scenario may write a configuration file).
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// Run `program <args>` to completion with `env` alone, in the work directory: the
+    /// subcommands that do not serve (`check-config`). Killed, and an error, after `within`.
+    pub async fn run_once(
+        &self,
+        args: &[&str],
+        env: &GateEnv,
+        within: Duration,
+    ) -> Result<Finished, HarnessError> {
+        let what = || format!("sig-gate {}", args.join(" "));
+        let output = Command::new(&self.program)
+            .args(args)
+            .env_clear()
+            .envs(env.vars.iter().map(|(n, v)| (n, v)))
+            .current_dir(&self.workdir)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(within, output)
+            .await
+            .map_err(|_| HarnessError::new(what(), "did not finish in time"))?
+            .map_err(|e| HarnessError::new(what(), e))?;
+        Ok(Finished {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
     }
 
     /// [`Launcher::start`] for a generation that must come up: a refusal is an error.
