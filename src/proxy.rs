@@ -270,9 +270,10 @@ impl Gate {
     ///
     /// Not an `async fn`: the request is taken apart before the future is built, and the
     /// future owns the gate and the peer, so hyper's connection stores this future alone,
-    /// without a wrapper. hyper moves it into place for every request, and an `async fn` keeps
-    /// its arguments beside everything built from them: the request twice over, and a
-    /// wrapper's copy of the whole future (2.4 KiB per request before, 1.2 KiB now).
+    /// without a wrapper. hyper moves it into place for every request, and an `async fn` would
+    /// keep its arguments beside everything built from them: the request twice over, and a
+    /// wrapper's copy of the whole future, twice the size of this one (bench/analysis.md,
+    /// "Memory").
     pub fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
@@ -332,7 +333,8 @@ impl Gate {
         }
     }
 
-    /// Verify a request on a signed path and read its body: the contract's order of checks.
+    /// Verify a request on a signed path and read its body, checks in the order of
+    /// docs/protocol.md ("What the gate checks, in order").
     async fn admit(
         &self,
         parts: &Parts,
