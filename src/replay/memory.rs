@@ -44,17 +44,18 @@ use super::table::{STEPS, Shared, Steps, Table};
 use super::{Admitted, ReplayError};
 use crate::verify::Verified;
 
-/// A nonce [`NonceCache::prefetch`] has hashed, for [`NonceCache::admit_prefetched`].
-pub struct Prefetched<'a> {
+/// A nonce [`NonceCache::prefetch`] has hashed (and whose slot it started loading), for
+/// [`NonceCache::admit_prefetched`].
+pub struct HashedNonce<'a> {
     cache: &'a NonceCache,
     nonce: &'a str,
     key: u64,
 }
 
-impl fmt::Debug for Prefetched<'_> {
+impl fmt::Debug for HashedNonce<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Not the cache (its tables), nor the hash (made with the cache's secret keys).
-        f.debug_struct("Prefetched")
+        f.debug_struct("HashedNonce")
             .field("nonce", &self.nonce)
             .finish_non_exhaustive()
     }
@@ -137,7 +138,7 @@ impl NonceCache {
     pub fn admit_prefetched(
         &self,
         verified: Verified<'_>,
-        prefetched: &Prefetched<'_>,
+        prefetched: &HashedNonce<'_>,
         now: u64,
     ) -> Result<Admitted, ReplayError> {
         // Wide pointers: the nonce's address and its length.
@@ -186,12 +187,12 @@ impl NonceCache {
     /// ordered with the lock's release, so the unlock does not wait for the load to complete
     /// as a plain read's would. The hash it takes is kept for
     /// [`NonceCache::admit_prefetched`].
-    pub fn prefetch<'a>(&'a self, nonce: &'a str) -> Prefetched<'a> {
+    pub fn prefetch<'a>(&'a self, nonce: &'a str) -> HashedNonce<'a> {
         let key = self.key(nonce);
         if let Ok(table) = self.shards[self.shard_index(key)].table.try_lock() {
             table.prefetch(key);
         }
-        Prefetched {
+        HashedNonce {
             cache: self,
             nonce,
             key,
