@@ -17,7 +17,7 @@ use hmac::{KeyInit, Mac};
 use http::{HeaderMap, HeaderValue};
 use sig_gate::keyring::{HmacSha256, Key, Keyring, Secret, Slot};
 use sig_gate::protocol::{self, SignedString};
-use sig_gate::replay::NonceCache;
+use sig_gate::replay::{NonceCache, ReplayStore};
 use sig_gate::sign::{Request, Signer};
 use sig_gate::verify::{self, RequestLine};
 
@@ -138,7 +138,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let cache = NonceCache::new(1_000_000, WINDOW);
+    let store = ReplayStore::Memory(NonceCache::new(1_000_000, WINDOW));
     let mut second = 0u64;
     group.bench_function("full_verification", |b| {
         b.iter_custom(|iters| {
@@ -157,12 +157,12 @@ fn bench(c: &mut Criterion) {
                     )
                     .expect("valid request");
                     // As the gate does, before it reads and hashes the body.
-                    let prefetched = cache.prefetch(pending.nonce());
+                    let prefetched = store.prefetch(pending.nonce());
                     let verified = pending
                         .verify(LINE, &protocol::body_digest(black_box(&body)))
                         .expect("valid request");
                     black_box(
-                        cache
+                        store
                             .admit_prefetched(verified, &prefetched, request.timestamp)
                             .expect("fresh nonce"),
                     );

@@ -8,12 +8,12 @@
 //!   form): [`check_request`];
 //! - signature checks: [`Gate::admit`] calls [`verify::check_headers`] (headers only, before
 //!   the body is read), then [`verify::Pending::verify`], the window again with the clock read
-//!   after the body, and [`NonceCache::admit`];
+//!   after the body, and [`ReplayStore::admit_prefetched`];
 //! - which of the client's headers go upstream: [`client_header`] (the gate's own headers
 //!   dropped in every spelling, the ones it sets or vouches for kept whatever `Connection`
 //!   names), applied as [`crate::upstream`] encodes the head;
 //! - where a byte leaves for the upstream: [`Gate::forward`], which takes a [`Pass`]; a
-//!   verified pass holds an [`Admitted`] proof that only the replay cache can build;
+//!   verified pass holds an [`Admitted`] proof that only the replay store can build;
 //! - every error's status and body: [`Refusal`], one exhaustive `match`.
 
 use std::convert::Infallible;
@@ -37,7 +37,7 @@ use crate::config::Config;
 use crate::keyring::Slot;
 use crate::metrics::{Metrics, OtherReason, Outcome};
 use crate::protocol;
-use crate::replay::{Admitted, NonceCache, ReplayError};
+use crate::replay::{Admitted, NonceCache, ReplayError, ReplayStore};
 use crate::upstream::{Disposition, Outgoing, Upstream, UpstreamBody, UpstreamError};
 use crate::verify::{self, ClaimedKeyIds, Reason, RequestLine};
 
@@ -210,12 +210,12 @@ impl Peer {
     }
 }
 
-/// The verifying proxy: configuration, keys, replay cache, metrics and upstream connections.
+/// The verifying proxy: configuration, keys, replay store, metrics and upstream connections.
 #[derive(Debug)]
 pub struct Gate {
     config: Config,
     metrics: Metrics,
-    nonces: NonceCache,
+    replay: ReplayStore,
     upstream: Upstream,
     /// `X-Gate-Verified-Key-Id` values, indexed by [`Slot`], built at start-up.
     verified_key_ids: [Option<HeaderValue>; 2],
@@ -235,11 +235,14 @@ impl Gate {
             })
         };
         let verified_key_ids = Slot::ALL.map(header_value);
-        let nonces = NonceCache::new(config.nonce_cache_capacity, config.clock_skew_secs);
+        let replay = ReplayStore::Memory(NonceCache::new(
+            config.nonce_cache_capacity,
+            config.clock_skew_secs,
+        ));
         Gate {
             config,
             metrics,
-            nonces,
+            replay,
             upstream,
             verified_key_ids,
             request_ids: RequestIds::new(),
@@ -255,7 +258,7 @@ impl Gate {
     /// The Prometheus exposition of [`Gate::metrics`], with the replay cache's size read now:
     /// at scrape time rather than set on every request.
     pub fn render_metrics(&self) -> Vec<u8> {
-        self.metrics.nonce_entries(self.nonces.len());
+        self.metrics.nonce_entries(self.replay.len());
         self.metrics.render()
     }
 
@@ -270,9 +273,10 @@ impl Gate {
     ///
     /// Not an `async fn`: the request is taken apart before the future is built, and the
     /// future owns the gate and the peer, so hyper's connection stores this future alone,
-    /// without a wrapper. hyper moves it into place for every request, and an `async fn` keeps
-    /// its arguments beside everything built from them: the request twice over, and a
-    /// wrapper's copy of the whole future, doubling what every request moves.
+    /// without a wrapper. hyper moves it into place for every request, and an `async fn` would
+    /// keep its arguments beside everything built from them: the request twice over, and a
+    /// wrapper's copy of the whole future, twice the size of this one (bench/analysis.md,
+    /// "Memory").
     pub fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
@@ -337,7 +341,8 @@ impl Gate {
         }
     }
 
-    /// Verify a request on a signed path and read its body: the documented order of checks.
+    /// Verify a request on a signed path and read its body, checks in the order of
+    /// docs/protocol.md ("What the gate checks, in order").
     async fn admit(
         &self,
         parts: &Parts,
@@ -354,7 +359,7 @@ impl Gate {
             verify::check_headers(&parts.headers, &config.keyring, config.clock_skew_secs, now)
                 .map(|pending| {
                     // The replay table's slot loads while the body is read and hashed.
-                    let prefetched = self.nonces.prefetch(pending.nonce());
+                    let prefetched = self.replay.prefetch(pending.nonce());
                     (pending, prefetched)
                 });
         if let Err(reason) = checked {
@@ -378,13 +383,13 @@ impl Gate {
             }
         };
         // The window again, by the clock once the body is in: a request whose window closed
-        // while its body arrived is stale, and the replay cache is asked with this clock.
+        // while its body arrived is stale, and the replay store is asked with this clock.
         let now = unix_now();
         if verified.timestamp().abs_diff(now) > config.clock_skew_secs {
             self.signature_failure(Reason::StaleTimestamp, parts, peer, request_id)?;
             return Ok((Pass::ReportOnly, body));
         }
-        let admitted = self.nonces.admit_prefetched(verified, &prefetched, now);
+        let admitted = self.replay.admit_prefetched(verified, &prefetched, now);
         match admitted {
             Ok(admitted) => {
                 self.metrics.verified(admitted.slot());
@@ -401,7 +406,7 @@ impl Gate {
             Err(ReplayError::Full) => {
                 self.metrics.rejected_other(OtherReason::ReplayCacheFull);
                 tracing::error!(
-                    capacity = self.nonces.capacity(),
+                    capacity = config.nonce_cache_capacity,
                     request_id = request_id.text(),
                     report_only = !config.require_signature,
                     "replay cache full: failing closed (raise GATE_NONCE_CACHE_CAPACITY)"

@@ -8,7 +8,7 @@
 use http::HeaderMap;
 use sig_gate::keyring::{Key, Keyring, Secret, Slot};
 use sig_gate::protocol;
-use sig_gate::replay::NonceCache;
+use sig_gate::replay::{NonceCache, ReplayStore};
 use sig_gate::sign::{Request, Signer};
 use sig_gate::verify::{self, RequestLine};
 
@@ -74,13 +74,20 @@ fn verification_allocates_nothing() {
 fn replay_cache_allocates_only_when_its_table_grows() {
     let keyring = keyring();
     let requests = requests(4096);
-    let cache = NonceCache::new(1_000_000, 300);
+    let store = ReplayStore::Memory(NonceCache::new(1_000_000, 300));
     let counted = allocation_counter::measure(|| {
         for headers in &requests {
-            let verified = verify::check_headers(headers, &keyring, 300, NOW)
-                .and_then(|pending| pending.verify(LINE, &protocol::body_digest(BODY)))
+            // As the gate admits: the prefetch after the header checks, the admission once the
+            // signature verified.
+            let pending =
+                verify::check_headers(headers, &keyring, 300, NOW).expect("valid request");
+            let prefetched = store.prefetch(pending.nonce());
+            let verified = pending
+                .verify(LINE, &protocol::body_digest(BODY))
                 .expect("valid request");
-            cache.admit(verified, NOW).expect("fresh nonce");
+            store
+                .admit_prefetched(verified, &prefetched, NOW)
+                .expect("fresh nonce");
         }
     });
     // 4096 entries over 16 shards, about 256 each (give or take 16): 512-slot tables, reached
@@ -90,5 +97,5 @@ fn replay_cache_allocates_only_when_its_table_grows() {
         "{} allocations for 4096 requests",
         counted.count_total
     );
-    assert_eq!(cache.len(), 4096);
+    assert_eq!(store.len(), 4096);
 }
