@@ -10,7 +10,16 @@ BIN := target/debug/sig-gate
 TOOLS := target/tools
 CARGO_DENY_VERSION := 0.20.2
 
-.PHONY: help build run test test-rust test-python test-runbook test-deploy lint bench \
+# Fuzzing (fuzz/README.md): cargo-fuzz is installed into the repository's own target/tools, and
+# run on the nightly toolchain. There is no key-registry target: the gate has no registry yet.
+NIGHTLY ?= nightly
+FUZZ_TARGETS := upstream_response chunked signature_headers config_toml
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+CARGO_FUZZ := $(CURDIR)/$(TOOLS)/bin/cargo-fuzz
+HAVE_NIGHTLY := $(shell rustup run $(NIGHTLY) rustc --version >/dev/null 2>&1 && echo yes)
+
+.PHONY: help build run test test-rust test-python test-runbook test-deploy test-fuzz fuzz fuzz-run lint bench \
 	hmac-rotation-drill game-day-scorecard hmac-migration-advice soak debug-bin
 
 help: ## list the targets
@@ -22,7 +31,7 @@ build: ## release binary at target/release/sig-gate (the Dockerfile runs the sam
 run: debug-bin ## sig-gate demo: the gate in front of a built-in echo upstream on loopback
 	$(BIN) demo
 
-test: test-rust test-python test-runbook test-deploy ## every test: Rust, Python client, drills (quick), deploy files and alert rules
+test: test-rust test-python test-runbook test-deploy test-fuzz ## every test: Rust, Python client, drills (quick), deploy files and alert rules, fuzz smoke run
 
 test-rust: ## unit, property, vector, allocation and black-box tests of the crate
 	$(CARGO) test --locked
@@ -37,11 +46,32 @@ test-runbook: debug-bin ## rotation drill and game-day scorecard in quick mode, 
 test-deploy: ## Prometheus rules, kustomize overlays, dashboard, units, Prometheus end to end
 	scripts/test-deploy.sh
 
+test-fuzz: ## every fuzz target for FUZZ_SMOKE_SECONDS (5) each; skipped without a nightly toolchain
+	@$(MAKE) --no-print-directory fuzz-run FUZZ_TIME=$(FUZZ_SMOKE_SECONDS)
+
+fuzz: ## every fuzz target for FUZZ_SECONDS (60) each, nightly toolchain; crashes in fuzz/artifacts/
+	@$(MAKE) --no-print-directory fuzz-run FUZZ_TIME=$(FUZZ_SECONDS)
+
+# One run of every target, FUZZ_TIME seconds each, from the committed seeds (fuzz/corpus/<target>,
+# read only) and the inputs found so far (fuzz/target/corpus/<target>, not committed).
+fuzz-run:
+ifeq ($(HAVE_NIGHTLY),yes)
+	@test -x $(CARGO_FUZZ) || $(CARGO) install cargo-fuzz --locked --root $(CURDIR)/$(TOOLS)
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+		mkdir -p target/corpus/$$target && \
+		RUSTUP_TOOLCHAIN=$(NIGHTLY) $(CARGO_FUZZ) fuzz run $$target target/corpus/$$target corpus/$$target \
+			-- -max_total_time=$(FUZZ_TIME) -print_final_stats=1 || exit 1; \
+	done
+else
+	@echo "test-fuzz: skipped: no nightly toolchain (rustup toolchain install $(NIGHTLY))"
+endif
+
 lint: $(TOOLS)/bin/cargo-deny ## rustfmt, clippy (warnings are errors), hadolint, cargo deny (bans, licenses, sources)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) fmt --manifest-path bench/loadgen/Cargo.toml -- --check
 	$(CARGO) clippy --locked --manifest-path bench/loadgen/Cargo.toml -- -D warnings
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	scripts/lint-deploy.sh
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(CARGO) deny --locked check --hide-inclusion-graph bans licenses sources
 
