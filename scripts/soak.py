@@ -70,9 +70,9 @@ SAMPLE_EVERY_SECS = 2.0  # RSS and file descriptors of the gate
 IDLE_DRAIN_SECS = 50.0  # after the load: the pool closes idle connections at 30 s, reaped every 5 s
 MAX_INFLIGHT_PER_CLIENT = 32  # a client's connection pool: 256 connections for 8 clients during a stall
 MAX_IDLE_PER_CLIENT = 4  # idle connections a client keeps open
-# A client closes a connection idle this long: the gate closes keep-alive connections that send
-# nothing for GATE_HEADER_READ_TIMEOUT_SECS (10 s; hyper's header timer runs while it waits for
-# the next request), and a client must give up its idle connections before the server does.
+# A client closes a connection idle this long, well before the gate closes it: the gate closes a
+# keep-alive connection that sends nothing for GATE_IDLE_TIMEOUT_SECS (60 s, from the end of its
+# last response), and a client must give up its idle connections before the server does.
 CLIENT_IDLE_SECS = 5.0
 MISBEHAVING_PER_SEC = 2.0  # each kind of misbehaving client, attempts per second
 RSS_TOLERANCE = (0.10, 4 * 1024)  # end RSS within +10 % and +4 MiB of the post-warm-up level

@@ -121,6 +121,114 @@ async fn idle_http1_connections_are_closed_after_the_idle_timeout() {
     );
 }
 
+/// Write `bytes` and read one whole response (its head and a `content-length` body); the status
+/// line, or `None` if the gate closed the connection first.
+async fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> Option<String> {
+    stream.write_all(bytes).await.ok()?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(end) = reply.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&reply[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().expect("a length"));
+                if reply.len() >= end + 4 + length {
+                    return Some(head.lines().next().unwrap_or_default().to_owned());
+                }
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => reply.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    read.await.expect("a response or a close within 5 s")
+}
+
+#[tokio::test]
+async fn an_idle_http1_connection_outlasts_the_header_timeout_and_serves_the_next_request() {
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start(
+        &upstream.url(),
+        &[
+            ("GATE_HEADER_READ_TIMEOUT_SECS", "1"),
+            ("GATE_IDLE_TIMEOUT_SECS", "5"),
+            ("GATE_UNSIGNED_PATHS", "/open"),
+        ],
+    )
+    .await;
+    let mut stream = TcpStream::connect(gate.addr).await.expect("connect");
+    // A POST whose body arrives after its head: body bytes are not the next request's head.
+    let head = b"POST /open HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n";
+    stream.write_all(head).await.expect("head");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = exchange(&mut stream, b"hello").await;
+    assert_eq!(status.as_deref(), Some("http/1.1 200 ok"));
+    // Idle for longer than the header-read timeout, well within the idle timeout.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let status = exchange(&mut stream, b"GET /open HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(
+        status.as_deref(),
+        Some("http/1.1 200 ok"),
+        "the kept-alive connection serves its next request"
+    );
+    assert_eq!(upstream.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn a_slow_head_on_a_reused_http1_connection_is_closed_after_the_header_timeout() {
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start(
+        &upstream.url(),
+        &[
+            ("GATE_HEADER_READ_TIMEOUT_SECS", "1"),
+            ("GATE_IDLE_TIMEOUT_SECS", "30"),
+            ("GATE_UNSIGNED_PATHS", "/open"),
+        ],
+    )
+    .await;
+    let get = b"GET /open HTTP/1.1\r\nhost: x\r\n\r\n";
+    for pause_ms in [0, 1500] {
+        let mut stream = TcpStream::connect(gate.addr).await.expect("connect");
+        let status = exchange(&mut stream, get).await;
+        assert_eq!(status.as_deref(), Some("http/1.1 200 ok"));
+        // Straight away, or after an idle pause longer than the header-read timeout: one byte
+        // of the next head and nothing more.
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        stream.write_all(b"G").await.expect("one byte");
+        assert!(
+            closed_within(&mut stream, Duration::from_secs(3)).await,
+            "a head started {pause_ms} ms after a response is still open 3 s later"
+        );
+    }
+    // Dripping the head a byte at a time does not move the deadline.
+    let mut stream = TcpStream::connect(gate.addr).await.expect("connect");
+    let status = exchange(&mut stream, get).await;
+    assert_eq!(status.as_deref(), Some("http/1.1 200 ok"));
+    let started = tokio::time::Instant::now();
+    let mut drip = b"GET /open HTTP/1.1\r\nx-slow: "
+        .iter()
+        .chain([b'a'; 64].iter());
+    let mut closed = false;
+    while !closed && started.elapsed() < Duration::from_secs(3) {
+        let byte = *drip.next().expect("bytes enough for 3 s");
+        closed = stream.write_all(&[byte]).await.is_err()
+            || closed_within(&mut stream, Duration::from_millis(200)).await;
+    }
+    assert!(
+        closed,
+        "a head dripped a byte every 200 ms is still open after 3 s"
+    );
+    assert_eq!(
+        upstream.seen().len(),
+        3,
+        "no partial head reached the upstream"
+    );
+}
+
 #[tokio::test]
 async fn idle_http2_connections_get_goaway_and_close() {
     let upstream = Upstream::start().await;
@@ -165,6 +273,47 @@ async fn idle_http2_connections_get_goaway_and_close() {
     .expect("GOAWAY and a close after the idle timeout");
     let error_code = u32::from_be_bytes(goaway[4..8].try_into().expect("4 bytes"));
     assert_eq!(error_code, 0, "NO_ERROR: a graceful close");
+    assert_eq!(upstream.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn idle_http2_connections_are_left_to_the_idle_timeout_whatever_the_client_sends() {
+    let upstream = Upstream::start().await;
+    let gate = TestGate::start(
+        &upstream.url(),
+        &[
+            ("GATE_HEADER_READ_TIMEOUT_SECS", "1"),
+            ("GATE_IDLE_TIMEOUT_SECS", "5"),
+            ("GATE_UNSIGNED_PATHS", "/open"),
+        ],
+    )
+    .await;
+    let mut stream = TcpStream::connect(gate.addr).await.expect("connect");
+    let mut opening = PREFACE.to_vec();
+    opening.extend(frame(0x4, 0, 0, &[]));
+    opening.extend(frame(0x1, 0x5, 1, &get_headers("/open")));
+    stream.write_all(&opening).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Pings between requests are not a request head: no header-read deadline starts.
+    stream
+        .write_all(&frame(0x6, 0, 0, &[0; 8]))
+        .await
+        .expect("ping");
+    let mut goaway = false;
+    let _ = tokio::time::timeout(Duration::from_millis(2500), async {
+        while let Some((kind, flags, _, _)) = try_read_frame(&mut stream).await {
+            goaway |= kind == 0x7;
+            if kind == 0x4 && flags & 1 == 0 {
+                stream.write_all(&frame(0x4, 1, 0, &[])).await.expect("ack");
+            }
+        }
+        goaway = true;
+    })
+    .await;
+    assert!(
+        !goaway,
+        "an HTTP/2 connection idle for less than the idle timeout was closed"
+    );
     assert_eq!(upstream.seen().len(), 1);
 }
 
