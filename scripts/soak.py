@@ -1052,10 +1052,9 @@ def report(s: Soak, v: Verdict, command: str, profile: str, started_utc: str, wa
         f"and {MISBEHAVING_PER_SEC:g}/s that reset mid-response (a 256 KiB stream, 16 KiB read, then FIN or RST), "
         "from start to end.",
         f"- The clients close a keep-alive connection left idle for {CLIENT_IDLE_SECS:g} s and never reuse one the "
-        "gate has closed: the gate closes a client connection that sends nothing for "
-        "`GATE_HEADER_READ_TIMEOUT_SECS` (10 s), idle keep-alive included (hyper's header timer runs while it waits "
-        "for the next request), and a client that reuses a connection at the moment the gate closes it loses that "
-        "request. A trial run whose clients kept idle connections with no time limit lost two requests this way.",
+        "gate has closed: the gate closes a keep-alive connection idle for `GATE_IDLE_TIMEOUT_SECS` (60 s), and a "
+        "client that reuses a connection at the moment the gate closes it loses that request; closing first on the "
+        "client side is what HTTP/1.1 clients are advised to do.",
         f"- Gate settings: `GATE_UPSTREAM_TIMEOUT_SECS={UPSTREAM_TIMEOUT_SECS}`, `GATE_CLOCK_SKEW_SECS={CLOCK_SKEW_SECS}` "
         "(so the nonce cache reaches its steady size during warm-up), the rest at their defaults.",
         f"- Phases: warm-up {s.plan.warmup:g} s, {len(s.windows)} fault windows, settle {s.plan.settle:g} s, then no load "

@@ -15,6 +15,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use crate::keyring::{Key, Keyring, Slot};
 use crate::protocol::{self, DIGEST_LEN, MAX_SIGNATURES, SignedString};
 
+pub mod malformed;
+
 /// Why a request failed verification: the JSON `reason`, the log field and the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -514,28 +516,13 @@ mod tests {
         headers
     }
 
+    /// Every reason but `missing_signature` and `malformed_signature`, whose cases are the
+    /// shared table's (`header_syntax_cases_of_the_shared_table`).
     #[test]
     fn every_reason_in_a_table() {
         let new = signed(&signer("k-new", NEW), NOW);
         let old = signed(&signer("k-old", OLD), NOW);
         let zero_sig = "0".repeat(64);
-        let dual_json = |entries: &str| {
-            with(
-                without(new.clone(), protocol::SIGNATURE),
-                protocol::SIGNATURES,
-                entries,
-            )
-        };
-        let entry = |id: &str| format!(r#"{{"key_id":"{id}","signature":"{zero_sig}"}}"#);
-        let mut repeated_nonce = new.clone();
-        repeated_nonce.append(
-            protocol::NONCE,
-            HeaderValue::from_static("nonce-0123456789abcdef"),
-        );
-        let mut repeated_other = new.clone();
-        repeated_other.append("x-gate-extra", HeaderValue::from_static("a"));
-        repeated_other.append("x-gate-extra", HeaderValue::from_static("b"));
-
         let cases: Vec<(&str, HeaderMap, Keyring, Result<Slot, Reason>)> = vec![
             (
                 "valid single",
@@ -554,169 +541,6 @@ mod tests {
                 new.clone(),
                 dual(false),
                 Ok(Slot::Current),
-            ),
-            (
-                "no headers",
-                HeaderMap::new(),
-                single(false),
-                Err(Reason::MissingSignature),
-            ),
-            (
-                "key id only",
-                without(new.clone(), protocol::SIGNATURE),
-                single(false),
-                Err(Reason::MissingSignature),
-            ),
-            (
-                "repeated nonce",
-                repeated_nonce,
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "repeated x-gate-*",
-                repeated_other,
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "no timestamp",
-                without(new.clone(), protocol::TIMESTAMP),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "no nonce",
-                without(new.clone(), protocol::NONCE),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "timestamp with sign",
-                with(new.clone(), protocol::TIMESTAMP, "+1764000000"),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "timestamp 13 digits",
-                with(new.clone(), protocol::TIMESTAMP, "1764000000000"),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "short nonce",
-                with(new.clone(), protocol::NONCE, "short"),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "nonce with dot",
-                with(new.clone(), protocol::NONCE, "nonce.0123456789abcdef"),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "uppercase hex",
-                with(new.clone(), protocol::SIGNATURE, &"A".repeat(64)),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "short hex",
-                with(new.clone(), protocol::SIGNATURE, &"a".repeat(63)),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "bad key id",
-                with(new.clone(), protocol::KEY_ID, "has space"),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "empty key id",
-                with(new.clone(), protocol::KEY_ID, ""),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "nonce with a non-ASCII byte",
-                with(new.clone(), protocol::NONCE, "nonce-0123456789abcdé"),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "timestamp with a non-ASCII byte",
-                with(new.clone(), protocol::TIMESTAMP, "176400000é"),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                // 64 bytes: the two of 'é' and 62 hex digits.
-                "hex with a non-ASCII byte",
-                with(
-                    new.clone(),
-                    protocol::SIGNATURE,
-                    &format!("é{}", "a".repeat(62)),
-                ),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "key id with a tab",
-                with(new.clone(), protocol::KEY_ID, "k\tnew"),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "json not array",
-                dual_json("{}"),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "json empty array",
-                dual_json("[]"),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "json five entries",
-                dual_json(&format!("[{0},{0},{0},{0},{0}]", entry("a"))),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "json extra field",
-                dual_json(&format!(
-                    r#"[{{"key_id":"a","signature":"{zero_sig}","x":1}}]"#
-                )),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "json missing field",
-                dual_json(r#"[{"key_id":"a"}]"#),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "json number field",
-                dual_json(r#"[{"key_id":1,"signature":"00"}]"#),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "json bad key id",
-                dual_json(&format!("[{}]", entry("bad id"))),
-                single(false),
-                Err(Reason::MalformedSignature),
-            ),
-            (
-                "json trailing text",
-                dual_json(&format!("[{}] x", entry("a"))),
-                single(false),
-                Err(Reason::MalformedSignature),
             ),
             (
                 "stale past",
@@ -805,6 +629,46 @@ mod tests {
         ];
         for (name, headers, keyring, expected) in cases {
             assert_eq!(outcome(&headers, &keyring), expected, "{name}");
+        }
+    }
+
+    /// `tests/vectors/malformed-headers.json`, read by every language's tests: each case is
+    /// rejected for its header syntax alone, in any key mode, whether the signer dual-signs
+    /// or not.
+    #[test]
+    fn header_syntax_cases_of_the_shared_table() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/vectors/malformed-headers.json"
+        );
+        let text = std::fs::read_to_string(path).expect("the table is in the repository");
+        let cases = malformed::Cases::parse(&text).expect("the table parses");
+        assert!(cases.len() >= 40, "{} cases", cases.len());
+        let dual_signer = Signer::new(
+            key(Slot::Current, "k-new", NEW),
+            Some(key(Slot::Previous, "k-old", OLD)),
+        );
+        for (base, good) in [
+            ("single-signed", signed(&signer("k-new", NEW), NOW)),
+            ("dual-signed", signed(&dual_signer, NOW)),
+        ] {
+            assert_eq!(outcome(&good, &dual(true)), Ok(Slot::Current), "{base}");
+            for case in &cases {
+                let headers: HeaderMap = case.apply(&good).into_iter().collect();
+                for (mode, keyring) in [
+                    ("single", single(false)),
+                    ("single strict", single(true)),
+                    ("dual", dual(false)),
+                    ("dual strict", dual(true)),
+                ] {
+                    assert_eq!(
+                        outcome(&headers, &keyring),
+                        Err(case.reason()),
+                        "{} ({base}, {mode})",
+                        case.name()
+                    );
+                }
+            }
         }
     }
 

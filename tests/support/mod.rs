@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -269,7 +269,18 @@ pub async fn send(
     headers: &[(&str, String)],
     body: impl Into<Bytes>,
 ) -> Reply {
-    let response = start_request(addr, method, target, headers, body).await;
+    send_lines(addr, method, target, &lines(headers), body).await
+}
+
+/// [`send`] with header lines that need not be text (any bytes a header value allows).
+pub async fn send_lines(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(HeaderName, HeaderValue)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let response = start_request_lines(addr, method, target, headers, body).await;
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("response body").to_bytes();
     Reply {
@@ -287,6 +298,30 @@ pub async fn start_request(
     headers: &[(&str, String)],
     body: impl Into<Bytes>,
 ) -> Response<Incoming> {
+    start_request_lines(addr, method, target, &lines(headers), body).await
+}
+
+/// Header lines from test text.
+pub fn lines(headers: &[(&str, String)]) -> Vec<(HeaderName, HeaderValue)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                HeaderName::from_bytes(name.as_bytes()).expect("tests use valid header names"),
+                HeaderValue::from_str(value).expect("tests use valid header values"),
+            )
+        })
+        .collect()
+}
+
+/// [`start_request`] with header lines that need not be text.
+pub async fn start_request_lines(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(HeaderName, HeaderValue)],
+    body: impl Into<Bytes>,
+) -> Response<Incoming> {
     let stream = TcpStream::connect(addr).await.expect("connect");
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -297,7 +332,7 @@ pub async fn start_request(
         .uri(target)
         .header("host", "tool-gate.internal");
     for (name, value) in headers {
-        request = request.header(*name, value.as_str());
+        request = request.header(name, value);
     }
     let request = request.body(Full::new(body.into())).expect("request");
     sender.send_request(request).await.expect("response head")

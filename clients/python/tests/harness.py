@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 VECTORS_FILE = REPO_ROOT / "tests" / "vectors" / "hmac-v1.json"
+MALFORMED_FILE = REPO_ROOT / "tests" / "vectors" / "malformed-headers.json"
 LISTENING_TIMEOUT_SECS = 20.0
 
 
