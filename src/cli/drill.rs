@@ -34,6 +34,7 @@ use crate::runbook::client::{Call, Credential, Http, Reply};
 use crate::runbook::exposition::Scrape;
 use crate::runbook::gate::{GateProcess, Launcher, Workdir};
 use crate::runbook::load::Load;
+use crate::runbook::report::{self, Entry, Totals};
 use crate::runbook::upstream::Upstream;
 use crate::runbook::{self, Check, HarnessError};
 
@@ -106,7 +107,7 @@ pub fn run(args: DrillArgs) -> Result<ExitCode, CliError> {
     let report = super::runtime()?.block_on(async {
         tokio::select! {
             report = drill(&settings) => report,
-            () = crate::server::shutdown_signal() => Report::aborted(&settings, "interrupted"),
+            () = crate::server::shutdown_signal() => Report::aborted(Stream::none(&settings), "interrupted"),
         }
     });
     Ok(super::print_verdict(
@@ -130,11 +131,17 @@ pub struct Settings {
     pub progress: bool,
 }
 
-/// The drill's verdict: what `--json` prints.
+/// The drill's verdict: what `--json` prints (`passed`, the [`Stream`] totals,
+/// `duration_secs`, `error` when the drill stopped early, `phases`). It passes when every
+/// phase passed and no legitimate request failed.
+pub type Report = report::Report<Stream, PhaseDetail>;
+
+/// One phase's results.
+pub type PhaseReport = Entry<PhaseDetail>;
+
+/// The drill's totals over the continuous stream.
 #[derive(Debug, Serialize)]
-pub struct Report {
-    /// Every phase passed and no legitimate request failed.
-    pub passed: bool,
+pub struct Stream {
     /// Requests of the continuous stream that failed (non-2xx or connection error).
     pub failed_requests: usize,
     /// Requests the continuous stream sent.
@@ -143,22 +150,15 @@ pub struct Report {
     pub rate_target: u32,
     /// Gate generations replaced under load.
     pub redeploys: usize,
-    /// Wall time, seconds.
-    pub duration_secs: f64,
-    /// Why the drill stopped early, if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// One entry per phase, in order.
-    pub phases: Vec<PhaseReport>,
 }
 
-/// One phase's results.
+impl Totals for Stream {
+    const ENTRIES: &'static str = "phases";
+}
+
+/// What a phase's entry tells beyond its name (for example `2 overlap`), verdict and checks.
 #[derive(Debug, Serialize)]
-pub struct PhaseReport {
-    /// For example `2 overlap`.
-    pub name: String,
-    /// Every check passed.
-    pub passed: bool,
+pub struct PhaseDetail {
     /// The gate configuration(s) deployed in this phase.
     pub gate: String,
     /// How the client signs in this phase.
@@ -177,39 +177,37 @@ pub struct PhaseReport {
     pub p50_ms: f64,
     /// Stream latency, 99th percentile, milliseconds.
     pub p99_ms: f64,
-    /// Every comparison made, expected against observed.
-    pub checks: Vec<Check>,
 }
 
-impl Report {
-    fn aborted(settings: &Settings, why: &str) -> Report {
-        Report {
-            passed: false,
+impl Stream {
+    /// The totals of a drill that sent nothing.
+    fn none(settings: &Settings) -> Stream {
+        Stream {
             failed_requests: 0,
             stream_requests: 0,
             rate_target: settings.rate,
             redeploys: 0,
-            duration_secs: 0.0,
-            error: Some(why.to_owned()),
-            phases: Vec::new(),
         }
     }
+}
 
+impl Report {
     /// The tables an operator reads.
     pub fn render(&self) -> String {
         let mut out = format!(
             "HMAC rotation drill: real gates on one inherited socket, a signed stream of {} \
              req/s, redeployed between phases\n\n",
-            self.rate_target
+            self.totals.rate_target
         );
         let rows: Vec<Vec<String>> = self
-            .phases
+            .entries
             .iter()
             .map(|p| {
-                let rejected = if p.rejected.is_empty() {
+                let rejected = if p.detail.rejected.is_empty() {
                     "-".to_owned()
                 } else {
-                    p.rejected
+                    p.detail
+                        .rejected
                         .iter()
                         .map(|(reason, n)| format!("{reason}={n}"))
                         .collect::<Vec<_>>()
@@ -217,13 +215,13 @@ impl Report {
                 };
                 vec![
                     p.name.clone(),
-                    p.requests.to_string(),
-                    format!("{:.0}", p.rate),
-                    p.accepted.to_string(),
+                    p.detail.requests.to_string(),
+                    format!("{:.0}", p.detail.rate),
+                    p.detail.accepted.to_string(),
                     rejected,
-                    format!("{:.1}", p.p50_ms),
-                    format!("{:.1}", p.p99_ms),
-                    p.failed.to_string(),
+                    format!("{:.1}", p.detail.p50_ms),
+                    format!("{:.1}", p.detail.p99_ms),
+                    p.detail.failed.to_string(),
                     runbook::verdict(p.passed).to_owned(),
                 ]
             })
@@ -248,13 +246,13 @@ impl Report {
              error.\n/metrics checks compare two scrapes of the phase's own gate: after the \
              previous generation exited, and at the end of the phase.\n",
         );
-        for phase in &self.phases {
+        for phase in &self.entries {
             out.push_str(&format!(
                 "\n{}  [{}]\n  gate: {}\n  client: {}\n",
                 phase.name,
                 runbook::verdict(phase.passed),
-                phase.gate,
-                phase.client
+                phase.detail.gate,
+                phase.detail.client
             ));
             for check in &phase.checks {
                 out.push_str(&format!(
@@ -277,11 +275,11 @@ impl Report {
             } else {
                 "DRILL FAILED"
             },
-            self.phases.iter().filter(|p| p.passed).count(),
-            self.phases.len(),
-            self.failed_requests,
-            self.stream_requests,
-            self.redeploys,
+            self.score(),
+            self.entries.len(),
+            self.totals.failed_requests,
+            self.totals.stream_requests,
+            self.totals.redeploys,
             self.duration_secs
         ));
         out
@@ -405,13 +403,15 @@ pub async fn drill(settings: &Settings) -> Report {
     let failed_requests = samples.iter().filter(|s| s.failure.is_some()).count();
     Report {
         passed: error.is_none() && failed_requests == 0 && reports.iter().all(|p| p.passed),
-        failed_requests,
-        stream_requests: samples.len(),
-        rate_target: settings.rate,
-        redeploys,
-        duration_secs: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        totals: Stream {
+            failed_requests,
+            stream_requests: samples.len(),
+            rate_target: settings.rate,
+            redeploys,
+        },
+        duration_secs: report::tenths(started.elapsed()),
         error,
-        phases: reports,
+        entries: reports,
     }
 }
 

@@ -27,6 +27,7 @@ use crate::config::vars;
 use crate::runbook::client::{Call, Credential, Http, Reply};
 use crate::runbook::exposition::Scrape;
 use crate::runbook::gate::{GateEnv, GateProcess, Launcher, Workdir};
+use crate::runbook::report::{self, Entry, Totals};
 use crate::runbook::upstream::Upstream;
 use crate::runbook::{self, Check, HarnessError};
 use crate::verify::Reason;
@@ -70,7 +71,9 @@ pub fn run(args: ScorecardArgs) -> Result<ExitCode, CliError> {
     let report = super::runtime()?.block_on(async {
         tokio::select! {
             report = scorecard(program, args.quick) => report,
-            () = crate::server::shutdown_signal() => Report::aborted("interrupted"),
+            () = crate::server::shutdown_signal() => {
+                Report::aborted(Score { score: 0, total: 0 }, "interrupted")
+            }
         }
     });
     Ok(super::print_verdict(
@@ -81,84 +84,69 @@ pub fn run(args: ScorecardArgs) -> Result<ExitCode, CliError> {
     ))
 }
 
-/// The scorecard: what `--json` prints.
+/// The scorecard: what `--json` prints (`passed`, `score`, `total`, `duration_secs`, `error`
+/// when the game stopped early, `scenarios`).
+pub type Report = report::Report<Score, Detail>;
+
+/// One scenario's verdict.
+pub type Scenario = Entry<Detail>;
+
+/// The scorecard's totals.
 #[derive(Debug, Serialize)]
-pub struct Report {
-    /// Every scenario passed.
-    pub passed: bool,
+pub struct Score {
     /// Scenarios passed.
     pub score: usize,
     /// Scenarios played.
     pub total: usize,
-    /// Wall time, seconds.
-    pub duration_secs: f64,
-    /// Why the game stopped early, if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// One entry per scenario, in order.
-    pub scenarios: Vec<Scenario>,
 }
 
-/// One scenario's verdict.
+impl Totals for Score {
+    const ENTRIES: &'static str = "scenarios";
+}
+
+/// What a scenario's entry tells beyond its verdict and checks.
 #[derive(Debug, Serialize)]
-pub struct Scenario {
-    /// What is attacked or broken.
-    pub name: String,
-    /// Every check passed.
-    pub passed: bool,
+pub struct Detail {
     /// The expected outcome (the checks' expectations).
     pub expected: String,
     /// The observed outcome (the checks' observations).
     pub observed: String,
-    /// The individual comparisons.
-    pub checks: Vec<Check>,
 }
 
-impl Scenario {
-    fn new(name: &str, result: Result<Vec<Check>, HarnessError>) -> Scenario {
-        let checks =
-            result.unwrap_or_else(|err| vec![Check::broken(name, "the scenario runs", &err)]);
-        let join =
-            |side: fn(&Check) -> &str| checks.iter().map(side).collect::<Vec<_>>().join("; ");
-        Scenario {
-            name: name.to_owned(),
-            passed: !checks.is_empty() && checks.iter().all(|c| c.passed),
+/// A scenario's entry from what it returned: its checks, or one broken check saying why it
+/// could not run. It passes when it has checks and all of them passed.
+fn entry(name: &str, result: Result<Vec<Check>, HarnessError>) -> Scenario {
+    let checks = result.unwrap_or_else(|err| vec![Check::broken(name, "the scenario runs", &err)]);
+    let join = |side: fn(&Check) -> &str| checks.iter().map(side).collect::<Vec<_>>().join("; ");
+    Entry {
+        name: name.to_owned(),
+        passed: !checks.is_empty() && checks.iter().all(|c| c.passed),
+        detail: Detail {
             expected: join(|c| &c.expected),
             observed: join(|c| &c.observed),
-            checks,
-        }
+        },
+        checks,
     }
 }
 
 impl Report {
-    fn aborted(why: &str) -> Report {
-        Report {
-            passed: false,
-            score: 0,
-            total: 0,
-            duration_secs: 0.0,
-            error: Some(why.to_owned()),
-            scenarios: Vec::new(),
-        }
-    }
-
     /// The scorecard an operator reads: one block per scenario, expected over observed.
     pub fn render(&self) -> String {
         let mut out = String::from("Game-day scorecard\n\n");
         let width = self
-            .scenarios
+            .entries
             .iter()
             .map(|s| s.name.chars().count())
             .max()
             .unwrap_or(0);
-        for (number, scenario) in self.scenarios.iter().enumerate() {
+        for (number, scenario) in self.entries.iter().enumerate() {
             out.push_str(&format!(
                 "{:>2}  {:<width$}  {}\n      expected  {}\n      observed  {}\n",
                 number + 1,
                 scenario.name,
                 runbook::verdict(scenario.passed),
-                scenario.expected,
-                scenario.observed,
+                scenario.detail.expected,
+                scenario.detail.observed,
             ));
             for check in scenario.checks.iter().filter(|c| !c.passed) {
                 out.push_str(&format!(
@@ -172,8 +160,8 @@ impl Report {
         }
         out.push_str(&format!(
             "\nscore: {}/{}  {}  ({:.1} s)\n",
-            self.score,
-            self.total,
+            self.totals.score,
+            self.totals.total,
             if self.passed { "PASSED" } else { "FAILED" },
             self.duration_secs
         ));
@@ -260,18 +248,20 @@ pub async fn scorecard(program: PathBuf, quick: bool) -> Report {
     let score = scenarios.iter().filter(|s| s.passed).count();
     Report {
         passed: error.is_none() && !scenarios.is_empty() && score == scenarios.len(),
-        score,
-        total: scenarios.len(),
-        duration_secs: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        totals: Score {
+            score,
+            total: scenarios.len(),
+        },
+        duration_secs: report::tenths(started.elapsed()),
         error,
-        scenarios,
+        entries: scenarios,
     }
 }
 
 async fn play(field: &mut Field) -> Vec<Scenario> {
     let mut played = Vec::new();
     let mut scenario = |name: &str, result| {
-        let scenario = Scenario::new(name, result);
+        let scenario = entry(name, result);
         eprintln!(
             "sig-gate scorecard: {} {name}",
             runbook::verdict(scenario.passed)
@@ -417,15 +407,15 @@ mod tests {
 
     #[test]
     fn scenario_summaries_join_checks() {
-        let scenario = Scenario::new(
+        let scenario = entry(
             "s",
             Ok(vec![Check::equal("a", 1, 1), Check::equal("b", "x", "y")]),
         );
         assert!(!scenario.passed);
-        assert_eq!(scenario.expected, "1; x");
-        assert_eq!(scenario.observed, "1; y");
-        let broken = Scenario::new("s", Err(HarnessError("boom".into())));
+        assert_eq!(scenario.detail.expected, "1; x");
+        assert_eq!(scenario.detail.observed, "1; y");
+        let broken = entry("s", Err(HarnessError("boom".into())));
         assert!(!broken.passed);
-        assert!(broken.observed.contains("boom"));
+        assert!(broken.detail.observed.contains("boom"));
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::plan::{Expect, Names, Phase, Step};
-use super::{MIN_RATE, PhaseReport, PhaseRun, Settings};
+use super::{MIN_RATE, PhaseDetail, PhaseReport, PhaseRun, Settings};
 use crate::keyring::Slot;
 use crate::runbook::client::Reply;
 use crate::runbook::exposition::Scrape;
@@ -246,15 +246,17 @@ pub(super) fn summarise(
     PhaseReport {
         name: phase.name.to_owned(),
         passed: ran && checks.iter().all(|c| c.passed),
-        gate,
-        client: phase.client.clone(),
-        requests: stats.requests + run.replies.len(),
-        accepted: stats.ok + probes_ok,
-        rejected,
-        failed: stats.failed,
-        rate: hundredths(rate),
-        p50_ms: hundredths(stats.p50_ms),
-        p99_ms: hundredths(stats.p99_ms),
+        detail: PhaseDetail {
+            gate,
+            client: phase.client.clone(),
+            requests: stats.requests + run.replies.len(),
+            accepted: stats.ok + probes_ok,
+            rejected,
+            failed: stats.failed,
+            rate: hundredths(rate),
+            p50_ms: hundredths(stats.p50_ms),
+            p99_ms: hundredths(stats.p99_ms),
+        },
         checks,
     }
 }
