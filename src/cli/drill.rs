@@ -35,7 +35,7 @@ use crate::runbook::exposition::Scrape;
 use crate::runbook::gate::{GateProcess, Launcher, Workdir};
 use crate::runbook::load::Load;
 use crate::runbook::report::{self, Entry, Totals};
-use crate::runbook::upstream::Upstream;
+use crate::runbook::upstream::RecordingUpstream;
 use crate::runbook::{self, Check, HarnessError};
 
 mod plan;
@@ -292,7 +292,7 @@ struct Rig {
     /// The proxy socket every generation inherits; the drill never accepts on it.
     listener: std::net::TcpListener,
     proxy: SocketAddr,
-    upstream: Upstream,
+    upstream: RecordingUpstream,
     http: Http,
     settings: Settings,
     _workdir: Workdir,
@@ -306,7 +306,7 @@ impl Rig {
         let proxy = listener
             .local_addr()
             .map_err(|e| HarnessError::new("shared proxy socket", e))?;
-        let upstream = Upstream::start()
+        let upstream = RecordingUpstream::start()
             .await
             .map_err(|e| HarnessError::new("starting the upstream", e))?;
         Ok(Rig {

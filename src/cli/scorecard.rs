@@ -28,7 +28,7 @@ use crate::runbook::client::{Call, Credential, Http, Reply};
 use crate::runbook::exposition::Scrape;
 use crate::runbook::gate::{GateEnv, GateProcess, Launcher, Workdir};
 use crate::runbook::report::{self, Entry, Totals};
-use crate::runbook::upstream::Upstream;
+use crate::runbook::upstream::RecordingUpstream;
 use crate::runbook::{self, Check, HarnessError};
 use crate::verify::Reason;
 
@@ -172,7 +172,7 @@ impl Report {
 /// The gates, the upstream and the credentials every scenario uses.
 struct Field {
     launcher: Launcher,
-    upstream: Upstream,
+    upstream: RecordingUpstream,
     http: Http,
     /// After retirement: new secret only, strict key ids off.
     main: GateProcess,
@@ -191,7 +191,7 @@ impl Field {
     async fn new(program: PathBuf, quick: bool) -> Result<Field, HarnessError> {
         let workdir = Workdir::create("scorecard").map_err(|e| HarnessError::new("work dir", e))?;
         let launcher = Launcher::new(program, &workdir);
-        let upstream = Upstream::start()
+        let upstream = RecordingUpstream::start()
             .await
             .map_err(|e| HarnessError::new("starting the upstream", e))?;
         let old = Credential::generate("k1");
