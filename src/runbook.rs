@@ -8,10 +8,11 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`gate`] | spawning `sig-gate serve` generations (inherited listener or their own socket), readiness, SIGTERM, exit codes, their stderr; one-shot subcommands |
-//! | [`upstream`] | the protected service's stand-in: answers, records what reached it, sleeps on `/slow`, stops and restarts; or answers with broken framing |
+//! | [`upstream`] | [`upstream::RecordingUpstream`], the protected service's stand-in: answers, records what reached it, sleeps on `/slow`, stops and restarts; or answers with broken framing |
 //! | [`client`] | credentials, signing a request with a chosen key and label, sending it, reading the answer; raw HTTP/1.1 bytes and connection closes |
 //! | [`load`] | the continuous signed stream at a fixed rate, with per-phase failures and latencies |
 //! | [`exposition`] | parsing the gate's `/metrics` text and diffing two scrapes |
+//! | [`report`] | the one report of both commands: verdict, totals, one entry per phase or scenario, and its `--json` shape |
 //! | this module | [`Check`] (one expected-versus-observed comparison), [`HarnessError`] and table printing |
 
 use std::fmt;
@@ -22,6 +23,7 @@ pub mod client;
 pub mod exposition;
 pub mod gate;
 pub mod load;
+pub mod report;
 pub mod upstream;
 
 /// One comparison of what a runbook step expects with what it observed. A step passes when all

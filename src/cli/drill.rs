@@ -15,6 +15,10 @@
 //! Phases: 1 current state (old secret), 2 overlap (new + previous, strict key ids off),
 //! 3 overlap with strict key ids, 4 retirement (new only), 5 rollback rehearsal (back into the
 //! overlap, then back to the old secret alone).
+//!
+//! This file runs the drill and renders its report; `drill/plan.rs` holds the five phases (the
+//! deployments, signing modes and probes), `drill/score.rs` turns a phase's probes, `/metrics`
+//! and stream samples into its checks and summary.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,16 +30,19 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::cli::CliError;
-use crate::config::vars;
-use crate::keyring::Slot;
 use crate::runbook::client::{Call, Credential, Http, Reply};
 use crate::runbook::exposition::Scrape;
-use crate::runbook::gate::{GateEnv, GateProcess, Launcher, Workdir};
-use crate::runbook::load::{Load, Sample, Stats};
-use crate::runbook::upstream::Upstream;
+use crate::runbook::gate::{GateProcess, Launcher, Workdir};
+use crate::runbook::load::Load;
+use crate::runbook::report::{self, Entry, Totals};
+use crate::runbook::upstream::RecordingUpstream;
 use crate::runbook::{self, Check, HarnessError};
-use crate::sign::Signer;
-use crate::verify::Reason;
+
+mod plan;
+mod score;
+
+use plan::{Expect, Names, Step, plan};
+use score::{describe_probe, exit_check, expected_probe, metric_checks, summarise};
 
 /// The stream's floor, from the runbook: at least 200 signed requests a second.
 pub const MIN_RATE: u32 = 200;
@@ -100,7 +107,7 @@ pub fn run(args: DrillArgs) -> Result<ExitCode, CliError> {
     let report = super::runtime()?.block_on(async {
         tokio::select! {
             report = drill(&settings) => report,
-            () = crate::server::shutdown_signal() => Report::aborted(&settings, "interrupted"),
+            () = crate::server::shutdown_signal() => Report::aborted(Stream::none(&settings), "interrupted"),
         }
     });
     Ok(super::print_verdict(
@@ -124,11 +131,17 @@ pub struct Settings {
     pub progress: bool,
 }
 
-/// The drill's verdict: what `--json` prints.
+/// The drill's verdict: what `--json` prints (`passed`, the [`Stream`] totals,
+/// `duration_secs`, `error` when the drill stopped early, `phases`). It passes when every
+/// phase passed and no legitimate request failed.
+pub type Report = report::Report<Stream, PhaseDetail>;
+
+/// One phase's results.
+pub type PhaseReport = Entry<PhaseDetail>;
+
+/// The drill's totals over the continuous stream.
 #[derive(Debug, Serialize)]
-pub struct Report {
-    /// Every phase passed and no legitimate request failed.
-    pub passed: bool,
+pub struct Stream {
     /// Requests of the continuous stream that failed (non-2xx or connection error).
     pub failed_requests: usize,
     /// Requests the continuous stream sent.
@@ -137,22 +150,15 @@ pub struct Report {
     pub rate_target: u32,
     /// Gate generations replaced under load.
     pub redeploys: usize,
-    /// Wall time, seconds.
-    pub duration_secs: f64,
-    /// Why the drill stopped early, if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// One entry per phase, in order.
-    pub phases: Vec<PhaseReport>,
 }
 
-/// One phase's results.
+impl Totals for Stream {
+    const ENTRIES: &'static str = "phases";
+}
+
+/// What a phase's entry tells beyond its name (for example `2 overlap`), verdict and checks.
 #[derive(Debug, Serialize)]
-pub struct PhaseReport {
-    /// For example `2 overlap`.
-    pub name: String,
-    /// Every check passed.
-    pub passed: bool,
+pub struct PhaseDetail {
     /// The gate configuration(s) deployed in this phase.
     pub gate: String,
     /// How the client signs in this phase.
@@ -171,39 +177,37 @@ pub struct PhaseReport {
     pub p50_ms: f64,
     /// Stream latency, 99th percentile, milliseconds.
     pub p99_ms: f64,
-    /// Every comparison made, expected against observed.
-    pub checks: Vec<Check>,
 }
 
-impl Report {
-    fn aborted(settings: &Settings, why: &str) -> Report {
-        Report {
-            passed: false,
+impl Stream {
+    /// The totals of a drill that sent nothing.
+    fn none(settings: &Settings) -> Stream {
+        Stream {
             failed_requests: 0,
             stream_requests: 0,
             rate_target: settings.rate,
             redeploys: 0,
-            duration_secs: 0.0,
-            error: Some(why.to_owned()),
-            phases: Vec::new(),
         }
     }
+}
 
+impl Report {
     /// The tables an operator reads.
     pub fn render(&self) -> String {
         let mut out = format!(
             "HMAC rotation drill: real gates on one inherited socket, a signed stream of {} \
              req/s, redeployed between phases\n\n",
-            self.rate_target
+            self.totals.rate_target
         );
         let rows: Vec<Vec<String>> = self
-            .phases
+            .entries
             .iter()
             .map(|p| {
-                let rejected = if p.rejected.is_empty() {
+                let rejected = if p.detail.rejected.is_empty() {
                     "-".to_owned()
                 } else {
-                    p.rejected
+                    p.detail
+                        .rejected
                         .iter()
                         .map(|(reason, n)| format!("{reason}={n}"))
                         .collect::<Vec<_>>()
@@ -211,13 +215,13 @@ impl Report {
                 };
                 vec![
                     p.name.clone(),
-                    p.requests.to_string(),
-                    format!("{:.0}", p.rate),
-                    p.accepted.to_string(),
+                    p.detail.requests.to_string(),
+                    format!("{:.0}", p.detail.rate),
+                    p.detail.accepted.to_string(),
                     rejected,
-                    format!("{:.1}", p.p50_ms),
-                    format!("{:.1}", p.p99_ms),
-                    p.failed.to_string(),
+                    format!("{:.1}", p.detail.p50_ms),
+                    format!("{:.1}", p.detail.p99_ms),
+                    p.detail.failed.to_string(),
                     runbook::verdict(p.passed).to_owned(),
                 ]
             })
@@ -242,13 +246,13 @@ impl Report {
              error.\n/metrics checks compare two scrapes of the phase's own gate: after the \
              previous generation exited, and at the end of the phase.\n",
         );
-        for phase in &self.phases {
+        for phase in &self.entries {
             out.push_str(&format!(
                 "\n{}  [{}]\n  gate: {}\n  client: {}\n",
                 phase.name,
                 runbook::verdict(phase.passed),
-                phase.gate,
-                phase.client
+                phase.detail.gate,
+                phase.detail.client
             ));
             for check in &phase.checks {
                 out.push_str(&format!(
@@ -271,321 +275,15 @@ impl Report {
             } else {
                 "DRILL FAILED"
             },
-            self.phases.iter().filter(|p| p.passed).count(),
-            self.phases.len(),
-            self.failed_requests,
-            self.stream_requests,
-            self.redeploys,
+            self.score(),
+            self.entries.len(),
+            self.totals.failed_requests,
+            self.totals.stream_requests,
+            self.totals.redeploys,
             self.duration_secs
         ));
         out
     }
-}
-
-/// A gate configuration of the rotation: current secret, optional previous, strict key ids.
-#[derive(Debug, Clone)]
-struct Deployment {
-    current: Credential,
-    previous: Option<Credential>,
-    strict: bool,
-}
-
-impl Deployment {
-    fn env(&self, upstream: &str) -> GateEnv {
-        let env = GateEnv::new(upstream)
-            .current(&self.current)
-            .set(vars::STRICT_KEY_ID, self.strict.to_string())
-            .set(vars::SHUTDOWN_GRACE_SECS, GRACE_SECS.to_string());
-        match &self.previous {
-            Some(previous) => env.previous(previous),
-            None => env.without_previous(),
-        }
-    }
-
-    /// `SECRET=new(k2) PREV=old(k1) STRICT=true`, with the harness's names for the secrets.
-    fn describe(&self, names: &Names) -> String {
-        let mut text = format!(
-            "SECRET={}({})",
-            names.of(&self.current),
-            self.current.key_id()
-        );
-        if let Some(previous) = &self.previous {
-            text.push_str(&format!(
-                " SECRET_PREV={}({})",
-                names.of(previous),
-                previous.key_id()
-            ));
-        }
-        text.push_str(&format!(" STRICT_KEY_ID={}", self.strict));
-        text
-    }
-
-    /// The `sig_gate_config_info` labels this deployment must report.
-    fn info(&self) -> BTreeMap<String, String> {
-        let (key_id_prev, fingerprint_prev) = self
-            .previous
-            .as_ref()
-            .map(|p| (p.key_id().to_owned(), p.fingerprint()))
-            .unwrap_or_default();
-        BTreeMap::from([
-            (
-                "mode".to_owned(),
-                if self.previous.is_some() {
-                    "dual"
-                } else {
-                    "single"
-                }
-                .to_owned(),
-            ),
-            ("strict_key_id".to_owned(), self.strict.to_string()),
-            ("require_signature".to_owned(), "true".to_owned()),
-            ("key_id".to_owned(), self.current.key_id().to_owned()),
-            ("key_id_prev".to_owned(), key_id_prev),
-            ("fingerprint".to_owned(), self.current.fingerprint()),
-            ("fingerprint_prev".to_owned(), fingerprint_prev),
-        ])
-    }
-}
-
-/// The run's credentials and the names the report gives their secrets.
-#[derive(Debug)]
-struct Names {
-    old: Credential,
-    new: Credential,
-    stranger: Credential,
-}
-
-impl Names {
-    fn of(&self, credential: &Credential) -> &'static str {
-        if credential.secret() == self.old.secret() {
-            "old"
-        } else if credential.secret() == self.new.secret() {
-            "new"
-        } else {
-            "unknown"
-        }
-    }
-}
-
-/// What a probe must get.
-#[derive(Debug, Clone)]
-enum Expect {
-    /// 200, verified under `slot`, forwarded with `X-Gate-Verified-Key-Id: key_id`.
-    Accepted { slot: Slot, key_id: String },
-    /// 401 with this reason, never forwarded.
-    Rejected(Reason),
-}
-
-/// A request signed one particular way, with the answer the phase requires.
-#[derive(Debug, Clone)]
-struct Probe {
-    name: String,
-    signer: Signer,
-    expect: Expect,
-}
-
-fn accepted(name: &str, signer: Signer, slot: Slot, key_id: &str) -> Probe {
-    Probe {
-        name: name.to_owned(),
-        signer,
-        expect: Expect::Accepted {
-            slot,
-            key_id: key_id.to_owned(),
-        },
-    }
-}
-
-fn rejected(name: &str, signer: Signer, reason: Reason) -> Probe {
-    Probe {
-        name: name.to_owned(),
-        signer,
-        expect: Expect::Rejected(reason),
-    }
-}
-
-/// One gate generation within a phase.
-#[derive(Debug, Clone)]
-struct Step {
-    /// What the redeploy does, for the check names.
-    label: &'static str,
-    deployment: Deployment,
-    /// How the client signs once this generation serves.
-    client: Signer,
-    /// The slot the client's signatures verify under on this generation.
-    client_slot: Slot,
-    probes: Vec<Probe>,
-    /// Share of the phase's time spent on this step, in percent.
-    share: u32,
-}
-
-#[derive(Debug, Clone)]
-struct Phase {
-    name: &'static str,
-    client: String,
-    steps: Vec<Step>,
-}
-
-/// The runbook's five phases.
-fn plan(names: &Names) -> Vec<Phase> {
-    let (old, new) = (&names.old, &names.new);
-    let old_only = Deployment {
-        current: old.clone(),
-        previous: None,
-        strict: false,
-    };
-    let overlap = Deployment {
-        current: new.clone(),
-        previous: Some(old.clone()),
-        strict: false,
-    };
-    let overlap_strict = Deployment {
-        strict: true,
-        ..overlap.clone()
-    };
-    let retired = Deployment {
-        current: new.clone(),
-        previous: None,
-        strict: true,
-    };
-    let dual = new.dual_signer(old);
-    let (k1, k2) = (old.key_id(), new.key_id());
-    let old_k1 = || old.signer();
-    let new_k2 = || new.signer();
-    let old_as_k2 = || old.relabelled(k2).signer();
-    let new_as_k1 = || new.relabelled(k1).signer();
-    let single = |step: Step| vec![Step { share: 100, ..step }];
-
-    vec![
-        Phase {
-            name: "1 current state",
-            client: format!("signs with old ({k1})"),
-            steps: single(Step {
-                label: "deploy SECRET=old",
-                deployment: old_only.clone(),
-                client: old_k1(),
-                client_slot: Slot::Current,
-                probes: vec![
-                    accepted("old-signed (k1)", old_k1(), Slot::Current, k1),
-                    rejected("new-signed (k2)", new_k2(), Reason::BadSignature),
-                ],
-                share: 100,
-            }),
-        },
-        Phase {
-            name: "2 overlap",
-            client: format!("dual-signs new ({k2}) + old ({k1}), switched while both gates serve"),
-            steps: single(Step {
-                label: "redeploy into the overlap",
-                deployment: overlap.clone(),
-                client: dual.clone(),
-                client_slot: Slot::Current,
-                probes: vec![
-                    accepted("old-signed (k1)", old_k1(), Slot::Previous, k1),
-                    accepted("new-signed (k2)", new_k2(), Slot::Current, k2),
-                    accepted("dual-signed (k2+k1)", dual.clone(), Slot::Current, k2),
-                    accepted(
-                        "old secret labelled k2 (strict off)",
-                        old_as_k2(),
-                        Slot::Previous,
-                        k1,
-                    ),
-                    rejected(
-                        "signed with an unknown secret",
-                        names.stranger.signer(),
-                        Reason::BadSignature,
-                    ),
-                ],
-                share: 100,
-            }),
-        },
-        Phase {
-            name: "3 overlap, strict key ids",
-            client: format!("dual-signs new ({k2}) + old ({k1})"),
-            steps: single(Step {
-                label: "redeploy with INTERSERVICE_HMAC_STRICT_KEY_ID=true",
-                deployment: overlap_strict,
-                client: dual.clone(),
-                client_slot: Slot::Current,
-                probes: vec![
-                    accepted("new-signed (k2)", new_k2(), Slot::Current, k2),
-                    accepted("old-signed (k1)", old_k1(), Slot::Previous, k1),
-                    accepted("dual-signed (k2+k1)", dual.clone(), Slot::Current, k2),
-                    rejected(
-                        "old secret mislabelled k2",
-                        old_as_k2(),
-                        Reason::BadSignature,
-                    ),
-                    rejected(
-                        "new secret mislabelled k1",
-                        new_as_k1(),
-                        Reason::BadSignature,
-                    ),
-                    rejected(
-                        "new secret, unknown key id k9",
-                        new.relabelled("k9").signer(),
-                        Reason::UnknownKeyId,
-                    ),
-                ],
-                share: 100,
-            }),
-        },
-        Phase {
-            name: "4 retirement",
-            client: format!("signs with new ({k2}) only, switched while both gates serve"),
-            steps: single(Step {
-                label: "redeploy with SECRET_PREV unset",
-                deployment: retired,
-                client: new_k2(),
-                client_slot: Slot::Current,
-                probes: vec![
-                    accepted("new-signed (k2)", new_k2(), Slot::Current, k2),
-                    rejected("old-signed (k1)", old_k1(), Reason::UnknownKeyId),
-                    rejected("old secret labelled k2", old_as_k2(), Reason::BadSignature),
-                    accepted(
-                        "dual-signed (a client not yet switched)",
-                        dual.clone(),
-                        Slot::Current,
-                        k2,
-                    ),
-                ],
-                share: 100,
-            }),
-        },
-        Phase {
-            name: "5 rollback rehearsal",
-            client: format!("dual-signs again in the overlap, then signs with old ({k1}) only"),
-            steps: vec![
-                Step {
-                    label: "redeploy back into the overlap",
-                    deployment: overlap,
-                    client: dual.clone(),
-                    client_slot: Slot::Current,
-                    probes: vec![
-                        accepted("old-signed (k1)", old_k1(), Slot::Previous, k1),
-                        accepted("new-signed (k2)", new_k2(), Slot::Current, k2),
-                    ],
-                    share: 40,
-                },
-                Step {
-                    label: "roll back to SECRET=old",
-                    deployment: old_only,
-                    client: old_k1(),
-                    client_slot: Slot::Current,
-                    probes: vec![
-                        accepted("old-signed (k1)", old_k1(), Slot::Current, k1),
-                        rejected("new-signed (k2)", new_k2(), Reason::BadSignature),
-                        accepted(
-                            "dual-signed (a client not yet rolled back)",
-                            dual,
-                            Slot::Current,
-                            k1,
-                        ),
-                    ],
-                    share: 60,
-                },
-            ],
-        },
-    ]
 }
 
 /// Everything the phases share.
@@ -594,7 +292,7 @@ struct Rig {
     /// The proxy socket every generation inherits; the drill never accepts on it.
     listener: std::net::TcpListener,
     proxy: SocketAddr,
-    upstream: Upstream,
+    upstream: RecordingUpstream,
     http: Http,
     settings: Settings,
     _workdir: Workdir,
@@ -608,7 +306,7 @@ impl Rig {
         let proxy = listener
             .local_addr()
             .map_err(|e| HarnessError::new("shared proxy socket", e))?;
-        let upstream = Upstream::start()
+        let upstream = RecordingUpstream::start()
             .await
             .map_err(|e| HarnessError::new("starting the upstream", e))?;
         Ok(Rig {
@@ -705,13 +403,15 @@ pub async fn drill(settings: &Settings) -> Report {
     let failed_requests = samples.iter().filter(|s| s.failure.is_some()).count();
     Report {
         passed: error.is_none() && failed_requests == 0 && reports.iter().all(|p| p.passed),
-        failed_requests,
-        stream_requests: samples.len(),
-        rate_target: settings.rate,
-        redeploys,
-        duration_secs: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        totals: Stream {
+            failed_requests,
+            stream_requests: samples.len(),
+            rate_target: settings.rate,
+            redeploys,
+        },
+        duration_secs: report::tenths(started.elapsed()),
         error,
-        phases: reports,
+        entries: reports,
     }
 }
 
@@ -836,266 +536,4 @@ async fn timed_scrape(gate: &GateProcess) -> Result<(Scrape, (Instant, Instant))
     let sent = Instant::now();
     let scrape = gate.scrape().await?;
     Ok((scrape, (sent, Instant::now())))
-}
-
-fn expected_probe(expect: &Expect) -> String {
-    match expect {
-        Expect::Accepted { key_id, .. } => format!("200, forwarded as verified {key_id}"),
-        Expect::Rejected(reason) => format!("401 {reason}, not forwarded"),
-    }
-}
-
-/// The probe's answer in the words of [`expected_probe`].
-fn describe_probe(reply: &Reply, forwarded: usize, verified_key_id: Option<&str>) -> String {
-    match (forwarded, verified_key_id) {
-        (0, _) => format!("{}, not forwarded", reply.summary()),
-        (1, Some(key_id)) => format!("{}, forwarded as verified {key_id}", reply.summary()),
-        (1, None) => format!("{}, forwarded without a verified key id", reply.summary()),
-        (n, _) => format!("{}, forwarded {n} times", reply.summary()),
-    }
-}
-
-fn exit_check(gate: &GateProcess, exit: Result<Option<i32>, HarnessError>) -> Check {
-    let observed = match exit {
-        Ok(Some(code)) => format!("exit {code}"),
-        Ok(None) => "killed by a signal".to_owned(),
-        Err(err) => format!("harness error: {err}"),
-    };
-    let passed = observed == "exit 0";
-    let observed = if passed {
-        observed
-    } else {
-        format!(
-            "{observed}; last log lines: {}",
-            gate.log_tail().join(" | ")
-        )
-    };
-    Check::new(
-        format!("{} drained after SIGTERM", gate.name()),
-        "exit 0",
-        observed,
-        passed,
-    )
-}
-
-/// Compare the generation's counters over the window with the step's expectations.
-fn metric_checks(
-    step: &Step,
-    named: &dyn Fn(&str) -> String,
-    first: &Scrape,
-    second: &Scrape,
-    (lower, upper): (usize, usize),
-    accepted: [i64; 2],
-    rejected: &BTreeMap<&'static str, i64>,
-) -> Vec<Check> {
-    let (lower, upper) = (lower as i64, upper as i64);
-    let mut checks = Vec::new();
-    let within = |name: String, probes: i64, observed: i64| {
-        let passed = observed >= lower + probes && observed <= upper + probes;
-        Check::new(
-            name,
-            format!(
-                "{}..={} (stream {lower}..={upper} + {probes} probes)",
-                lower + probes,
-                upper + probes
-            ),
-            observed.to_string(),
-            passed,
-        )
-    };
-    for slot in Slot::ALL {
-        let name = named(&format!(
-            "/metrics sig_gate_verified_total{{slot=\"{}\"}}",
-            slot.as_str()
-        ));
-        let observed =
-            second.count_delta(first, "sig_gate_verified_total", &[("slot", slot.as_str())]);
-        let probes = accepted[slot as usize];
-        checks.push(if slot == step.client_slot {
-            within(name, probes, observed)
-        } else {
-            Check::equal(name, probes, observed)
-        });
-    }
-    let forwarded = second.count_delta(
-        first,
-        "sig_gate_requests_total",
-        &[("outcome", "forwarded")],
-    );
-    checks.push(within(
-        named("/metrics sig_gate_requests_total{outcome=\"forwarded\"}"),
-        accepted.iter().sum(),
-        forwarded,
-    ));
-
-    let observed: BTreeMap<&'static str, i64> = Reason::ALL
-        .iter()
-        .map(|reason| {
-            let delta = second.count_delta(
-                first,
-                "sig_gate_invalid_request_signature_total",
-                &[("reason", reason.as_str())],
-            );
-            (reason.as_str(), delta)
-        })
-        .filter(|(_, delta)| *delta != 0)
-        .collect();
-    checks.push(Check::equal(
-        named("/metrics sig_gate_invalid_request_signature_total by reason"),
-        counts_text(rejected),
-        counts_text(&observed),
-    ));
-    let rejected_total: i64 = rejected.values().sum();
-    for (outcome, expected) in [("rejected", rejected_total), ("upstream_error", 0)] {
-        checks.push(Check::equal(
-            named(&format!(
-                "/metrics sig_gate_requests_total{{outcome=\"{outcome}\"}}"
-            )),
-            expected,
-            second.count_delta(first, "sig_gate_requests_total", &[("outcome", outcome)]),
-        ));
-    }
-    checks.push(Check::equal(
-        named("/metrics sig_gate_rejected_other_total"),
-        0,
-        (second.sum("sig_gate_rejected_other_total") - first.sum("sig_gate_rejected_other_total"))
-            .round() as i64,
-    ));
-
-    let expected_info = step.deployment.info();
-    let observed_info: BTreeMap<String, String> = second
-        .labels("sig_gate_config_info")
-        .map(|labels| {
-            labels
-                .iter()
-                .filter(|(k, _)| expected_info.contains_key(*k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    checks.push(Check::equal(
-        named("/metrics sig_gate_config_info"),
-        labels_text(&expected_info),
-        labels_text(&observed_info),
-    ));
-    checks
-}
-
-fn counts_text<K: std::fmt::Display>(counts: &BTreeMap<K, i64>) -> String {
-    if counts.is_empty() {
-        return "all 0".to_owned();
-    }
-    counts
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn labels_text(labels: &BTreeMap<String, String>) -> String {
-    if labels.is_empty() {
-        return "(no series)".to_owned();
-    }
-    labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v:?}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Turn a phase's checks, probe answers and stream samples into its report.
-fn summarise(
-    names: &Names,
-    index: usize,
-    phase: &Phase,
-    run: PhaseRun,
-    samples: &[Sample],
-    settings: &Settings,
-) -> PhaseReport {
-    let gate = phase
-        .steps
-        .iter()
-        .map(|s| s.deployment.describe(names))
-        .collect::<Vec<_>>()
-        .join(", then ");
-    let stream: Vec<&Sample> = samples.iter().filter(|s| s.phase == index).collect();
-    let stats = Stats::of(stream.iter().copied());
-    let rate = rate_of(&stream);
-    let mut rejected = BTreeMap::new();
-    let mut probes_ok = 0;
-    for reply in &run.replies {
-        if reply.status.is_success() {
-            probes_ok += 1;
-        } else {
-            let key = reply.reason().unwrap_or_else(|| reply.summary());
-            *rejected.entry(key).or_default() += 1;
-        }
-    }
-    let mut checks = run.checks;
-    let ran = run.started.is_some();
-    if ran {
-        checks.push(Check::new(
-            "stream: no failed requests (any non-2xx or connection error)",
-            "0 failed",
-            if stats.failed == 0 {
-                "0 failed".to_owned()
-            } else {
-                format!(
-                    "{} failed of {}, first: {}",
-                    stats.failed,
-                    stats.requests,
-                    stats.first_failures.join("; ")
-                )
-            },
-            stats.failed == 0,
-        ));
-        checks.push(Check::new(
-            "stream: rate held",
-            format!(">= {MIN_RATE} req/s (target {})", settings.rate),
-            format!("{rate:.0} req/s"),
-            rate >= f64::from(MIN_RATE),
-        ));
-    } else {
-        checks.push(Check::new(
-            "phase ran",
-            "ran",
-            "not run: the drill stopped earlier",
-            false,
-        ));
-    }
-    PhaseReport {
-        name: phase.name.to_owned(),
-        passed: ran && checks.iter().all(|c| c.passed),
-        gate,
-        client: phase.client.clone(),
-        requests: stats.requests + run.replies.len(),
-        accepted: stats.ok + probes_ok,
-        rejected,
-        failed: stats.failed,
-        rate: hundredths(rate),
-        p50_ms: hundredths(stats.p50_ms),
-        p99_ms: hundredths(stats.p99_ms),
-        checks,
-    }
-}
-
-/// Requests per second over the span of the phase's stream: from its first request's start to
-/// its last's (a stall in between lowers it, as it should).
-fn rate_of(stream: &[&Sample]) -> f64 {
-    let (Some(first), Some(last)) = (
-        stream.iter().map(|s| s.started).min(),
-        stream.iter().map(|s| s.started).max(),
-    ) else {
-        return 0.0;
-    };
-    let span = (last - first).as_secs_f64();
-    if span <= 0.0 {
-        return 0.0;
-    }
-    (stream.len() - 1) as f64 / span
-}
-
-/// Round to two decimals for the report (microsecond noise helps no one).
-fn hundredths(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
 }

@@ -17,6 +17,29 @@ pub struct Sample {
     pub value: f64,
 }
 
+impl Sample {
+    /// The series in exposition syntax, `name{a="b",c="d"}` (labels sorted by name, values
+    /// escaped as the text format escapes them), or the bare name when it has no labels: a key
+    /// that names one series whatever order the exporter wrote its labels in.
+    pub fn series(&self) -> String {
+        if self.labels.is_empty() {
+            return self.name.clone();
+        }
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(key, value)| {
+                let escaped = value
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                format!("{key}=\"{escaped}\"")
+            })
+            .collect();
+        format!("{}{{{}}}", self.name, labels.join(","))
+    }
+}
+
 /// One scrape of `/metrics`, with the moment it was taken.
 #[derive(Debug, Clone)]
 pub struct Scrape {
@@ -201,6 +224,20 @@ sig_gate_nonce_cache_entries 15
             after.count_delta(&before, "sig_gate_verified_total", &[("slot", "previous")]),
             0
         );
+    }
+
+    #[test]
+    fn series_keys_round_trip() {
+        let scrape = Scrape::parse(TEXT, Instant::now()).expect("parses");
+        let keys: Vec<String> = scrape.samples.iter().map(Sample::series).collect();
+        assert_eq!(keys[0], r#"sig_gate_verified_total{slot="current"}"#);
+        assert_eq!(
+            keys[2],
+            r#"sig_gate_config_info{fingerprint="ab12cd34",key_id="k\"2",mode="dual"}"#
+        );
+        assert_eq!(keys[4], "sig_gate_nonce_cache_entries");
+        let again = Scrape::parse(&format!("{} 1\n", keys[2]), Instant::now()).expect("parses");
+        assert_eq!(again.samples[0].labels, scrape.samples[2].labels);
     }
 
     #[test]

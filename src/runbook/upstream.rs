@@ -1,12 +1,13 @@
-//! The protected service's stand-in (tool-gate), in-process on loopback. It answers every
-//! request with a small JSON body, records what reached it by path (so a report can show that
-//! a rejected request never got there, which key id the gate said verified it, and the target
-//! and headers the gate forwarded), sleeps on `/slow...?ms=N` (any path under `/slow`:
-//! upstream timeouts, requests held during a drain), and can be stopped and restarted on the
-//! same port (the upstream-down scenario): stopping closes every open connection too, so the
-//! gate's pooled connections see the outage at once. [`Upstream::start_malformed`] starts one
-//! that answers `/malformed/...` with broken HTTP/1.1 framing instead ([`Malformed`]), and
-//! tells which requests came on a connection that had carried such an answer.
+//! The recording upstream ([`RecordingUpstream`]): the protected service's stand-in
+//! (tool-gate), in-process on loopback. It answers every request with a small JSON body,
+//! records what reached it by path (so a report can show that a rejected request never got
+//! there, which key id the gate said verified it, and the target and headers the gate
+//! forwarded), sleeps on `/slow...?ms=N` (any path under `/slow`: upstream timeouts, requests
+//! held during a drain), and can be stopped and restarted on the same port (the upstream-down
+//! scenario): stopping closes every open connection too, so the gate's pooled connections see
+//! the outage at once. [`RecordingUpstream::start_malformed`] starts one that answers
+//! `/malformed/...` with broken HTTP/1.1 framing instead ([`Malformed`]), and tells which
+//! requests came on a connection that had carried such an answer.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -79,7 +80,7 @@ enum Framing {
     Raw,
 }
 
-/// The broken answers of an upstream started with [`Upstream::start_malformed`], by path
+/// The broken answers of an upstream started with [`RecordingUpstream::start_malformed`], by path
 /// `/malformed/<name>`: each one a framing error an HTTP/1.1 client must not pass on as a
 /// clean response, nor recover from on the same connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,31 +139,32 @@ impl Malformed {
     }
 }
 
-/// A running (or stopped) upstream.
+/// The recording upstream: a running (or stopped) stand-in for the protected service that
+/// remembers, per path, what reached it.
 #[derive(Debug)]
-pub struct Upstream {
+pub struct RecordingUpstream {
     addr: SocketAddr,
     record: Record,
     framing: Framing,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
-impl Upstream {
+impl RecordingUpstream {
     /// Bind 127.0.0.1 on a free port and serve.
-    pub async fn start() -> std::io::Result<Upstream> {
-        Upstream::start_framed(Framing::Clean).await
+    pub async fn start() -> std::io::Result<RecordingUpstream> {
+        RecordingUpstream::start_framed(Framing::Clean).await
     }
 
     /// An upstream that answers `/malformed/<name>` ([`Malformed::path`]) with that broken
     /// response and every other path with a clean `200` (HTTP/1.1 only; no `/slow`).
-    pub async fn start_malformed() -> std::io::Result<Upstream> {
-        Upstream::start_framed(Framing::Raw).await
+    pub async fn start_malformed() -> std::io::Result<RecordingUpstream> {
+        RecordingUpstream::start_framed(Framing::Raw).await
     }
 
-    async fn start_framed(framing: Framing) -> std::io::Result<Upstream> {
+    async fn start_framed(framing: Framing) -> std::io::Result<RecordingUpstream> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let mut upstream = Upstream {
+        let mut upstream = RecordingUpstream {
             addr,
             record: Arc::default(),
             framing,
@@ -244,7 +246,7 @@ impl Upstream {
     }
 }
 
-impl Drop for Upstream {
+impl Drop for RecordingUpstream {
     fn drop(&mut self) {
         if let Some((_, task)) = self.running.take() {
             task.abort();
@@ -397,7 +399,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_stops_refuses_and_restarts() {
-        let mut upstream = Upstream::start().await.expect("start");
+        let mut upstream = RecordingUpstream::start().await.expect("start");
         let http = Http::new(Duration::from_secs(5));
         let call = Call::new(Method::GET, "/a?x=1").header("x-gate-verified-key-id", "k2");
         let reply = http.call(upstream.addr(), &call).await.expect("answers");
@@ -422,7 +424,7 @@ mod tests {
     #[tokio::test]
     async fn malformed_answers_and_reuse_after_them() {
         use crate::runbook::client::RawConnection;
-        let upstream = Upstream::start_malformed().await.expect("start");
+        let upstream = RecordingUpstream::start_malformed().await.expect("start");
         let mut connection = RawConnection::open(upstream.addr()).await.expect("connect");
         let within = Duration::from_secs(5);
         let clean = Call::new(Method::POST, "/clean?a=1").body("xy");

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
@@ -15,6 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sig_gate::config::{Config, Raw};
 use sig_gate::keyring::{Key, Secret, Slot};
+use sig_gate::runbook::exposition::Scrape;
 use sig_gate::server::{self, Drain, Listeners};
 use sig_gate::sign::{self, Signer};
 use tokio::net::{TcpListener, TcpStream};
@@ -212,11 +213,17 @@ impl TestGate {
         task.await.expect("server task").expect("server io")
     }
 
-    /// `/metrics` as a map from `name{labels}` to value.
+    /// `/metrics` as a map from `name{labels}` to value, parsed by the runbook's exposition
+    /// parser; keys are [`sig_gate::runbook::exposition::Sample::series`] (labels sorted by name).
     pub async fn metrics(&self) -> HashMap<String, f64> {
         let reply = send(self.admin, "GET", "/metrics", &[], "").await;
         assert_eq!(reply.status, StatusCode::OK);
-        parse_metrics(&reply.text())
+        Scrape::parse(&reply.text(), Instant::now())
+            .expect("the gate's /metrics parses")
+            .samples
+            .iter()
+            .map(|sample| (sample.series(), sample.value))
+            .collect()
     }
 
     /// One series' value, 0 when absent.
@@ -231,16 +238,6 @@ impl Drop for TestGate {
             task.abort();
         }
     }
-}
-
-pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
 }
 
 /// A reply read whole.

@@ -24,7 +24,7 @@ use crate::protocol;
 use crate::runbook::client::{Body, Call, Credential, RawConnection, Reply, error_chain};
 use crate::runbook::exposition::Scrape;
 use crate::runbook::gate::{GateEnv, GateProcess};
-use crate::runbook::upstream::{Malformed, Upstream};
+use crate::runbook::upstream::{Malformed, RecordingUpstream};
 use crate::runbook::{Check, HarnessError};
 use crate::verify::Reason;
 
@@ -75,12 +75,12 @@ struct Arena {
     /// In front of [`Arena::malformed`].
     fronting: GateProcess,
     /// Answers `/malformed/...` with broken framing.
-    malformed: Upstream,
+    malformed: RecordingUpstream,
 }
 
 impl Arena {
     async fn start(field: &Field) -> Result<Arena, HarnessError> {
-        let malformed = Upstream::start_malformed()
+        let malformed = RecordingUpstream::start_malformed()
             .await
             .map_err(|e| HarnessError::new("starting the malformed upstream", e))?;
         let gate_env = GateEnv::new(&field.upstream.url())
