@@ -642,7 +642,7 @@ impl Connection {
 }
 
 /// Await a response and read its whole body, giving up after `within` for the two together.
-async fn read_reply<E: std::error::Error + 'static>(
+pub(crate) async fn read_reply<E: std::error::Error + 'static>(
     response: impl std::future::Future<Output = Result<http::Response<hyper::body::Incoming>, E>>,
     within: Duration,
 ) -> Result<Reply, String> {

@@ -14,14 +14,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request};
-use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::task::JoinSet;
 
 use super::{Field, answer, grew, invalid, reached};
 use crate::config::vars;
 use crate::protocol;
-use crate::runbook::client::{Body, Call, Credential, RawConnection, Reply, error_chain};
+use crate::runbook::client::{
+    Body, Call, Credential, RawConnection, Reply, error_chain, read_reply,
+};
 use crate::runbook::exposition::Scrape;
 use crate::runbook::gate::{GateEnv, GateProcess};
 use crate::runbook::upstream::{Malformed, RecordingUpstream};
@@ -249,35 +250,18 @@ async fn h2_connect_to(
     Ok((sender, task))
 }
 
-/// Send one request on an HTTP/2 connection and read the whole answer.
+/// Send one request on an HTTP/2 connection and read the whole answer, within 5 s of the
+/// connection being ready for it.
 async fn h2_send(
     sender: &mut hyper::client::conn::http2::SendRequest<Body>,
     request: Request<Body>,
 ) -> Result<Reply, String> {
-    let exchange = async {
-        sender
-            .ready()
-            .await
-            .map_err(|err| format!("not ready: {}", error_chain(&err)))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|err| error_chain(&err))?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|err| format!("reading the body: {}", error_chain(&err)))?
-            .to_bytes();
-        Ok(Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
+    let within = Duration::from_secs(5);
+    tokio::time::timeout(within, sender.ready())
         .await
-        .unwrap_or_else(|_| Err("no answer within 5000 ms".to_owned()))
+        .map_err(|_| format!("not ready within {} ms", within.as_millis()))?
+        .map_err(|err| format!("not ready: {}", error_chain(&err)))?;
+    read_reply(sender.send_request(request), within).await
 }
 
 // ---------------------------------------------------------------------------------------------
