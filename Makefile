@@ -9,6 +9,7 @@ BIN := target/debug/sig-gate
 # Cargo tools the targets need, built from crates.io into the tree (never taken from ~/.cargo).
 TOOLS := target/tools
 CARGO_DENY_VERSION := 0.20.2
+CARGO_FUZZ_VERSION := 0.13.2
 
 # Fuzzing (fuzz/README.md): cargo-fuzz is installed into the repository's own target/tools, and
 # run on the nightly toolchain. There is no key-registry target: the gate has no registry yet.
@@ -56,7 +57,7 @@ fuzz: ## every fuzz target for FUZZ_SECONDS (60) each, nightly toolchain; crashe
 # read only) and the inputs found so far (fuzz/target/corpus/<target>, not committed).
 fuzz-run:
 ifeq ($(HAVE_NIGHTLY),yes)
-	@test -x $(CARGO_FUZZ) || $(CARGO) install cargo-fuzz --locked --root $(CURDIR)/$(TOOLS)
+	@test -x $(CARGO_FUZZ) || $(CARGO) install --locked --quiet --root $(CURDIR)/$(TOOLS) cargo-fuzz@$(CARGO_FUZZ_VERSION)
 	cd fuzz && for target in $(FUZZ_TARGETS); do \
 		mkdir -p target/corpus/$$target && \
 		RUSTUP_TOOLCHAIN=$(NIGHTLY) $(CARGO_FUZZ) fuzz run $$target target/corpus/$$target corpus/$$target \
