@@ -203,6 +203,17 @@ impl Call {
         self.without(name).header(name, value)
     }
 
+    /// Every header line as set, repeats and order kept.
+    pub fn header_lines(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.headers
+    }
+
+    /// The same call with exactly these header lines instead of its own.
+    pub fn with_header_lines(mut self, lines: Vec<(HeaderName, HeaderValue)>) -> Call {
+        self.headers = lines;
+        self
+    }
+
     /// The value of a header as set, if any.
     pub fn header_value(&self, name: &str) -> Option<&str> {
         self.headers

@@ -11,6 +11,7 @@ use crate::proxy::unix_now;
 use crate::runbook::client::Call;
 use crate::runbook::{Check, HarnessError};
 use crate::verify::Reason;
+use crate::verify::malformed::Cases;
 
 pub(super) async fn skew(
     field: &Field,
@@ -221,96 +222,23 @@ pub(super) async fn oversized(field: &Field) -> Result<Vec<Check>, HarnessError>
     ])
 }
 
-/// Ways to break a signed request's headers, each of which the contract calls malformed.
-fn malformed_variants(signed: &Call) -> Vec<(&'static str, Call)> {
-    let signature = signed
-        .header_value("x-gate-signature")
-        .unwrap_or_default()
-        .to_owned();
-    let timestamp = signed
-        .header_value("x-gate-timestamp")
-        .unwrap_or_default()
-        .to_owned();
-    let entry = |key_id: &str| format!(r#"{{"key_id":"{key_id}","signature":"{signature}"}}"#);
-    let five = vec![entry("k2"); 5].join(",");
-    let base = || signed.clone();
-    vec![
-        (
-            "uppercase hex signature",
-            base().replace("x-gate-signature", &signature.to_uppercase()),
-        ),
-        (
-            "63-char signature",
-            base().replace("x-gate-signature", &signature[..63]),
-        ),
-        (
-            "non-hex signature",
-            base().replace("x-gate-signature", &"g".repeat(64)),
-        ),
-        (
-            "timestamp with a letter",
-            base().replace(
-                "x-gate-timestamp",
-                &format!("{}x", &timestamp[..timestamp.len() - 1]),
-            ),
-        ),
-        (
-            "13-digit timestamp",
-            base().replace("x-gate-timestamp", "1000000000000"),
-        ),
-        (
-            "signed timestamp",
-            base().replace("x-gate-timestamp", &format!("+{timestamp}")),
-        ),
-        (
-            "15-char nonce",
-            base().replace("x-gate-nonce", "abcdefghijklmno"),
-        ),
-        (
-            "nonce with a bad character",
-            base().replace("x-gate-nonce", "nonce!nonce!nonce!"),
-        ),
-        (
-            "key id with a bad character",
-            base().replace("x-gate-key-id", "k2/admin"),
-        ),
-        (
-            "65-char key id",
-            base().replace("x-gate-key-id", &"k".repeat(65)),
-        ),
-        (
-            "signatures not JSON",
-            base().replace("x-gate-signatures", "[not json"),
-        ),
-        (
-            "signatures with 5 entries",
-            base().replace("x-gate-signatures", &format!("[{five}]")),
-        ),
-        (
-            "signatures empty array",
-            base().replace("x-gate-signatures", "[]"),
-        ),
-        (
-            "signatures entry with an extra field",
-            base().replace(
-                "x-gate-signatures",
-                &format!(r#"[{{"key_id":"k2","signature":"{signature}","alg":"none"}}]"#),
-            ),
-        ),
-        (
-            "two X-Gate-Signature headers",
-            base().header("x-gate-signature", &signature),
-        ),
-        (
-            "two X-Gate-Timestamp headers",
-            base().header("x-gate-timestamp", &timestamp),
-        ),
-        (
-            "signature without a timestamp",
-            base().without("x-gate-timestamp"),
-        ),
-        ("signature without a nonce", base().without("x-gate-nonce")),
-    ]
+/// The shared table of malformed signature headers: the same cases the verifier's unit tests,
+/// the black-box tests and the Python client's tests check (`tests/vectors/malformed-headers.json`).
+const MALFORMED_TABLE: &str = include_str!("../../../tests/vectors/malformed-headers.json");
+
+/// Every case of the shared table applied to a correctly signed call: its name, the reason the
+/// gate must give, and the call.
+fn malformed_variants(signed: &Call) -> Vec<(String, Reason, Call)> {
+    // The table is compiled in, and `verify::malformed`'s tests parse the same file.
+    let cases = Cases::parse(MALFORMED_TABLE).expect("the embedded malformed-header table parses");
+    cases
+        .iter()
+        .map(|case| {
+            let lines = case.apply(signed.header_lines().iter().map(|(n, v)| (n, v)));
+            let call = signed.clone().with_header_lines(lines);
+            (case.name().to_owned(), case.reason(), call)
+        })
+        .collect()
 }
 
 pub(super) async fn malformed(field: &Field) -> Result<Vec<Check>, HarnessError> {
@@ -319,30 +247,40 @@ pub(super) async fn malformed(field: &Field) -> Result<Vec<Check>, HarnessError>
     let mut wrong = Vec::new();
     let variants = malformed_variants(&Call::signed_post(path, &field.new.signer()));
     let total = variants.len();
-    for (name, call) in &variants {
+    let of_reason =
+        |reason: Reason| variants.iter().filter(|(_, r, _)| *r == reason).count() as i64;
+    for (name, reason, call) in &variants {
         let reply = field.http.call(field.main.proxy_addr(), call).await?;
-        if reply.summary() != "401 malformed_signature" {
-            wrong.push(format!("{name}: {}", reply.summary()));
+        let expected = format!("401 {}", reason.as_str());
+        if reply.summary() != expected {
+            wrong.push(format!("{name}: {} (want {expected})", reply.summary()));
         }
     }
     let after = field.main.scrape().await?;
+    let expected = format!("{total}/{total} answered 401 with the table's reason");
     let observed = if wrong.is_empty() {
-        format!("{total}/{total} answered 401 malformed_signature")
+        expected.clone()
     } else {
         format!(
-            "{}/{total} answered 401 malformed_signature; {}",
+            "{}/{total} answered 401 with the table's reason; {}",
             total - wrong.len(),
             wrong.join(", ")
         )
     };
     Ok(vec![
-        Check::new(
-            "answers",
-            format!("{total}/{total} answered 401 malformed_signature"),
-            observed,
-            wrong.is_empty(),
+        Check::new("answers", expected, observed, wrong.is_empty()),
+        invalid(
+            &before,
+            &after,
+            Reason::MalformedSignature,
+            of_reason(Reason::MalformedSignature),
         ),
-        invalid(&before, &after, Reason::MalformedSignature, total as i64),
+        invalid(
+            &before,
+            &after,
+            Reason::MissingSignature,
+            of_reason(Reason::MissingSignature),
+        ),
         reached(field, path, 0, None),
     ])
 }
@@ -357,14 +295,14 @@ mod tests {
         let credential = Credential::generate("k2");
         let signed = Call::signed_post("/x", &credential.dual_signer(&Credential::generate("k1")));
         let variants = malformed_variants(&signed);
-        assert!(variants.len() >= 15);
+        assert!(variants.len() >= 50, "the whole shared table");
         let base = format!(
             "{:?}",
             signed
                 .request("127.0.0.1:9".parse().expect("addr"))
                 .headers()
         );
-        for (name, call) in variants {
+        for (name, _, call) in variants {
             let headers = format!(
                 "{:?}",
                 call.request("127.0.0.1:9".parse().expect("addr")).headers()
