@@ -35,7 +35,7 @@ pub(super) enum Step {
 }
 
 impl Framing {
-    pub(super) fn is_done(&self) -> bool {
+    fn is_done(&self) -> bool {
         matches!(self, Framing::Length(0) | Framing::Done)
             || matches!(self, Framing::Chunked(chunked) if chunked.is_done())
     }

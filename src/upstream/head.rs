@@ -202,7 +202,7 @@ pub(super) fn parse_head(
 /// empty elements or parameters: the codings a response can use have none, and an odd list
 /// (`chunked,` or a coding with bytes outside ASCII) is one that another parser may read
 /// differently.
-pub(super) fn final_coding(value: &[u8]) -> Option<&[u8]> {
+fn final_coding(value: &[u8]) -> Option<&[u8]> {
     let mut last = None;
     for coding in value.split(|&b| b == b',') {
         let coding = coding.trim_ascii();
@@ -215,7 +215,7 @@ pub(super) fn final_coding(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// A `Content-Length` value: digits only, at most 19 of them (fits a u64 without overflow).
-pub(super) fn parse_length(value: &[u8]) -> Option<u64> {
+fn parse_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
