@@ -100,7 +100,7 @@ pub enum UpstreamError {
 /// ([`crate::proxy`]), asked once per field as the head is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
-    /// Forwarded unless hop-by-hop: one of [`fields::HOP_BY_HOP`] or named by the `Connection` header.
+    /// Forwarded unless hop-by-hop: one of `fields::HOP_BY_HOP` or named by the `Connection` header.
     Forward,
     /// Forwarded whatever the `Connection` header names: a field the gate sets or vouches for.
     EndToEnd,

@@ -5,7 +5,7 @@
 use http::header::{self, HeaderMap, HeaderName};
 
 /// Hop-by-hop headers of RFC 9110 section 7.6.1, besides those `Connection` names.
-pub(super) const HOP_BY_HOP: [HeaderName; 6] = [
+const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
