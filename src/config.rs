@@ -3,7 +3,7 @@
 //! 1. figment layers built-in defaults < TOML file (`GATE_CONFIG`, else `config/sig-gate.toml`
 //!    when it exists) < environment into [`Raw`]: every value kept as text, keyed by the
 //!    lowercase environment name, exactly as given.
-//! 2. `TryFrom<Raw>` builds the typed [`Config`] (`Duration`, `SocketAddr`, [`Upstream`],
+//! 2. `TryFrom<Raw>` builds the typed [`Config`] (`Duration`, `SocketAddr`, [`UpstreamUrl`],
 //!    [`Keyring`]); nothing downstream re-checks it. Every refusal is one [`ConfigError`] whose
 //!    message names the variable and never contains a secret.
 //!
@@ -376,14 +376,14 @@ pub enum LogFormat {
 /// The protected service: scheme and authority of `GATE_UPSTREAM`. Request paths are
 /// forwarded unchanged, so the URL may carry no path of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
+pub struct UpstreamUrl {
     /// Always `http` (the sidecar talks to tool-gate over loopback).
     pub scheme: Scheme,
     /// Host and port.
     pub authority: Authority,
 }
 
-impl fmt::Display for Upstream {
+impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}", self.scheme, self.authority)
     }
@@ -401,7 +401,7 @@ pub struct Config {
     /// Proxy listener.
     pub listen: SocketAddr,
     /// Where valid requests go.
-    pub upstream: Upstream,
+    pub upstream: UpstreamUrl,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub admin_listen: SocketAddr,
     /// Larger request bodies get 413.
@@ -761,7 +761,7 @@ fn address(
         .map_err(|_| invalid(var, format!("{t:?} is not an IP:port address")))
 }
 
-fn upstream(value: &Option<Text>) -> Result<Upstream, ConfigError> {
+fn upstream(value: &Option<Text>) -> Result<UpstreamUrl, ConfigError> {
     let var = vars::UPSTREAM;
     let t = text(value).unwrap_or("http://127.0.0.1:8081");
     let uri: Uri = t
@@ -792,7 +792,7 @@ fn upstream(value: &Option<Text>) -> Result<Upstream, ConfigError> {
             format!("{t:?} has a path or query; request paths are forwarded unchanged"),
         ));
     }
-    Ok(Upstream { scheme, authority })
+    Ok(UpstreamUrl { scheme, authority })
 }
 
 fn unsigned_paths(value: &Option<Text>) -> Result<Vec<String>, ConfigError> {

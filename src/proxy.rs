@@ -38,7 +38,7 @@ use crate::keyring::Slot;
 use crate::metrics::{Metrics, OtherReason, Outcome};
 use crate::protocol;
 use crate::replay::{Admitted, NonceCache, ReplayError, ReplayStore};
-use crate::upstream::{Disposition, Outgoing, Upstream, UpstreamBody, UpstreamError};
+use crate::upstream::{self, Disposition, Outgoing, UpstreamBody, UpstreamError};
 use crate::verify::{self, ClaimedKeyIds, Reason, RequestLine};
 
 /// Body of every response the gate sends: the upstream's, streamed, or the gate's own JSON.
@@ -216,7 +216,7 @@ pub struct Gate {
     config: Config,
     metrics: Metrics,
     replay: ReplayStore,
-    upstream: Upstream,
+    upstream: upstream::Pool,
     /// `X-Gate-Verified-Key-Id` values, indexed by [`Slot`], built at start-up.
     verified_key_ids: [Option<HeaderValue>; 2],
     request_ids: RequestIds,
@@ -227,7 +227,7 @@ impl Gate {
     /// Build the gate; must run inside a tokio runtime (the upstream pool closes idle
     /// connections from a task of its own).
     pub fn new(config: Config, metrics: Metrics) -> Gate {
-        let upstream = Upstream::new(&config.upstream.authority);
+        let upstream = upstream::Pool::new(&config.upstream.authority);
         let header_value = |slot| {
             config.keyring.key(slot).map(|key| {
                 // Key ids are validated to `A-Z a-z 0-9 . _ : -`: always a valid header value.

@@ -13,7 +13,7 @@
 //! - a connection the gate would reuse, hyper reuses too (a second request on it is answered).
 //!
 //! The gate's side runs without a socket, through `sig_gate::upstream::testing` (the same code
-//! as `Upstream::send` and its body); hyper's over an in-memory duplex stream.
+//! as `upstream::Pool::send` and its body); hyper's over an in-memory duplex stream.
 
 use std::time::Duration;
 
