@@ -17,13 +17,13 @@
 //! | [`config`] | figment layers (defaults < TOML < env) into a typed [`config::Config`]; every refusal names its variable |
 //! | [`proxy`] | the hyper service: gate, then [`proxy::Gate::forward`], where a byte leaves for the upstream |
 //! | [`budget`] | the body budget: request-body bytes held per connection and per process while bodies arrive |
-//! | [`upstream`] | keep-alive HTTP/1.1 connections to the upstream, driven in the request's own task; strict response framing |
+//! | [`upstream`] | the keep-alive [`upstream::Pool`] to the upstream, driven in the request's own task (`upstream/`: pool, request encoding, response head, chunked decoding, body); strict response framing |
 //! | [`server`] | listeners (socket activation, `SO_REUSEPORT`), accept loop, connection limits and timeouts, admin endpoints, graceful drain |
 //! | [`metrics`] | every Prometheus series, registered at start-up; where a reason is counted |
 //! | [`logging`] | JSON or text log lines on stderr |
 //! | [`echo`] | the built-in echo upstream of `sig-gate demo` and the runbook tools |
-//! | [`runbook`] | the harness of `sig-gate drill` and `sig-gate scorecard`: real gate processes, upstream and signed load on loopback |
-//! | [`cli`] | one file per subcommand under `src/cli/`; errors mapped to exit codes once |
+//! | [`runbook`] | the harness of `sig-gate drill` and `sig-gate scorecard`: real gate processes, a recording upstream, signed load on loopback, one report type |
+//! | [`cli`] | one file per subcommand under `src/cli/` (the drill's phases in `cli/drill/`, the scorecard's scenarios in `cli/scorecard/`); errors mapped to exit codes once |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
