@@ -34,8 +34,8 @@ run: debug-bin ## sig-gate demo: the gate in front of a built-in echo upstream o
 
 test: test-rust test-python test-runbook test-deploy test-fuzz ## every test: Rust, Python client, drills (quick), deploy files and alert rules, fuzz smoke run
 
-test-rust: ## unit, property, vector, allocation and black-box tests of the crate
-	$(CARGO) test --locked
+test-rust: ## unit, property, vector, allocation and black-box tests of every crate of the workspace
+	$(CARGO) test --locked --workspace
 
 test-python: ## the Python signer: vectors, unit tests, live interop with the real gate
 	scripts/test-python.sh
@@ -69,7 +69,7 @@ endif
 
 lint: $(TOOLS)/bin/cargo-deny ## rustfmt, clippy (warnings are errors), hadolint, cargo deny (bans, licenses, sources)
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) fmt --manifest-path bench/loadgen/Cargo.toml -- --check
 	$(CARGO) clippy --locked --manifest-path bench/loadgen/Cargo.toml -- -D warnings
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
@@ -77,7 +77,7 @@ lint: $(TOOLS)/bin/cargo-deny ## rustfmt, clippy (warnings are errors), hadolint
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(CARGO) deny --locked check --hide-inclusion-graph bans licenses sources
 
 bench: ## criterion verify ratio, then the load benchmark vs nginx and HAProxy -> docs/benchmarks.md
-	$(CARGO) bench --locked --bench verify
+	$(CARGO) bench --locked -p gate --bench verify
 	python3 scripts/verify-ratio.py target/criterion/verify_1KiB_POST
 	bench/bench.sh  # load benchmark vs nginx and HAProxy -> docs/benchmarks.md (BENCH_QUICK=1: smoke run)
 

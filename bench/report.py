@@ -334,7 +334,7 @@ def markdown(data: dict, s: dict) -> str:
               "`sig_gate_nonce_cache_entries` delta; includes allocator slack).\n")
     if s["criterion"]:
         c = s["criterion"]
-        w(f"Criterion (`benches/verify.rs`, run by `make bench` just before): full verification "
+        w(f"Criterion (`crates/gate/benches/verify.rs`, run by `make bench` just before): full verification "
           f"{c['full_ns']:.0f} ns, raw crypto {c['raw_ns']:.0f} ns, ratio {c['ratio']:.2f}x.\n")
     oha_rows = [t for t in TARGETS if T[t]["oha"]]
     if oha_rows:

@@ -693,7 +693,7 @@ def machine() -> dict:
             break
     mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
     commit = first(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src",
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "crates",
                             "Cargo.toml", "Cargo.lock"], capture_output=True, text=True).stdout
     return {
         "cpu": model,
@@ -706,7 +706,7 @@ def machine() -> dict:
         "wrk": first(["wrk", "--version"]).split(" [")[0],
         "oha": first([str(OHA), "--version"]) if OHA.exists() else None,
         "rustc": first(["rustc", "--version"]),
-        "sig_gate": commit + (" (with uncommitted changes in src/)" if dirty.strip() else ""),
+        "sig_gate": commit + (" (with uncommitted changes in src/ or crates/)" if dirty.strip() else ""),
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
     }
 

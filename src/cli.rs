@@ -1,22 +1,18 @@
-//! The command line: one clap-derived enum of subcommands, one file per subcommand under
-//! `src/cli/`. `main.rs` parses and calls [`run`]; every error is mapped to an exit code once,
+//! The command line: one clap-derived enum of subcommands, one file per gate subcommand under
+//! `src/cli/` (the runbook's tools, `drill`, `scorecard` and `advise`, come from the `runbook`
+//! crate). `main.rs` parses and calls [`run`]; every error is mapped to an exit code once,
 //! here, by [`CliError::exit_code`].
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use serde::Serialize;
+use gate::config::ConfigError;
+use runbook::{ToolError, advise, drill, scorecard};
 
-use crate::config::ConfigError;
-
-pub mod advise;
 pub mod check_config;
 pub mod demo;
-pub mod drill;
 pub mod keygen;
 pub mod probe;
-pub mod scorecard;
 pub mod serve;
 pub mod sign;
 
@@ -66,6 +62,15 @@ pub enum CliError {
     Failed(String),
 }
 
+impl From<ToolError> for CliError {
+    fn from(err: ToolError) -> CliError {
+        match err {
+            ToolError::Usage(message) => CliError::Usage(message),
+            ToolError::Failed(message) => CliError::Failed(message),
+        }
+    }
+}
+
 impl CliError {
     /// The process exit code for this error: 2 for usage and configuration, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
@@ -86,9 +91,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keygen(args) => keygen::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Probe(args) => probe::run(args),
-        Command::Advise(args) => advise::run(args),
-        Command::Drill(args) => drill::run(args),
-        Command::Scorecard(args) => scorecard::run(args),
+        Command::Advise(args) => Ok(advise::run(args)?),
+        Command::Drill(args) => Ok(drill::run(args)?),
+        Command::Scorecard(args) => Ok(scorecard::run(args)?),
     }
 }
 
@@ -106,36 +111,4 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .enable_all()
         .build()
         .map_err(|err| CliError::Failed(format!("cannot start the runtime: {err}")))
-}
-
-/// The gate binary the runbook tools (drill, scorecard) start: `--gate-bin`, else this one.
-fn gate_program(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
-    match given {
-        Some(path) => Ok(path),
-        None => std::env::current_exe()
-            .map_err(|err| CliError::Failed(format!("cannot find this binary: {err}"))),
-    }
-}
-
-/// Print a runbook tool's report, as JSON or as its text, and exit 1 unless it passed.
-fn print_verdict<R: Serialize>(
-    json: bool,
-    report: &R,
-    render: impl FnOnce(&R) -> String,
-    passed: bool,
-) -> ExitCode {
-    if json {
-        // Plain data (strings, numbers, booleans, maps): serialisation cannot fail.
-        println!(
-            "{}",
-            serde_json::to_string(report).expect("report serialises")
-        );
-    } else {
-        print!("{}", render(report));
-    }
-    if passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
 }

@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sig_gate::cli::{self, Cli};
+mod cli;
+
+use cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -5,12 +5,12 @@
 //! one, the old one also shrinks in place once per 4,096 slots moved). Counted with a
 //! counting global allocator (allocation-counter).
 
+use gate::keyring::{Key, Keyring, Secret, Slot};
+use gate::protocol;
+use gate::replay::{NonceCache, ReplayStore};
+use gate::sign::{Request, Signer};
+use gate::verify::{self, RequestLine};
 use http::HeaderMap;
-use sig_gate::keyring::{Key, Keyring, Secret, Slot};
-use sig_gate::protocol;
-use sig_gate::replay::{NonceCache, ReplayStore};
-use sig_gate::sign::{Request, Signer};
-use sig_gate::verify::{self, RequestLine};
 
 const NEW: &str = "alloc-test-secret-new-0123456789abcdefgh";
 const OLD: &str = "alloc-test-secret-old-0123456789abcdefgh";
@@ -41,7 +41,7 @@ fn requests(count: usize) -> Vec<HeaderMap> {
                 timestamp: NOW,
                 nonce: &nonce,
             };
-            sig_gate::sign::header_map(&signer.sign(&request))
+            gate::sign::header_map(&signer.sign(&request))
         })
         .collect()
 }

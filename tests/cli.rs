@@ -76,9 +76,7 @@ fn check_config_shows_fingerprints_never_secrets() {
     );
     assert_eq!(output.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let fingerprint = sig_gate::keyring::Secret::new(SECRET)
-        .fingerprint()
-        .to_string();
+    let fingerprint = gate::keyring::Secret::new(SECRET).fingerprint().to_string();
     assert!(stdout.contains(&fingerprint), "{stdout}");
     assert!(stdout.contains("dual mode"), "{stdout}");
     assert!(

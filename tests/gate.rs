@@ -6,10 +6,10 @@ mod support;
 
 use std::time::Duration;
 
+use gate::server::Drain;
+use gate::verify::malformed;
 use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
-use sig_gate::server::Drain;
-use sig_gate::verify::malformed;
 use support::{OLD_SECRET, SECRET, TestGate, Upstream, send, send_lines, sign, sign_at};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -111,7 +111,7 @@ async fn every_rejection_reason_end_to_end() {
         "POST",
         "/tool?x=1",
         body.as_bytes(),
-        sig_gate::proxy::unix_now() - 301,
+        gate::clock::unix_now() - 301,
     );
     assert_rejected(
         &gate,
@@ -664,7 +664,7 @@ async fn metrics_exist_at_zero_from_start_up() {
     for outcome in ["forwarded", "rejected", "exempt", "upstream_error"] {
         expected.push(series("sig_gate_requests_total", "outcome", outcome));
     }
-    for reason in sig_gate::verify::Reason::ALL {
+    for reason in gate::verify::Reason::ALL {
         expected.push(series(INVALID, "reason", reason.as_str()));
     }
     for reason in ["body_too_large", "replay_cache_full"] {
@@ -689,7 +689,7 @@ async fn metrics_exist_at_zero_from_start_up() {
         .find(|(k, _)| k.starts_with("sig_gate_config_info{"))
         .expect("config info");
     assert_eq!(*info.1, 1.0);
-    let fingerprint = sig_gate::keyring::Secret::new(SECRET).fingerprint();
+    let fingerprint = gate::keyring::Secret::new(SECRET).fingerprint();
     assert!(
         info.0.contains(&format!(r#"fingerprint="{fingerprint}""#)),
         "{}",
@@ -729,7 +729,7 @@ async fn metrics_exist_at_zero_from_start_up() {
         "GET",
         "/",
         b"",
-        sig_gate::proxy::unix_now() - 1000,
+        gate::clock::unix_now() - 1000,
     );
     send(gate.addr, "GET", "/", &stale, "").await;
     assert_eq!(gate.metric("sig_gate_clock_skew_seconds_count").await, 1.0);
@@ -828,11 +828,9 @@ async fn slow_clients_are_cut_off() {
 
 #[tokio::test]
 async fn two_processes_can_share_a_port_with_so_reuseport() {
-    let first =
-        sig_gate::server::bind_reuseport("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let first = gate::server::bind_reuseport("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let addr = first.local_addr().expect("addr");
-    let second =
-        sig_gate::server::bind_reuseport(addr).expect("a second listener binds the same port");
+    let second = gate::server::bind_reuseport(addr).expect("a second listener binds the same port");
     assert_eq!(second.local_addr().expect("addr"), addr);
 }
 

@@ -658,9 +658,7 @@ async fn one_http2_connection_holds_at_most_its_share_of_the_body_budget() {
         for (name, value) in sign(SECRET, "current", "POST", "/t", &body) {
             request = request.header(name, value);
         }
-        let request = request
-            .body(sig_gate::echo::EventStream(rx))
-            .expect("request");
+        let request = request.body(gate::echo::EventStream(rx)).expect("request");
         let mut sender = sender.clone();
         let response = tokio::spawn(async move { sender.send_request(request).await });
         streams.push((tx, response));

@@ -69,7 +69,7 @@ async fn next_second() -> u64 {
         .expect("after 1970");
     let wait = Duration::from_secs(1) - Duration::from_nanos(u64::from(now.subsec_nanos()));
     tokio::time::sleep(wait + Duration::from_millis(30)).await;
-    sig_gate::proxy::unix_now()
+    gate::clock::unix_now()
 }
 
 #[tokio::test]

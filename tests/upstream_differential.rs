@@ -12,17 +12,17 @@
 //!   each a place where hyper is lenient and another parser could frame the message otherwise;
 //! - a connection the gate would reuse, hyper reuses too (a second request on it is answered).
 //!
-//! The gate's side runs without a socket, through `sig_gate::upstream::testing` (the same code
+//! The gate's side runs without a socket, through `gate::upstream_testing` (the same code
 //! as `upstream::Pool::send` and its body); hyper's over an in-memory duplex stream.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use gate::upstream_testing::{self as testing, Read};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use proptest::prelude::*;
-use sig_gate::upstream::testing::{self, Read};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 /// Bytes after the generated response, before the end of the stream.

@@ -6,12 +6,12 @@ use std::process::Command;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use gate::keyring::{Key, Keyring, Secret, Slot};
+use gate::protocol::{self, SignedString};
+use gate::sign::{Request, Signer};
+use gate::verify::{self, RequestLine};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
-use sig_gate::keyring::{Key, Keyring, Secret, Slot};
-use sig_gate::protocol::{self, SignedString};
-use sig_gate::sign::{Request, Signer};
-use sig_gate::verify::{self, RequestLine};
 
 #[derive(Deserialize)]
 struct File {

@@ -230,30 +230,35 @@ def context_allowlist() -> set[str] | None:
 
 
 def cargo_needs() -> set[str]:
-    """Top-level paths `cargo build --release --locked` reads."""
-    manifest = tomllib.loads((REPO / "Cargo.toml").read_text())
-    needs = {"Cargo.toml", "Cargo.lock", "src"}
-    package = manifest.get("package", {})
-    if package.get("build", "build.rs" if (REPO / "build.rs").exists() else None):
-        needs.add(package.get("build", "build.rs"))
-    defaults = {"bin": "src/bin", "test": "tests", "bench": "benches", "example": "examples"}
-    for kind, folder in defaults.items():
-        for target in manifest.get(kind, []):
-            path = target.get("path") or f"{folder}/{target['name']}.rs"
-            needs.add(Path(path).parts[0])
-    if "lib" in manifest and "path" in manifest["lib"]:
-        needs.add(Path(manifest["lib"]["path"]).parts[0])
-    # Files pulled in at compile time. Unit tests sit at the bottom of each file in a
-    # `#[cfg(test)] mod tests { ... }` (the house style) and are not compiled by a release
-    # build, so what they include need not be in the image's context.
-    for source in (REPO / "src").rglob("*.rs"):
-        text = re.split(TEST_MODULE_RE, source.read_text(), maxsplit=1)[0]
-        for rel in re.findall(r'include_(?:str|bytes)!\(\s*"([^"]+)"', text) + re.findall(r'#\[path\s*=\s*"([^"]+)"\]', text):
-            if "CARGO_MANIFEST_DIR" in rel:
-                continue
-            resolved = (source.parent / rel).resolve()
-            if REPO in resolved.parents:
-                needs.add(resolved.relative_to(REPO).parts[0])
+    """Top-level paths `cargo build --release --locked` reads: the root package's and every
+    workspace member's manifest, sources, declared targets and compile-time includes."""
+    root = tomllib.loads((REPO / "Cargo.toml").read_text())
+    needs = {"Cargo.toml", "Cargo.lock"}
+    packages = [REPO] + [REPO / member for member in root.get("workspace", {}).get("members", [])]
+    for package_dir in packages:
+        manifest = tomllib.loads((package_dir / "Cargo.toml").read_text())
+        needs.add(package_dir.relative_to(REPO).parts[0] if package_dir != REPO else "src")
+        package = manifest.get("package", {})
+        build = package.get("build", "build.rs" if (package_dir / "build.rs").exists() else None)
+        defaults = {"bin": "src/bin", "test": "tests", "bench": "benches", "example": "examples"}
+        paths = [build] if build else []
+        for kind, folder in defaults.items():
+            paths += [t.get("path") or f"{folder}/{t['name']}.rs" for t in manifest.get(kind, [])]
+        if "lib" in manifest and "path" in manifest["lib"]:
+            paths.append(manifest["lib"]["path"])
+        for path in paths:
+            needs.add((package_dir / path).resolve().relative_to(REPO).parts[0])
+        # Files pulled in at compile time. Unit tests sit at the bottom of each file in a
+        # `#[cfg(test)] mod tests { ... }` (the house style) and are not compiled by a release
+        # build, so what they include need not be in the image's context.
+        for source in (package_dir / "src").rglob("*.rs"):
+            text = re.split(TEST_MODULE_RE, source.read_text(), maxsplit=1)[0]
+            for rel in re.findall(r'include_(?:str|bytes)!\(\s*"([^"]+)"', text) + re.findall(r'#\[path\s*=\s*"([^"]+)"\]', text):
+                if "CARGO_MANIFEST_DIR" in rel:
+                    continue
+                resolved = (source.parent / rel).resolve()
+                if REPO in resolved.parents:
+                    needs.add(resolved.relative_to(REPO).parts[0])
     return needs
 
 

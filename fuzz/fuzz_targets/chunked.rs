@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
-use sig_gate::upstream::testing;
+use gate::upstream_testing as testing;
 
 fuzz_target!(|data: &[u8]| {
     // First two bytes: read sizes; the rest: the body as sent.

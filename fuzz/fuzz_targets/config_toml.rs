@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use sig_gate::config::{vars, Config};
+use gate::config::{vars, Config};
 
 /// The secret value: long enough to be accepted, and with a part no other text contains.
 const SECRET: &str = "fuzz-secret-Zq7Xw9Kp-0123456789abcdefghij";

@@ -12,10 +12,10 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use sig_gate::keyring::{Key, Keyring, Secret, Slot};
-use sig_gate::protocol::{self, SignedString};
-use sig_gate::sign::{self, Signer};
-use sig_gate::verify::{self, ClaimedKeyIds, RequestLine};
+use gate::keyring::{Key, Keyring, Secret, Slot};
+use gate::protocol::{self, SignedString};
+use gate::sign::{self, Signer};
+use gate::verify::{self, ClaimedKeyIds, RequestLine};
 
 const NOW: u64 = 1_700_000_000;
 const SKEW: u64 = 300;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::cli::CliError;
-use crate::config::{Config, LogFormat, vars};
+use gate::config::{Config, LogFormat, vars};
 
 /// Flags of `sig-gate check-config`.
 #[derive(Debug, Args)]
@@ -23,7 +23,7 @@ pub fn run(_args: CheckConfigArgs) -> Result<ExitCode, CliError> {
 pub fn render(config: &Config) -> String {
     let keyring = &config.keyring;
     let current = keyring.current();
-    let secret = |key: &crate::keyring::Key| {
+    let secret = |key: &gate::keyring::Key| {
         format!("fingerprint {} (key id {:?})", key.fingerprint(), key.id())
     };
     let rows: Vec<(&str, String)> = vec![

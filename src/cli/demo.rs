@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::cli::CliError;
-use crate::config::{Config, Raw};
-use crate::server::{self, Drain, Listeners};
-use crate::sign::{self, Request};
+use gate::config::{Config, Raw};
+use gate::server::{self, Drain, Listeners};
+use gate::sign::{self, Request};
 
 /// Flags of `sig-gate demo`.
 #[derive(Debug, Args)]
@@ -34,7 +34,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let upstream_addr = upstream
         .local_addr()
         .map_err(|err| fail("echo upstream", &err))?;
-    runtime.spawn(crate::echo::serve(upstream));
+    runtime.spawn(gate::echo::serve(upstream));
 
     let listen = free_or_any(args.listen);
     let admin_listen = free_or_any(args.admin_listen);
@@ -47,7 +47,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         ..Raw::default()
     };
     let config = Config::try_from(raw)?;
-    crate::logging::init(config.log_format);
+    gate::logging::init(config.log_format);
     let listeners = Listeners::open(&config).map_err(|err| CliError::Failed(err.to_string()))?;
     let proxy_addr = listeners
         .proxy
@@ -57,7 +57,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         .admin
         .local_addr()
         .map_err(|err| fail("admin listener", &err))?;
-    let signer = crate::config::signer_from_raw(&Raw {
+    let signer = gate::config::signer_from_raw(&Raw {
         interservice_hmac_secret_file: Some(secret_file.display().to_string().into()),
         ..Raw::default()
     })?;
@@ -98,7 +98,7 @@ fn write_secret() -> std::io::Result<PathBuf> {
         .truncate(true)
         .mode(0o600)
         .open(&path)?;
-    writeln!(file, "{}", super::keygen::generate(32))?;
+    writeln!(file, "{}", gate::random::secret_text(32))?;
     Ok(path)
 }
 
@@ -115,7 +115,7 @@ fn banner(
         method: "POST",
         target,
         body: body.as_bytes(),
-        timestamp: crate::proxy::unix_now(),
+        timestamp: gate::clock::unix_now(),
         nonce: &nonce,
     });
     let header_flags: String = headers

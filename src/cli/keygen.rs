@@ -2,12 +2,10 @@
 
 use std::process::ExitCode;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Args;
 
 use crate::cli::CliError;
-use crate::config::MIN_SECRET_BYTES;
+use gate::config::MIN_SECRET_BYTES;
 
 /// Flags of `sig-gate keygen`.
 #[derive(Debug, Args)]
@@ -25,13 +23,6 @@ pub fn run(args: KeygenArgs) -> Result<ExitCode, CliError> {
             args.bytes
         )));
     }
-    println!("{}", generate(args.bytes));
+    println!("{}", gate::random::secret_text(args.bytes));
     Ok(ExitCode::SUCCESS)
-}
-
-/// `bytes` random bytes from the OS generator, as URL-safe base64 text.
-pub fn generate(bytes: usize) -> String {
-    let mut raw = vec![0u8; bytes];
-    crate::sign::fill_random(&mut raw);
-    URL_SAFE_NO_PAD.encode(raw)
 }

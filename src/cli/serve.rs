@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::cli::CliError;
-use crate::config::Config;
-use crate::server::{self, Drain, Listeners};
+use gate::config::Config;
+use gate::server::{self, Drain, Listeners};
 
 /// Flags of `sig-gate serve` (all configuration comes from the environment and the TOML file).
 #[derive(Debug, Args)]
@@ -16,7 +16,7 @@ pub struct ServeArgs {}
 /// drain or 1 when the grace period ran out.
 pub fn run(_args: ServeArgs) -> Result<ExitCode, CliError> {
     let config = Config::load()?;
-    crate::logging::init(config.log_format);
+    gate::logging::init(config.log_format);
     let listeners = Listeners::open(&config).map_err(|err| CliError::Failed(err.to_string()))?;
     let drain = super::runtime()?
         .block_on(server::run(config, listeners, server::shutdown_signal()))

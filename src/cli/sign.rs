@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::cli::CliError;
-use crate::config;
-use crate::protocol;
-use crate::sign::{self, Request};
+use gate::config;
+use gate::protocol;
+use gate::sign::{self, Request};
 
 /// Flags of `sig-gate sign`.
 #[derive(Debug, Args)]
@@ -55,7 +55,7 @@ pub fn run(args: SignArgs) -> Result<ExitCode, CliError> {
     let timestamp = match &args.timestamp {
         Some(t) => protocol::parse_timestamp(t)
             .ok_or_else(|| CliError::Usage(format!("--timestamp: {t:?} is not 1-12 digits")))?,
-        None => crate::proxy::unix_now(),
+        None => gate::clock::unix_now(),
     };
     let nonce = match args.nonce {
         Some(n) if protocol::is_nonce(&n) => n,

@@ -8,16 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use gate::config::{Config, Raw};
+use gate::keyring::{Key, Secret, Slot};
+use gate::server::{self, Drain, Listeners};
+use gate::sign::{self, Signer};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use sig_gate::config::{Config, Raw};
-use sig_gate::keyring::{Key, Secret, Slot};
-use sig_gate::runbook::exposition::Scrape;
-use sig_gate::server::{self, Drain, Listeners};
-use sig_gate::sign::{self, Signer};
+use runbook::exposition::Scrape;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
@@ -139,7 +139,7 @@ async fn upstream_respond(
                 release.notified().await;
                 let _ = tx.send(Bytes::from_static(b"data: second\n\n")).await;
             });
-            let mut response = Response::new(BodyExt::boxed(sig_gate::echo::EventStream(rx)));
+            let mut response = Response::new(BodyExt::boxed(gate::echo::EventStream(rx)));
             response
                 .headers_mut()
                 .insert("content-type", "text/event-stream".parse().expect("static"));
@@ -214,7 +214,7 @@ impl TestGate {
     }
 
     /// `/metrics` as a map from `name{labels}` to value, parsed by the runbook's exposition
-    /// parser; keys are [`sig_gate::runbook::exposition::Sample::series`] (labels sorted by name).
+    /// parser; keys are [`runbook::exposition::Sample::series`] (labels sorted by name).
     pub async fn metrics(&self) -> HashMap<String, f64> {
         let reply = send(self.admin, "GET", "/metrics", &[], "").await;
         assert_eq!(reply.status, StatusCode::OK);
@@ -349,7 +349,7 @@ pub fn sign(
         method,
         target,
         body,
-        sig_gate::proxy::unix_now(),
+        gate::clock::unix_now(),
     )
 }
 

@@ -1,0 +1,283 @@
+//! How the drill scores a phase: probe answers and the drained generation's exit, the gate's
+//! counters over the phase's window against what the phase expects, and the phase's summary
+//! for the report.
+
+use std::collections::BTreeMap;
+
+use super::plan::{Expect, Names, Phase, Step};
+use super::{MIN_RATE, PhaseDetail, PhaseReport, PhaseRun, Settings};
+use crate::client::Reply;
+use crate::exposition::Scrape;
+use crate::load::{Sample, Stats};
+use crate::process::GateProcess;
+use crate::{Check, HarnessError};
+use gate::keyring::Slot;
+use gate::verify::Reason;
+
+pub(super) fn expected_probe(expect: &Expect) -> String {
+    match expect {
+        Expect::Accepted { key_id, .. } => format!("200, forwarded as verified {key_id}"),
+        Expect::Rejected(reason) => format!("401 {reason}, not forwarded"),
+    }
+}
+
+/// The probe's answer in the words of [`expected_probe`].
+pub(super) fn describe_probe(
+    reply: &Reply,
+    forwarded: usize,
+    verified_key_id: Option<&str>,
+) -> String {
+    match (forwarded, verified_key_id) {
+        (0, _) => format!("{}, not forwarded", reply.summary()),
+        (1, Some(key_id)) => format!("{}, forwarded as verified {key_id}", reply.summary()),
+        (1, None) => format!("{}, forwarded without a verified key id", reply.summary()),
+        (n, _) => format!("{}, forwarded {n} times", reply.summary()),
+    }
+}
+
+pub(super) fn exit_check(gate: &GateProcess, exit: Result<Option<i32>, HarnessError>) -> Check {
+    let observed = match exit {
+        Ok(Some(code)) => format!("exit {code}"),
+        Ok(None) => "killed by a signal".to_owned(),
+        Err(err) => format!("harness error: {err}"),
+    };
+    let passed = observed == "exit 0";
+    let observed = if passed {
+        observed
+    } else {
+        format!(
+            "{observed}; last log lines: {}",
+            gate.log_tail().join(" | ")
+        )
+    };
+    Check::new(
+        format!("{} drained after SIGTERM", gate.name()),
+        "exit 0",
+        observed,
+        passed,
+    )
+}
+
+/// Compare the generation's counters over the window with the step's expectations.
+pub(super) fn metric_checks(
+    step: &Step,
+    named: &dyn Fn(&str) -> String,
+    first: &Scrape,
+    second: &Scrape,
+    (lower, upper): (usize, usize),
+    accepted: [i64; 2],
+    rejected: &BTreeMap<&'static str, i64>,
+) -> Vec<Check> {
+    let (lower, upper) = (lower as i64, upper as i64);
+    let mut checks = Vec::new();
+    let within = |name: String, probes: i64, observed: i64| {
+        let passed = observed >= lower + probes && observed <= upper + probes;
+        Check::new(
+            name,
+            format!(
+                "{}..={} (stream {lower}..={upper} + {probes} probes)",
+                lower + probes,
+                upper + probes
+            ),
+            observed.to_string(),
+            passed,
+        )
+    };
+    for slot in Slot::ALL {
+        let name = named(&format!(
+            "/metrics sig_gate_verified_total{{slot=\"{}\"}}",
+            slot.as_str()
+        ));
+        let observed =
+            second.count_delta(first, "sig_gate_verified_total", &[("slot", slot.as_str())]);
+        let probes = accepted[slot as usize];
+        checks.push(if slot == step.client_slot {
+            within(name, probes, observed)
+        } else {
+            Check::equal(name, probes, observed)
+        });
+    }
+    let forwarded = second.count_delta(
+        first,
+        "sig_gate_requests_total",
+        &[("outcome", "forwarded")],
+    );
+    checks.push(within(
+        named("/metrics sig_gate_requests_total{outcome=\"forwarded\"}"),
+        accepted.iter().sum(),
+        forwarded,
+    ));
+
+    let observed: BTreeMap<&'static str, i64> = Reason::ALL
+        .iter()
+        .map(|reason| {
+            let delta = second.count_delta(
+                first,
+                "sig_gate_invalid_request_signature_total",
+                &[("reason", reason.as_str())],
+            );
+            (reason.as_str(), delta)
+        })
+        .filter(|(_, delta)| *delta != 0)
+        .collect();
+    checks.push(Check::equal(
+        named("/metrics sig_gate_invalid_request_signature_total by reason"),
+        counts_text(rejected),
+        counts_text(&observed),
+    ));
+    let rejected_total: i64 = rejected.values().sum();
+    for (outcome, expected) in [("rejected", rejected_total), ("upstream_error", 0)] {
+        checks.push(Check::equal(
+            named(&format!(
+                "/metrics sig_gate_requests_total{{outcome=\"{outcome}\"}}"
+            )),
+            expected,
+            second.count_delta(first, "sig_gate_requests_total", &[("outcome", outcome)]),
+        ));
+    }
+    checks.push(Check::equal(
+        named("/metrics sig_gate_rejected_other_total"),
+        0,
+        (second.sum("sig_gate_rejected_other_total") - first.sum("sig_gate_rejected_other_total"))
+            .round() as i64,
+    ));
+
+    let expected_info = step.deployment.info();
+    let observed_info: BTreeMap<String, String> = second
+        .labels("sig_gate_config_info")
+        .map(|labels| {
+            labels
+                .iter()
+                .filter(|(k, _)| expected_info.contains_key(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    checks.push(Check::equal(
+        named("/metrics sig_gate_config_info"),
+        labels_text(&expected_info),
+        labels_text(&observed_info),
+    ));
+    checks
+}
+
+fn counts_text<K: std::fmt::Display>(counts: &BTreeMap<K, i64>) -> String {
+    if counts.is_empty() {
+        return "all 0".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "(no series)".to_owned();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Turn a phase's checks, probe answers and stream samples into its report.
+pub(super) fn summarise(
+    names: &Names,
+    index: usize,
+    phase: &Phase,
+    run: PhaseRun,
+    samples: &[Sample],
+    settings: &Settings,
+) -> PhaseReport {
+    let gate = phase
+        .steps
+        .iter()
+        .map(|s| s.deployment.describe(names))
+        .collect::<Vec<_>>()
+        .join(", then ");
+    let stream: Vec<&Sample> = samples.iter().filter(|s| s.phase == index).collect();
+    let stats = Stats::of(stream.iter().copied());
+    let rate = rate_of(&stream);
+    let mut rejected = BTreeMap::new();
+    let mut probes_ok = 0;
+    for reply in &run.replies {
+        if reply.status.is_success() {
+            probes_ok += 1;
+        } else {
+            let key = reply.reason().unwrap_or_else(|| reply.summary());
+            *rejected.entry(key).or_default() += 1;
+        }
+    }
+    let mut checks = run.checks;
+    let ran = run.started.is_some();
+    if ran {
+        checks.push(Check::new(
+            "stream: no failed requests (any non-2xx or connection error)",
+            "0 failed",
+            if stats.failed == 0 {
+                "0 failed".to_owned()
+            } else {
+                format!(
+                    "{} failed of {}, first: {}",
+                    stats.failed,
+                    stats.requests,
+                    stats.first_failures.join("; ")
+                )
+            },
+            stats.failed == 0,
+        ));
+        checks.push(Check::new(
+            "stream: rate held",
+            format!(">= {MIN_RATE} req/s (target {})", settings.rate),
+            format!("{rate:.0} req/s"),
+            rate >= f64::from(MIN_RATE),
+        ));
+    } else {
+        checks.push(Check::new(
+            "phase ran",
+            "ran",
+            "not run: the drill stopped earlier",
+            false,
+        ));
+    }
+    PhaseReport {
+        name: phase.name.to_owned(),
+        passed: ran && checks.iter().all(|c| c.passed),
+        detail: PhaseDetail {
+            gate,
+            client: phase.client.clone(),
+            requests: stats.requests + run.replies.len(),
+            accepted: stats.ok + probes_ok,
+            rejected,
+            failed: stats.failed,
+            rate: hundredths(rate),
+            p50_ms: hundredths(stats.p50_ms),
+            p99_ms: hundredths(stats.p99_ms),
+        },
+        checks,
+    }
+}
+
+/// Requests per second over the span of the phase's stream: from its first request's start to
+/// its last's (a stall in between lowers it, as it should).
+fn rate_of(stream: &[&Sample]) -> f64 {
+    let (Some(first), Some(last)) = (
+        stream.iter().map(|s| s.started).min(),
+        stream.iter().map(|s| s.started).max(),
+    ) else {
+        return 0.0;
+    };
+    let span = (last - first).as_secs_f64();
+    if span <= 0.0 {
+        return 0.0;
+    }
+    (stream.len() - 1) as f64 / span
+}
+
+/// Round to two decimals for the report (microsecond noise helps no one).
+fn hundredths(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
