@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
-"""Generate ``hmac-v1.json``, the cross-language test vectors for GATE-HMAC-SHA256 v1.
+"""Generate the cross-language test vectors of sig-gate's request signatures.
 
-The vectors are computed here with nothing but Python's ``hmac`` and ``hashlib``, straight
-from the specification in docs/protocol.md, and deliberately *not* with the Rust crate or the
-Python client: a fixture produced by the code under test would only prove that the code
-agrees with itself. Every input is fixed, so running this script twice gives byte-identical
-output and ``git diff`` shows any change to the protocol.
+* ``hmac-v1.json``: version 1 (GATE-HMAC-SHA256), built in this file;
+* ``hmac-v2.json`` and ``ed25519-v2.json``: version 2, built in ``version2.py``.
 
-Usage (from anywhere)::
+The vectors are computed with nothing but the Python standard library (``hmac``, ``hashlib``)
+and, for Ed25519, ``rfc8032.py`` (written from RFC 8032 and checked against its test vectors
+before anything is written), straight from the specification in docs/protocol.md, and
+deliberately *not* with the Rust crate or the Python client: a fixture produced by the code
+under test would only prove that the code agrees with itself. Every input is fixed (Ed25519
+signatures are deterministic), so running this script twice gives byte-identical output and
+``git diff`` shows any change to the protocol.
 
-    python3 tests/vectors/generate.py           # rewrite hmac-v1.json next to this file
-    python3 tests/vectors/generate.py --check   # exit 1 if the file on disk is out of date
+Usage (from anywhere, plain python3 3.9+, no packages)::
+
+    python3 tests/vectors/generate.py           # rewrite the three files next to this script
+    python3 tests/vectors/generate.py --check   # exit 1 if a file on disk is out of date
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+import rfc8032
+import version2
 
 ALGORITHM = "GATE-HMAC-SHA256"
 OUTPUT = Path(__file__).with_name("hmac-v1.json")
@@ -295,26 +303,41 @@ def build() -> dict[str, Any]:
     }
 
 
-def render() -> str:
-    """The file content: indent=2, UTF-8 characters unescaped, trailing newline."""
-    return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+def render(document: dict[str, Any]) -> str:
+    """A file's content: indent=2, UTF-8 characters unescaped, trailing newline."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def files() -> dict[str, str]:
+    """File name -> content, for every vectors file this script owns."""
+    rfc8032.self_test()
+    return {
+        OUTPUT.name: render(build()),
+        "hmac-v2.json": render(version2.build_hmac()),
+        "ed25519-v2.json": render(version2.build_ed25519()),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the file on disk differs")
-    parser.add_argument("--output", type=Path, default=OUTPUT, help="where to write (default: next to this script)")
+    parser.add_argument("--check", action="store_true", help="fail if a file on disk differs")
+    parser.add_argument(
+        "--dir", type=Path, default=OUTPUT.parent, help="directory of the files (default: this script's)"
+    )
     args = parser.parse_args()
 
-    content = render()
-    if args.check:
-        on_disk = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if on_disk != content:
-            print(f"{args.output} is out of date; run {Path(__file__).name}", file=sys.stderr)
-            return 1
-        return 0
-    args.output.write_text(content, encoding="utf-8")
-    return 0
+    stale = []
+    for name, content in files().items():
+        path = args.dir / name
+        if args.check:
+            on_disk = path.read_text(encoding="utf-8") if path.exists() else ""
+            if on_disk != content:
+                stale.append(path)
+        else:
+            path.write_text(content, encoding="utf-8")
+    for path in stale:
+        print(f"{path} is out of date; run {Path(__file__).name}", file=sys.stderr)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
