@@ -3,7 +3,8 @@
 #
 # Called from the repository root by `make test-python`; works from a fresh clone:
 #   1. creates .venv at the repository root if missing (python3 -m venv .venv),
-#   2. installs clients/python with its [test] extras, only when the venv lacks them or
+#   2. installs clients/python with its [test] extras (httpx, requests, and cryptography for
+#      the optional Ed25519 keys), only when the venv lacks them or
 #      clients/python/pyproject.toml changed since the last install,
 #   3. builds the gate (`cargo build --bin sig-gate`; set CARGO to use another cargo),
 #   4. runs pytest on clients/python/tests; extra arguments are passed to pytest.
@@ -34,7 +35,7 @@ fi
 # editable, so source edits never need one.
 wanted="$(sha256sum "$client/pyproject.toml" | cut -d' ' -f1) $repo_root"
 if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]] \
-    || ! "$venv/bin/python" -c 'import sig_gate_client, pytest, httpx, requests' 2>/dev/null; then
+    || ! "$venv/bin/python" -c 'import sig_gate_client, pytest, httpx, requests, cryptography' 2>/dev/null; then
     echo "test-python: installing $client[test] into .venv" >&2
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$client[test]"
     printf '%s\n' "$wanted" >"$stamp"

@@ -544,24 +544,22 @@ def build_hmac() -> dict[str, Any]:
     for index, (label, lengthen) in enumerate([("96 hex chars", lambda hex_: hex_ + hex_[:32]), ("66 hex chars", lambda hex_: hex_ + "00")]):
         request = Request("GET", "/tools/list", f"v2-hmac-nonce-00000003{index}")
         good = request.signature(langgraph)
-        bad = {**good, "signature": lengthen(good["signature"])}
         cases.add(
             f"signature of wrong length: {label}",
             request,
-            signatures=[bad],
-            headers=request.headers(bad),
+            signatures=[good],
+            headers=replaced(request.headers(good), "X-Gate-Signature", lengthen(good["signature"])),
             gate=gate,
             expected=rejected("malformed_signature"),
         )
 
     request = Request("GET", "/tools/list", "v2-hmac-nonce-000000040")
     good = request.signature(langgraph)
-    doubled = {**good, "signature": good["signature"] * 2}
     cases.add(
         "an Ed25519-length signature (128 hex chars) for an HMAC key",
         request,
-        signatures=[doubled],
-        headers=request.headers(doubled),
+        signatures=[good],
+        headers=replaced(request.headers(good), "X-Gate-Signature", good["signature"] * 2),
         gate=gate,
         expected=rejected("bad_signature"),
     )
@@ -778,12 +776,11 @@ def build_ed25519() -> dict[str, Any]:
 
     request = Request("GET", "/tools/list", "v2-ed-nonce-0000000042")
     good = request.signature(langgraph)
-    short = {**good, "signature": good["signature"][:126]}
     cases.add(
         "signature of wrong length: 126 hex chars",
         request,
-        signatures=[short],
-        headers=request.headers(short),
+        signatures=[good],
+        headers=replaced(request.headers(good), "X-Gate-Signature", good["signature"][:126]),
         gate=gate,
         expected=rejected("malformed_signature"),
     )

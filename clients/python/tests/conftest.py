@@ -21,12 +21,18 @@ SIGNER_VARIABLES = (
     "INTERSERVICE_HMAC_KEY_ID_PREV",
     "TOOL_GATE_DUAL_SIGN",
     "GATE_ALLOW_WEAK_SECRET",
+    "GATE_SIGNING_KEY_ID",
+    "GATE_SIGNING_KEY_FILE",
+    "GATE_SIGNING_ALG",
+    "GATE_AUDIENCE",
+    "GATE_OBSERVE_KEY_ID",
+    "GATE_OBSERVE_KEY_FILE",
 )
 
 
 @pytest.fixture(autouse=True)
 def clean_signer_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hide the developer's own INTERSERVICE_* settings from every test."""
+    """Hide the developer's own signer settings (INTERSERVICE_*, GATE_SIGNING_*, ...) from every test."""
     for name in SIGNER_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 

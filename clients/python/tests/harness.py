@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 VECTORS_FILE = REPO_ROOT / "tests" / "vectors" / "hmac-v1.json"
+VECTORS_V2_FILES = (REPO_ROOT / "tests" / "vectors" / "hmac-v2.json", REPO_ROOT / "tests" / "vectors" / "ed25519-v2.json")
 MALFORMED_FILE = REPO_ROOT / "tests" / "vectors" / "malformed-headers.json"
 LISTENING_TIMEOUT_SECS = 20.0
 
@@ -56,6 +57,64 @@ def independent_signature(secret: str, key_id: str, headers: Mapping[str, str], 
         ]
     )
     return hmac.new(secret.encode("utf-8"), message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def independent_message_v2(alg: str, key_id: str, audience: str, headers: Mapping[str, str], method: str, target: str, body: bytes) -> bytes:
+    """The version 2 signed string, rebuilt from docs/protocol.md without the client package."""
+    path, _, query = target.partition("?")
+    lines = [
+        "GATE-SIG-V2",
+        alg,
+        key_id,
+        audience,
+        headers["X-Gate-Timestamp"],
+        headers["X-Gate-Nonce"],
+        method,
+        path,
+        query,
+        hashlib.sha256(body).hexdigest(),
+    ]
+    return "\n".join(lines).encode("utf-8")
+
+
+def independent_hmac_v2(secret: str, key_id: str, audience: str, headers: Mapping[str, str], method: str, target: str, body: bytes) -> str:
+    """A version 2 HMAC-SHA256 signature computed without the client package."""
+    message = independent_message_v2("hmac-sha256", key_id, audience, headers, method, target, body)
+    return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+def ed25519_verifies(public_key: bytes, signature_hex: str, message: bytes) -> bool:
+    """Whether ``signature_hex`` is a valid Ed25519 signature of ``message`` (as the gate checks it)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(bytes.fromhex(signature_hex), message)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def signer_env_for_case(case: Mapping[str, Any], keys: Mapping[str, Mapping[str, Any]], directory: Path) -> dict[str, str]:
+    """The GATE_SIGNING_* / GATE_AUDIENCE / GATE_OBSERVE_* variables a v2 vector's ``signer``
+    describes, with the key files written into ``directory`` (HMAC secrets with a trailing
+    newline, as `echo` writes them; PEM keys as openssl writes them)."""
+    signer = case["signer"]
+    key = keys[signer["key_id"]]
+    signing_file = directory / f"signing-{key['id']}"
+    signing_file.write_text(key["secret"] + "\n" if key["alg"] == "hmac-sha256" else key["private_key_pem"], encoding="utf-8")
+    env = {
+        "GATE_SIGNING_KEY_ID": key["id"],
+        "GATE_SIGNING_KEY_FILE": str(signing_file),
+        "GATE_SIGNING_ALG": key["alg"],
+        "GATE_AUDIENCE": signer["audience"],
+    }
+    if signer["observe_key_id"] is not None:
+        observe = keys[signer["observe_key_id"]]
+        observe_file = directory / f"observe-{observe['id']}"
+        observe_file.write_text(observe["private_key_pem"], encoding="utf-8")
+        env.update({"GATE_OBSERVE_KEY_ID": observe["id"], "GATE_OBSERVE_KEY_FILE": str(observe_file)})
+    return env
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,18 @@ One-line adoption::
     session.auth = sig_gate_client.GateRequestsAuth()      # requests
 
 Settings come from the same environment variables the gate reads
-(``INTERSERVICE_HMAC_SECRET`` and friends; see the README). The package needs only the
-standard library: ``GateAuth`` and ``GateRequestsAuth`` import httpx or requests on first
-use, so users of one library never need the other.
+(``INTERSERVICE_HMAC_SECRET`` and friends for version 1; ``GATE_SIGNING_KEY_ID``,
+``GATE_SIGNING_KEY_FILE``, ``GATE_AUDIENCE`` and friends for version 2; see the README). The
+package needs only the standard library: ``GateAuth`` and ``GateRequestsAuth`` import httpx
+or requests on first use, so users of one library never need the other, and Ed25519 keys
+load the optional ``cryptography`` package (``sig-gate-client[ed25519]``) only when used.
 
 Layout:
 
-* :mod:`.protocol`  the signed string, header names and value syntax (pure functions)
+* :mod:`.protocol`  the signed strings, header names and value syntax (pure functions)
 * :mod:`.config`    environment variables, ``_FILE`` secrets, booleans, errors
-* :mod:`.signer`    :class:`GateSigner` and :func:`sign_gate_request`
+* :mod:`.signer`    :class:`GateSigner`, :class:`SigningKey` (HMAC) and :func:`sign_gate_request`
+* :mod:`.ed25519`   :class:`Ed25519SigningKey`: PKCS#8 PEM keys through ``cryptography``
 * :mod:`.httpx_auth`, :mod:`.requests_auth`  the adapters
 * :mod:`.cli`       ``python -m sig_gate_client sign ...``
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .config import GateConfigError
+from .ed25519 import Ed25519SigningKey
 from .signer import GateSigner, SigningInputError, SigningKey, new_nonce, sign_gate_request
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only; imported lazily at run time
@@ -32,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only; imported lazily 
     from .requests_auth import GateRequestsAuth
 
 __all__ = [
+    "Ed25519SigningKey",
     "GateAuth",
     "GateConfigError",
     "GateRequestsAuth",

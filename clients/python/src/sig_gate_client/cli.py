@@ -26,16 +26,22 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser; argparse exits 2 on usage errors, matching the gate."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Sign requests for sig-gate from the INTERSERVICE_HMAC_* environment variables.",
+        description=(
+            "Sign requests for sig-gate from the environment: version 1 from INTERSERVICE_HMAC_*, "
+            "version 2 from GATE_SIGNING_KEY_ID, GATE_SIGNING_KEY_FILE and GATE_AUDIENCE."
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sign = commands.add_parser(
         "sign",
         help="print the signature headers for one request",
         description=(
-            "Print one 'Name: value' line per header to send. Reads INTERSERVICE_HMAC_SECRET "
-            "(or _FILE), INTERSERVICE_HMAC_KEY_ID, INTERSERVICE_HMAC_SECRET_PREV (or _FILE), "
-            "INTERSERVICE_HMAC_KEY_ID_PREV and TOOL_GATE_DUAL_SIGN."
+            "Print one 'Name: value' line per header to send. Version 1 reads "
+            "INTERSERVICE_HMAC_SECRET (or _FILE), INTERSERVICE_HMAC_KEY_ID, "
+            "INTERSERVICE_HMAC_SECRET_PREV (or _FILE), INTERSERVICE_HMAC_KEY_ID_PREV and "
+            "TOOL_GATE_DUAL_SIGN. Version 2, selected by GATE_SIGNING_KEY_ID, reads "
+            "GATE_SIGNING_KEY_ID, GATE_SIGNING_KEY_FILE, GATE_SIGNING_ALG (hmac-sha256 or ed25519), "
+            "GATE_AUDIENCE, and GATE_OBSERVE_KEY_ID with GATE_OBSERVE_KEY_FILE (Ed25519)."
         ),
     )
     sign.add_argument("--method", required=True, help="HTTP method exactly as sent, e.g. POST")

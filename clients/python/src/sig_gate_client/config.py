@@ -26,6 +26,20 @@ KEY_ID_PREV = "INTERSERVICE_HMAC_KEY_ID_PREV"
 DUAL_SIGN = "TOOL_GATE_DUAL_SIGN"
 ALLOW_WEAK_SECRET = "GATE_ALLOW_WEAK_SECRET"
 
+# Signature version 2 (docs/protocol.md, "Version 2"): a key of the caller's own.
+SIGNING_KEY_ID = "GATE_SIGNING_KEY_ID"
+SIGNING_KEY_FILE = "GATE_SIGNING_KEY_FILE"
+SIGNING_ALG = "GATE_SIGNING_ALG"
+AUDIENCE = "GATE_AUDIENCE"
+OBSERVE_KEY_ID = "GATE_OBSERVE_KEY_ID"
+OBSERVE_KEY_FILE = "GATE_OBSERVE_KEY_FILE"
+
+VERSION_2_SETTINGS = (SIGNING_KEY_ID, SIGNING_KEY_FILE, SIGNING_ALG, OBSERVE_KEY_ID, OBSERVE_KEY_FILE)
+"""Any of these set asks for version 2. ``GATE_AUDIENCE`` alone does not: a service may hold
+it for other reasons (it is also the gate's own variable), and it says nothing about keys."""
+VERSION_2_REQUIRED = (SIGNING_KEY_ID, SIGNING_KEY_FILE, AUDIENCE)
+"""The variables version 2 cannot do without."""
+
 DEFAULT_KEY_ID = "current"
 DEFAULT_KEY_ID_PREV = "previous"
 MIN_SECRET_BYTES = 32
@@ -77,13 +91,18 @@ def env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     return parsed
 
 
+def read_key_file(variable: str, path: str) -> bytes:
+    """The raw bytes of a key file, or an error naming the variable and the path."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise GateConfigError(variable, f"cannot read {path}: {err.strerror or err}") from None
+
+
 def read_secret_file(variable: str, path: str) -> bytes:
     """Read a secret file, stripping one trailing ``\\n`` or ``\\r\\n`` (editors and
     ``echo`` add one; Kubernetes secret volumes usually do not)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise GateConfigError(variable, f"cannot read {path}: {err.strerror or err}") from None
+    data = read_key_file(variable, path)
     if data.endswith(b"\r\n"):
         data = data[:-2]
     elif data.endswith(b"\n"):

@@ -1,8 +1,8 @@
-"""The wire format of GATE-HMAC-SHA256 version 1 (sig-gate's docs/protocol.md).
+"""The wire format of sig-gate's request signatures, versions 1 and 2 (docs/protocol.md).
 
-Pure functions and constants, no configuration and no I/O, so that the signed string can be
-checked line by line against ``tests/vectors/hmac-v1.json`` and so that the signer and any
-debugging tool share one definition of it.
+Pure functions and constants, no configuration and no I/O, so that the signed strings can be
+checked line by line against ``tests/vectors/hmac-v1.json``, ``hmac-v2.json`` and
+``ed25519-v2.json``, and so that the signer and any debugging tool share one definition of them.
 """
 
 from __future__ import annotations
@@ -13,16 +13,28 @@ import re
 from typing import Union
 
 ALGORITHM = "GATE-HMAC-SHA256"
-"""First line of every signed string: names the algorithm and the version."""
+"""First line of every version 1 signed string: names the algorithm and the version."""
 
+V2_PREFIX = "GATE-SIG-V2"
+"""First line of every version 2 signed string; the key's algorithm follows on line 2."""
+
+ALG_HMAC_SHA256 = "hmac-sha256"
+ALG_ED25519 = "ed25519"
+ALGORITHMS = (ALG_HMAC_SHA256, ALG_ED25519)
+"""The key algorithms of version 2, as written on line 2 and in ``GATE_SIGNING_ALG``."""
+
+VERSION_2 = "2"
+"""The value of ``X-Gate-Version`` for version 2; version 1 sends no such header."""
+
+HEADER_VERSION = "X-Gate-Version"
 HEADER_KEY_ID = "X-Gate-Key-Id"
 HEADER_TIMESTAMP = "X-Gate-Timestamp"
 HEADER_NONCE = "X-Gate-Nonce"
 HEADER_SIGNATURE = "X-Gate-Signature"
 HEADER_SIGNATURES = "X-Gate-Signatures"
 
-SIGNATURE_HEADERS = (HEADER_KEY_ID, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE, HEADER_SIGNATURES)
-"""Every header a signer may send, in the order it sends them."""
+SIGNATURE_HEADERS = (HEADER_VERSION, HEADER_KEY_ID, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE, HEADER_SIGNATURES)
+"""Every header a signer may send, in the order it sends them (version 1 omits the first)."""
 
 Body = Union[bytes, bytearray, memoryview, str, None]
 """What a caller may pass as a body: bytes as sent, or text sent as UTF-8; ``None`` is no body."""
@@ -106,6 +118,18 @@ def signed_string(key_id: str, timestamp: str, nonce: str, method: str, target: 
     return "\n".join((ALGORITHM, key_id, timestamp, nonce, method, path, query, body_digest))
 
 
+def signed_string_v2(
+    alg: str, key_id: str, audience: str, timestamp: str, nonce: str, method: str, target: str, body_digest: str
+) -> str:
+    """The ten lines of version 2 joined by ``\\n``, without a trailing newline.
+
+    ``alg`` is the signing key's algorithm (``hmac-sha256`` or ``ed25519``), ``audience`` the
+    ``GATE_AUDIENCE`` of the gate the request is for; the other lines are version 1's.
+    """
+    path, query = split_target(target)
+    return "\n".join((V2_PREFIX, alg, key_id, audience, timestamp, nonce, method, path, query, body_digest))
+
+
 def compute_signature(secret: bytes, message: str) -> str:
     """Lowercase hex HMAC-SHA256 of the signed string, keyed with the secret's bytes."""
     return hmac.new(secret, message.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -118,3 +142,9 @@ def fingerprint(secret: bytes) -> str:
     without either side printing the secret.
     """
     return hmac.new(secret, b"sig-gate fingerprint", hashlib.sha256).hexdigest()[:8]
+
+
+def public_key_fingerprint(public_key: bytes) -> str:
+    """First 8 hex chars of SHA-256 of an Ed25519 public key (32 bytes), as the gate's
+    ``sig_gate_key_info`` metric shows it."""
+    return hashlib.sha256(public_key).hexdigest()[:8]
