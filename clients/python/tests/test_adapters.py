@@ -19,8 +19,8 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from harness import independent_signature
-from sig_gate_client import GateAuth, GateRequestsAuth, GateSigner
+from harness import ed25519_verifies, independent_hmac_v2, independent_message_v2, independent_signature
+from sig_gate_client import Ed25519SigningKey, GateAuth, GateRequestsAuth, GateSigner, SigningKey
 from sig_gate_client.requests_auth import UnsignableBodyError
 
 SECRET = "adapter-secret-0123456789abcdefghijklm"
@@ -274,6 +274,61 @@ def test_requests_dual_sign() -> None:
         "key_id": "k1",
         "signature": independent_signature(PREV, "k1", values, "PATCH", "/tools/1?x=1", _body(sent)),
     }
+
+
+# --- version 2 through both adapters ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def v2_signer() -> tuple[GateSigner, bytes]:
+    """Version 2: an HMAC signing key and an observed Ed25519 key; also the Ed25519 public key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    signer = GateSigner(SigningKey("svc-2026-12", SECRET.encode()), audience="tool-gate", observe=Ed25519SigningKey("svc-ed", private))
+    return signer, public
+
+
+def assert_signed_v2(headers: Any, method: str, target: str, body: bytes, public: bytes) -> None:
+    """Version 2 headers: the HMAC pair and the observed Ed25519 entry, over exactly these bytes."""
+    values = {name: str(headers[name]) for name in ("X-Gate-Timestamp", "X-Gate-Nonce")}
+    assert headers["X-Gate-Version"] == "2" and headers["X-Gate-Key-Id"] == "svc-2026-12"
+    assert headers["X-Gate-Signature"] == independent_hmac_v2(SECRET, "svc-2026-12", "tool-gate", values, method, target, body)
+    first, observed = json.loads(headers["X-Gate-Signatures"])
+    assert first == {"key_id": "svc-2026-12", "signature": headers["X-Gate-Signature"]}
+    message = independent_message_v2("ed25519", "svc-ed", "tool-gate", values, method, target, body)
+    assert observed["key_id"] == "svc-ed" and ed25519_verifies(public, observed["signature"], message)
+
+
+def test_httpx_signs_version_2(v2_signer: tuple[GateSigner, bytes]) -> None:
+    signer, public = v2_signer
+    recorder = HttpxRecorder()
+    with httpx.Client(base_url=BASE, auth=GateAuth(signer), transport=httpx.MockTransport(recorder)) as client:
+        client.post("/tools/café", params={"q": "a b"}, json=UNICODE_JSON)
+    (sent,) = recorder.sent
+    assert sent.url.raw_path == b"/tools/caf%C3%A9?q=a+b"
+    assert_signed_v2(sent.headers, "POST", "/tools/caf%C3%A9?q=a+b", sent.content, public)
+
+
+def test_requests_signs_version_2(v2_signer: tuple[GateSigner, bytes]) -> None:
+    signer, public = v2_signer
+    recorder = RequestsRecorder()
+    with requests.Session() as session:
+        session.mount("http://", recorder)
+        session.put(BASE + "/blobs/1?x=%3F", data=bytes(range(256)), auth=GateRequestsAuth(signer))
+    (sent,) = recorder.sent
+    assert_signed_v2(sent.headers, "PUT", "/blobs/1?x=%3F", _body(sent), public)
+
+
+def test_version_1_signer_drops_a_stale_version_header(httpx_client: tuple[httpx.Client, HttpxRecorder]) -> None:
+    """A request copied from a version 2 one must not keep X-Gate-Version beside a v1 signature."""
+    client, recorder = httpx_client
+    client.get("/x", headers={"X-Gate-Version": "2", "X-Gate-Signatures": "[]"})
+    (sent,) = recorder.sent
+    assert "X-Gate-Version" not in sent.headers and "X-Gate-Signatures" not in sent.headers
+    assert_signed(sent.headers, "GET", "/x", b"")
 
 
 # --- optional dependencies -------------------------------------------------------------------
