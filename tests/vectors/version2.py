@@ -406,6 +406,12 @@ def build_hmac() -> dict[str, Any]:
             signer={"key_id": key.id, "audience": audience},
         )
 
+    signed(
+        "worked example: query with + and %20 kept raw",
+        Request("POST", "/tools/search?q=a+b&r=c%20d", "v2-hmac-nonce-000000000", b'{"limit":10}'),
+        langgraph,
+        accepted(langgraph),
+    )
     signed("GET with empty body", Request("GET", "/tools/list", "v2-hmac-nonce-000000001"), langgraph, accepted(langgraph))
     signed(
         "POST with non-ASCII UTF-8 JSON body and a query with + and %20",
@@ -637,6 +643,12 @@ def build_ed25519() -> dict[str, Any]:
             signer={"key_id": key.id, "audience": audience, "observe_key_id": observe.id if observe else None},
         )
 
+    signed(
+        "worked example: query with + and %20 kept raw",
+        Request("POST", "/tools/search?q=a+b&r=c%20d", "v2-ed-nonce-0000000000", b'{"limit":10}'),
+        langgraph,
+        accepted(langgraph),
+    )
     signed("GET with empty body", Request("GET", "/tools/list", "v2-ed-nonce-0000000001"), langgraph, accepted(langgraph))
     signed(
         "POST with non-ASCII UTF-8 JSON body and a query with + and %20",

@@ -128,15 +128,33 @@ def test_protocol_doc_quotes_the_vectors_file() -> None:
     """docs/protocol.md copies its worked examples from the vectors; regenerate one, fix the other."""
     import re
 
+    from harness import VECTORS_V2_FILES
+
     doc = (VECTORS_FILE.parents[2] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    hex_value = r"(?<![0-9a-f])(?:[0-9a-f]{128}|[0-9a-f]{64})(?![0-9a-f])"
     known = set()
     for entry in _DATA["vectors"]:
         known.update({entry["signature"], entry["body_sha256"]})
     for entry in _DATA["dual_sign"]:
         known.update(re.findall(r"[0-9a-f]{64}", json.dumps(entry["headers"])))
-    quoted = set(re.findall(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])", doc))
-    assert len(quoted) >= 4
+    v2 = [json.loads(path.read_text(encoding="utf-8")) for path in VECTORS_V2_FILES]
+    for data in v2:
+        for case in data["cases"]:
+            known.update(re.findall(hex_value, json.dumps([case["headers"], case["body_sha256"]])))
+    quoted = set(re.findall(hex_value, doc))
+    assert len(quoted) >= 6
     assert quoted <= known, f"hex values in docs/protocol.md not in the vectors: {sorted(quoted - known)}"
+
+    for data in v2:
+        example = next(c for c in data["cases"] if c["name"].startswith("worked example"))
+        for name, value in example["headers"]:
+            assert f"{name}: {value}" in doc, (data["algorithm"], name)
+        signer = next(k for k in data["keys"] if k["id"] == example["signer"]["key_id"])
+        if signer["alg"] == "hmac-sha256":
+            assert example["signatures"][0]["signed_string"] in doc
+            assert signer["secret"] in doc
+        else:
+            assert signer["private_key_pem"].strip() in doc and signer["public_key"] in doc
 
     worked = next(v for v in _DATA["vectors"] if v["name"] == "query with + and %20 kept raw")
     assert worked["signed_string"] in doc
