@@ -8,7 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::{SECRET, Upstream, sign};
+use runbook::upstream::RecordingUpstream;
+use support::{SECRET, sign};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sig-gate");
 
@@ -263,7 +264,7 @@ fn probe_and_sigterm_exit_0() {
 
 #[tokio::test]
 async fn sigterm_with_a_request_outliving_the_grace_period_exits_1() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let mut served = serve(&upstream.url(), &[("GATE_SHUTDOWN_GRACE_SECS", "1")]);
     let addr = served.proxy.parse().expect("addr");
     let headers = sign(SECRET, "current", "GET", "/hold", b"");
@@ -271,7 +272,7 @@ async fn sigterm_with_a_request_outliving_the_grace_period_exits_1() {
         tokio::spawn(
             async move { support::start_request(addr, "GET", "/hold", &headers, "").await },
         );
-    while upstream.seen().is_empty() {
+    while upstream.total() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     terminate(&served.child);
@@ -288,7 +289,7 @@ async fn sigterm_with_a_request_outliving_the_grace_period_exits_1() {
 
 #[tokio::test]
 async fn on_one_cpu_the_gate_serves_and_drains_on_the_current_thread_runtime() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let mut pinned = Command::new("taskset");
     pinned.args(["-c", "0", BIN]);
     let mut served = serve_with(pinned, &upstream.url(), &[]);
@@ -296,7 +297,7 @@ async fn on_one_cpu_the_gate_serves_and_drains_on_the_current_thread_runtime() {
     let headers = sign(SECRET, "current", "POST", "/one-cpu", b"{}");
     let reply = support::send(addr, "POST", "/one-cpu", &headers, "{}").await;
     assert_eq!(reply.status, http::StatusCode::OK);
-    assert_eq!(upstream.seen().len(), 1);
+    assert_eq!(upstream.total(), 1);
     terminate(&served.child);
     let code = tokio::task::spawn_blocking(move || served.child.wait().expect("exit").code())
         .await

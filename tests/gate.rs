@@ -10,7 +10,8 @@ use gate::server::Drain;
 use gate::verify::malformed;
 use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
-use support::{OLD_SECRET, SECRET, TestGate, Upstream, send, send_lines, sign, sign_at};
+use runbook::upstream::{HELD_FIRST, HELD_SECOND, RecordingUpstream};
+use support::{OLD_SECRET, SECRET, TestGate, send, send_lines, sign, sign_at};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const INVALID: &str = "sig_gate_invalid_request_signature_total";
@@ -22,7 +23,7 @@ fn series(metric: &str, label: &str, value: &str) -> String {
 /// Send `headers` to the gate and check a 401 with `reason`, its counter and a quiet upstream.
 async fn assert_rejected(
     gate: &TestGate,
-    upstream: &Upstream,
+    upstream: &RecordingUpstream,
     headers: &[(&str, String)],
     target: &str,
     body: &'static str,
@@ -36,7 +37,7 @@ async fn assert_rejected(
 /// failure messages.
 async fn assert_rejected_lines(
     gate: &TestGate,
-    upstream: &Upstream,
+    upstream: &RecordingUpstream,
     what: &str,
     headers: &[(HeaderName, HeaderValue)],
     target: &str,
@@ -48,7 +49,7 @@ async fn assert_rejected_lines(
     let rejected_before = gate
         .metric(&series("sig_gate_requests_total", "outcome", "rejected"))
         .await;
-    let seen_before = upstream.seen().len();
+    let seen_before = upstream.total();
     let reply = send_lines(gate.addr, "POST", target, headers, body).await;
     assert_eq!(
         reply.status,
@@ -78,7 +79,7 @@ async fn assert_rejected_lines(
         "{what}"
     );
     assert_eq!(
-        upstream.seen().len(),
+        upstream.total(),
         seen_before,
         "{what}: nothing reached the upstream"
     );
@@ -94,7 +95,7 @@ fn drop_header(headers: &[(&'static str, String)], name: &str) -> Vec<(&'static 
 
 #[tokio::test]
 async fn every_rejection_reason_end_to_end() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[]).await;
     let strict = TestGate::start(
         &upstream.url(),
@@ -160,11 +161,7 @@ async fn every_rejection_reason_end_to_end() {
     let reply = send(gate.addr, "POST", "/tool?x=1", &good, body).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_rejected(&gate, &upstream, &good, "/tool?x=1", body, "replayed_nonce").await;
-    assert_eq!(
-        upstream.seen().len(),
-        1,
-        "only the valid request went through"
-    );
+    assert_eq!(upstream.total(), 1, "only the valid request went through");
 }
 
 /// Every case of `tests/vectors/malformed-headers.json` (the table the verifier's unit tests
@@ -178,7 +175,7 @@ async fn shared_malformed_header_cases_end_to_end() {
     );
     let text = std::fs::read_to_string(path).expect("the table is in the repository");
     let cases = malformed::Cases::parse(&text).expect("the table parses");
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[]).await;
     let body = r#"{"q":1}"#;
     for case in &cases {
@@ -210,7 +207,7 @@ async fn shared_malformed_header_cases_end_to_end() {
 
 #[tokio::test]
 async fn valid_requests_are_forwarded_unchanged_but_for_proxy_headers() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(
         &upstream.url(),
         &[("INTERSERVICE_HMAC_KEY_ID", "k-2026-11")],
@@ -228,13 +225,18 @@ async fn valid_requests_are_forwarded_unchanged_but_for_proxy_headers() {
     headers.push(("X-Custom", "kept".into()));
     let reply = send(gate.addr, "PUT", target, &headers, body).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    assert_eq!(reply.text(), "upstream ok");
+    let echo = reply.json();
+    assert_eq!(
+        (echo["method"].as_str(), echo["target"].as_str()),
+        (Some("PUT"), Some(target)),
+        "the upstream's echo of what it received"
+    );
     assert!(
         !reply.headers.contains_key("keep-alive"),
         "hop-by-hop response headers dropped"
     );
 
-    let seen = upstream.seen();
+    let seen = upstream.arrivals();
     let seen = seen.last().expect("forwarded");
     assert_eq!(seen.method, "PUT");
     assert_eq!(seen.target, target);
@@ -273,14 +275,14 @@ async fn valid_requests_are_forwarded_unchanged_but_for_proxy_headers() {
         StatusCode::OK
     );
     assert_eq!(
-        upstream.seen().last().expect("forwarded").headers["x-request-id"],
+        upstream.arrivals().last().expect("forwarded").headers["x-request-id"],
         "trace-abc"
     );
 }
 
 #[tokio::test]
 async fn dual_secret_mode_accepts_both_and_reports_the_slot() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let vars = [
         ("INTERSERVICE_HMAC_SECRET_PREV", OLD_SECRET),
         ("INTERSERVICE_HMAC_KEY_ID", "k-new"),
@@ -301,7 +303,7 @@ async fn dual_secret_mode_accepts_both_and_reports_the_slot() {
         .await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(
-            upstream.seen().last().expect("forwarded").headers["x-gate-verified-key-id"],
+            upstream.arrivals().last().expect("forwarded").headers["x-gate-verified-key-id"],
             id
         );
         assert_eq!(
@@ -342,7 +344,7 @@ async fn dual_secret_mode_accepts_both_and_reports_the_slot() {
 
 #[tokio::test]
 async fn report_only_forwards_and_counts_without_vouching() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(
         &upstream.url(),
         &[
@@ -355,7 +357,7 @@ async fn report_only_forwards_and_counts_without_vouching() {
     let reply = send(gate.addr, "GET", "/unsigned", &spoof, "").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(
-        !upstream.seen()[0]
+        !upstream.arrivals()[0]
             .headers
             .contains_key("x-gate-verified-key-id")
     );
@@ -371,7 +373,7 @@ async fn report_only_forwards_and_counts_without_vouching() {
         StatusCode::OK
     );
     assert_eq!(
-        upstream.seen()[1].headers["x-gate-verified-key-id"],
+        upstream.arrivals()[1].headers["x-gate-verified-key-id"],
         "current"
     );
     // A replay and a full replay cache are counted but forwarded.
@@ -380,7 +382,7 @@ async fn report_only_forwards_and_counts_without_vouching() {
         StatusCode::OK
     );
     assert!(
-        !upstream.seen()[2]
+        !upstream.arrivals()[2]
             .headers
             .contains_key("x-gate-verified-key-id")
     );
@@ -417,7 +419,7 @@ async fn report_only_forwards_and_counts_without_vouching() {
 
 #[tokio::test]
 async fn a_full_replay_cache_fails_closed() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[("GATE_NONCE_CACHE_CAPACITY", "2")]).await;
     for _ in 0..2 {
         let headers = sign(SECRET, "current", "GET", "/", b"");
@@ -444,12 +446,12 @@ async fn a_full_replay_cache_fails_closed() {
         1.0
     );
     assert_eq!(gate.metric("sig_gate_nonce_cache_entries").await, 2.0);
-    assert_eq!(upstream.seen().len(), 2);
+    assert_eq!(upstream.total(), 2);
 }
 
 #[tokio::test]
 async fn unsigned_paths_are_exempt_and_never_vouched_for() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(
         &upstream.url(),
         &[("GATE_UNSIGNED_PATHS", "/healthz, /public/info")],
@@ -459,7 +461,7 @@ async fn unsigned_paths_are_exempt_and_never_vouched_for() {
     let reply = send(gate.addr, "GET", "/healthz?probe=1", &spoof, "").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(
-        !upstream.seen()[0]
+        !upstream.arrivals()[0]
             .headers
             .contains_key("x-gate-verified-key-id")
     );
@@ -475,7 +477,7 @@ async fn unsigned_paths_are_exempt_and_never_vouched_for() {
 
 #[tokio::test]
 async fn oversized_bodies_get_413_on_every_path() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(
         &upstream.url(),
         &[
@@ -523,7 +525,7 @@ async fn oversized_bodies_get_413_on_every_path() {
             .await,
         3.0
     );
-    assert!(upstream.seen().is_empty());
+    assert_eq!(upstream.total(), 0);
 }
 
 #[tokio::test]
@@ -559,7 +561,7 @@ async fn upstream_failures_become_502_and_504() {
         2.0
     );
 
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[("GATE_UPSTREAM_TIMEOUT_SECS", "1")]).await;
     // A quick exchange first, then a pause past its deadline: the slow request reuses that
     // upstream connection, whose timer still holds the first deadline, already passed. The
@@ -601,10 +603,10 @@ async fn upstream_failures_become_502_and_504() {
 
 #[tokio::test]
 async fn server_sent_events_stream_through_unbuffered() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[]).await;
-    let headers = sign(SECRET, "current", "GET", "/events", b"");
-    let response = support::start_request(gate.addr, "GET", "/events", &headers, "").await;
+    let headers = sign(SECRET, "current", "GET", "/events/held", b"");
+    let response = support::start_request(gate.addr, "GET", "/events/held", &headers, "").await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
     // The upstream holds the second event until released: the first must arrive on its own.
@@ -613,15 +615,15 @@ async fn server_sent_events_stream_through_unbuffered() {
         .expect("first event arrives while the stream is still open")
         .expect("a frame")
         .expect("no error");
-    assert_eq!(first.into_data().expect("data"), "data: first\n\n");
+    assert_eq!(first.into_data().expect("data"), HELD_FIRST);
     upstream.release();
     let second = body.frame().await.expect("a frame").expect("no error");
-    assert_eq!(second.into_data().expect("data"), "data: second\n\n");
+    assert_eq!(second.into_data().expect("data"), HELD_SECOND);
 }
 
 #[tokio::test]
 async fn h2c_prior_knowledge_is_served() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[]).await;
     let stream = tokio::net::TcpStream::connect(gate.addr)
         .await
@@ -646,7 +648,7 @@ async fn h2c_prior_knowledge_is_served() {
     let response = sender.send_request(request).await.expect("response");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.version(), http::Version::HTTP_2);
-    let seen = upstream.seen();
+    let seen = upstream.arrivals();
     assert_eq!(seen[0].target, "/h2?x=1");
     assert_eq!(
         seen[0].headers["host"], "tool-gate.internal",
@@ -657,7 +659,7 @@ async fn h2c_prior_knowledge_is_served() {
 
 #[tokio::test]
 async fn metrics_exist_at_zero_from_start_up() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[]).await;
     let metrics = gate.metrics().await;
     let mut expected: Vec<String> = Vec::new();
@@ -738,7 +740,7 @@ async fn metrics_exist_at_zero_from_start_up() {
 
 #[tokio::test]
 async fn admin_endpoints_and_graceful_drain_of_an_in_flight_request() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let mut gate = TestGate::start(&upstream.url(), &[]).await;
     assert_eq!(
         send(gate.admin, "GET", "/healthz", &[], "").await.status,
@@ -752,7 +754,7 @@ async fn admin_endpoints_and_graceful_drain_of_an_in_flight_request() {
     let headers = sign(SECRET, "current", "GET", "/hold", b"");
     let addr = gate.addr;
     let in_flight = tokio::spawn(async move { send(addr, "GET", "/hold", &headers, "").await });
-    while upstream.seen().is_empty() {
+    while upstream.total() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     gate.begin_shutdown();
@@ -773,7 +775,7 @@ async fn admin_endpoints_and_graceful_drain_of_an_in_flight_request() {
     upstream.release();
     let reply = in_flight.await.expect("client task");
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.text(), "held");
+    assert_eq!(reply.json()["target"], "/hold");
     assert_eq!(
         reply.headers["connection"], "close",
         "in-flight requests finish with Connection: close"
@@ -783,7 +785,7 @@ async fn admin_endpoints_and_graceful_drain_of_an_in_flight_request() {
 
 #[tokio::test]
 async fn slow_clients_are_cut_off() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(
         &upstream.url(),
         &[
@@ -823,7 +825,7 @@ async fn slow_clients_are_cut_off() {
         "{}",
         String::from_utf8_lossy(&buf[..n])
     );
-    assert!(upstream.seen().is_empty());
+    assert_eq!(upstream.total(), 0);
 }
 
 #[tokio::test]
@@ -836,7 +838,7 @@ async fn two_processes_can_share_a_port_with_so_reuseport() {
 
 #[tokio::test]
 async fn a_body_streamed_in_pieces_is_verified_whole_and_forwarded_with_its_length() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[("GATE_MAX_BODY_BYTES", "40")]).await;
     let pieces: [&[u8]; 3] = [b"{\"tool\":", b"\"search\",", b"\"q\":\"x\"}"];
     let body = pieces.concat();
@@ -864,7 +866,7 @@ async fn a_body_streamed_in_pieces_is_verified_whole_and_forwarded_with_its_leng
     let n = stream.read(&mut reply).await.expect("read");
     let reply = String::from_utf8_lossy(&reply[..n]);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let seen = upstream.seen();
+    let seen = upstream.arrivals();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, body);
     assert_eq!(seen[0].headers["content-length"], body.len().to_string());

@@ -8,7 +8,8 @@ mod support;
 use std::time::Duration;
 
 use http::StatusCode;
-use support::{SECRET, TestGate, Upstream, send, sign};
+use runbook::upstream::RecordingUpstream;
+use support::{SECRET, TestGate, send, sign};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -69,7 +70,7 @@ fn get_headers(path: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn connections_without_a_request_head_are_closed_whatever_the_protocol() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[("GATE_HEADER_READ_TIMEOUT_SECS", "1")]).await;
     let openings: [(&str, &[u8]); 4] = [
         ("nothing", b""),
@@ -92,12 +93,12 @@ async fn connections_without_a_request_head_are_closed_whatever_the_protocol() {
             "a connection that sent {what} is still open"
         );
     }
-    assert!(upstream.seen().is_empty());
+    assert_eq!(upstream.total(), 0);
 }
 
 #[tokio::test]
 async fn idle_http1_connections_are_closed_after_the_idle_timeout() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(
         &upstream.url(),
         &[
@@ -150,7 +151,7 @@ async fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> Option<String> {
 
 #[tokio::test]
 async fn an_idle_http1_connection_outlasts_the_header_timeout_and_serves_the_next_request() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(
         &upstream.url(),
         &[
@@ -175,12 +176,12 @@ async fn an_idle_http1_connection_outlasts_the_header_timeout_and_serves_the_nex
         Some("http/1.1 200 ok"),
         "the kept-alive connection serves its next request"
     );
-    assert_eq!(upstream.seen().len(), 2);
+    assert_eq!(upstream.total(), 2);
 }
 
 #[tokio::test]
 async fn a_slow_head_on_a_reused_http1_connection_is_closed_after_the_header_timeout() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(
         &upstream.url(),
         &[
@@ -222,16 +223,12 @@ async fn a_slow_head_on_a_reused_http1_connection_is_closed_after_the_header_tim
         closed,
         "a head dripped a byte every 200 ms is still open after 3 s"
     );
-    assert_eq!(
-        upstream.seen().len(),
-        3,
-        "no partial head reached the upstream"
-    );
+    assert_eq!(upstream.total(), 3, "no partial head reached the upstream");
 }
 
 #[tokio::test]
 async fn idle_http2_connections_get_goaway_and_close() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(
         &upstream.url(),
         &[
@@ -273,12 +270,12 @@ async fn idle_http2_connections_get_goaway_and_close() {
     .expect("GOAWAY and a close after the idle timeout");
     let error_code = u32::from_be_bytes(goaway[4..8].try_into().expect("4 bytes"));
     assert_eq!(error_code, 0, "NO_ERROR: a graceful close");
-    assert_eq!(upstream.seen().len(), 1);
+    assert_eq!(upstream.total(), 1);
 }
 
 #[tokio::test]
 async fn idle_http2_connections_are_left_to_the_idle_timeout_whatever_the_client_sends() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(
         &upstream.url(),
         &[
@@ -314,12 +311,12 @@ async fn idle_http2_connections_are_left_to_the_idle_timeout_whatever_the_client
         !goaway,
         "an HTTP/2 connection idle for less than the idle timeout was closed"
     );
-    assert_eq!(upstream.seen().len(), 1);
+    assert_eq!(upstream.total(), 1);
 }
 
 #[tokio::test]
 async fn http2_keepalive_closes_a_peer_that_stops_answering_pings() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(
         &upstream.url(),
         &[
@@ -334,7 +331,7 @@ async fn http2_keepalive_closes_a_peer_that_stops_answering_pings() {
     // A request the upstream holds: the stream stays open, so only keep-alive can end it.
     opening.extend(frame(0x1, 0x5, 1, &get_headers("/hold")));
     stream.write_all(&opening).await.expect("write");
-    while upstream.seen().is_empty() {
+    while upstream.total() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(
@@ -345,7 +342,7 @@ async fn http2_keepalive_closes_a_peer_that_stops_answering_pings() {
 
 #[tokio::test]
 async fn http2_settings_bound_streams_headers_and_windows() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[]).await;
     let mut stream = TcpStream::connect(gate.addr).await.expect("connect");
     let mut opening = PREFACE.to_vec();
@@ -373,7 +370,7 @@ async fn http2_settings_bound_streams_headers_and_windows() {
 
 #[tokio::test]
 async fn connections_over_the_cap_are_closed_at_once_and_counted() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(
         &upstream.url(),
         &[
@@ -447,13 +444,13 @@ fn signed_head(path: &str, pad: usize, extra: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn http1_heads_over_the_limit_get_431_and_a_closed_connection() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[]).await;
 
     // Just under the default 32 KiB: forwarded.
     let (status, _) = raw_status(&gate, &signed_head("/", 30_000, 0)).await;
     assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
-    assert_eq!(upstream.seen().len(), 1);
+    assert_eq!(upstream.total(), 1);
 
     for (what, head) in [
         ("a 40 KB header", signed_head("/", 40_000, 0)),
@@ -471,16 +468,12 @@ async fn http1_heads_over_the_limit_get_431_and_a_closed_connection() {
             "{what}: connection closed"
         );
     }
-    assert_eq!(
-        upstream.seen().len(),
-        1,
-        "nothing more reached the upstream"
-    );
+    assert_eq!(upstream.total(), 1, "nothing more reached the upstream");
 }
 
 #[tokio::test]
 async fn a_limit_below_the_http1_buffer_is_enforced_too() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[("GATE_MAX_HEADER_BYTES", "1024")]).await;
     let (status, _) = raw_status(&gate, &signed_head("/", 200, 0)).await;
     assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
@@ -490,7 +483,7 @@ async fn a_limit_below_the_http1_buffer_is_enforced_too() {
         Some("HTTP/1.1 431 Request Header Fields Too Large")
     );
     assert!(closed_within(&mut stream, Duration::from_secs(2)).await);
-    assert_eq!(upstream.seen().len(), 1);
+    assert_eq!(upstream.total(), 1);
 }
 
 /// Send one signed GET over HTTP/2 (hyper's client) with `extra` more header fields, the
@@ -529,10 +522,10 @@ async fn h2_status(gate: &TestGate, pad: usize, extra: usize) -> Result<StatusCo
 
 #[tokio::test]
 async fn http2_heads_over_the_limit_are_refused_with_431() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[]).await;
     assert_eq!(h2_status(&gate, 20_000, 0).await, Ok(StatusCode::OK));
-    assert_eq!(upstream.seen().len(), 1);
+    assert_eq!(upstream.total(), 1);
     for (what, pad, extra) in [("a 40 KB header", 40_000, 0), ("101 fields", 0, 101 - 4)] {
         let status = h2_status(&gate, pad, extra).await;
         assert_eq!(
@@ -541,16 +534,12 @@ async fn http2_heads_over_the_limit_are_refused_with_431() {
             "{what}"
         );
     }
-    assert_eq!(
-        upstream.seen().len(),
-        1,
-        "nothing more reached the upstream"
-    );
+    assert_eq!(upstream.total(), 1, "nothing more reached the upstream");
 }
 
 #[tokio::test]
 async fn bodies_past_the_budget_get_503_at_once() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(
         &upstream.url(),
         &[
@@ -623,12 +612,12 @@ async fn bodies_past_the_budget_get_503_at_once() {
         "{}",
         String::from_utf8_lossy(&reply[..n])
     );
-    assert_eq!(upstream.seen().len(), 3);
+    assert_eq!(upstream.total(), 3);
 }
 
 #[tokio::test]
 async fn one_http2_connection_holds_at_most_its_share_of_the_body_budget() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     // A share of 4 x 1000 bytes per connection; the process budget (64 MiB) is far away.
     let gate = TestGate::start(
         &upstream.url(),
@@ -658,7 +647,9 @@ async fn one_http2_connection_holds_at_most_its_share_of_the_body_budget() {
         for (name, value) in sign(SECRET, "current", "POST", "/t", &body) {
             request = request.header(name, value);
         }
-        let request = request.body(gate::echo::EventStream(rx)).expect("request");
+        let request = request
+            .body(runbook::upstream::EventStream(rx))
+            .expect("request");
         let mut sender = sender.clone();
         let response = tokio::spawn(async move { sender.send_request(request).await });
         streams.push((tx, response));
@@ -694,5 +685,5 @@ async fn one_http2_connection_holds_at_most_its_share_of_the_body_budget() {
         let response = response.await.expect("task").expect("response");
         assert_eq!(response.status(), StatusCode::OK);
     }
-    assert_eq!(upstream.seen().len(), 4);
+    assert_eq!(upstream.total(), 4);
 }

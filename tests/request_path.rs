@@ -13,7 +13,8 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{SECRET, TestGate, Upstream, send, sign, sign_at};
+use runbook::upstream::RecordingUpstream;
+use support::{SECRET, TestGate, send, sign, sign_at};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -74,7 +75,7 @@ async fn next_second() -> u64 {
 
 #[tokio::test]
 async fn a_replay_whose_window_closes_while_its_body_arrives_is_stale() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     // A small cache is one shard: the fresh request's admission sweeps the original's nonce.
     let gate = TestGate::start(
         &upstream.url(),
@@ -114,11 +115,7 @@ async fn a_replay_whose_window_closes_while_its_body_arrives_is_stale() {
     let answer = read_answer(&mut replay).await;
     assert_eq!(status_of(&answer), "401", "{answer}");
     assert!(answer.contains(r#""reason":"stale_timestamp""#), "{answer}");
-    assert_eq!(
-        upstream.seen().len(),
-        2,
-        "the replay never reached the upstream"
-    );
+    assert_eq!(upstream.total(), 2, "the replay never reached the upstream");
     assert_eq!(
         gate.metric(&series(
             "sig_gate_invalid_request_signature_total",
@@ -140,7 +137,7 @@ fn sig_gate_now_f64() -> f64 {
 
 #[tokio::test]
 async fn a_clients_connection_header_cannot_remove_headers_the_gate_sets() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[]).await;
     let body = "{}";
     let mut headers = sign(SECRET, "current", "POST", "/t", body.as_bytes());
@@ -155,7 +152,7 @@ async fn a_clients_connection_header_cannot_remove_headers_the_gate_sets() {
     headers.push(("X-Hop", "dropped".into()));
     let reply = send(gate.addr, "POST", "/t", &headers, body).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    let seen = upstream.seen();
+    let seen = upstream.arrivals();
     let h = &seen[0].headers;
     assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
     assert_eq!(h["x-request-id"], "trace-1");
@@ -173,7 +170,7 @@ async fn a_clients_connection_header_cannot_remove_headers_the_gate_sets() {
     headers.push(("Connection", "x-forwarded-for, x-request-id, host".into()));
     let reply = send(gate.addr, "GET", "/t", &headers, "").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    let seen = upstream.seen();
+    let seen = upstream.arrivals();
     let h = &seen[1].headers;
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert!(h.contains_key("x-request-id"));
@@ -237,7 +234,7 @@ fn assert_no_spoof(headers: &http::HeaderMap, verified_as: Option<&str>) {
 
 #[tokio::test]
 async fn the_gates_own_headers_are_stripped_in_every_spelling_on_every_path() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[("GATE_UNSIGNED_PATHS", "/open")]).await;
     let report_only = TestGate::start(&upstream.url(), &[("REQUIRE_SIGNATURE", "false")]).await;
     let spoofs: Vec<(&str, String)> = SPOOFS.iter().map(|(n, v)| (*n, v.to_string())).collect();
@@ -253,7 +250,7 @@ async fn the_gates_own_headers_are_stripped_in_every_spelling_on_every_path() {
     ] {
         let reply = send(addr, "GET", target, &headers, "").await;
         assert_eq!(reply.status, StatusCode::OK, "{target}: {}", reply.text());
-        let seen = upstream.seen();
+        let seen = upstream.arrivals();
         let last = seen.last().expect("forwarded");
         assert_no_spoof(&last.headers, verified_as);
     }
@@ -261,7 +258,7 @@ async fn the_gates_own_headers_are_stripped_in_every_spelling_on_every_path() {
 
 #[tokio::test]
 async fn absolute_form_is_forwarded_in_origin_form_with_the_uri_authority_as_host() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[]).await;
     for (uri, path_query, host) in [
         ("http://tool-gate.example?a=1", "/?a=1", "tool-gate.example"),
@@ -281,7 +278,7 @@ async fn absolute_form_is_forwarded_in_origin_form_with_the_uri_authority_as_hos
         );
         let answer = raw(gate.addr, head.as_bytes()).await;
         assert_eq!(status_of(&answer), "200", "{uri}: {answer}");
-        let seen = upstream.seen();
+        let seen = upstream.arrivals();
         let last = seen.last().expect("forwarded");
         assert_eq!(last.target, path_query, "{uri}");
         assert_eq!(last.headers["host"], host, "{uri}");
@@ -291,7 +288,7 @@ async fn absolute_form_is_forwarded_in_origin_form_with_the_uri_authority_as_hos
 
 #[tokio::test]
 async fn more_than_one_host_is_refused_with_400() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[("GATE_UNSIGNED_PATHS", "/open")]).await;
     let mut headers = sign(SECRET, "current", "GET", "/t", b"");
     headers.push(("Host", "other.example".into()));
@@ -303,7 +300,7 @@ async fn more_than_one_host_is_refused_with_400() {
             serde_json::json!({"error": "malformed request"})
         );
     }
-    assert!(upstream.seen().is_empty());
+    assert_eq!(upstream.total(), 0);
     assert_eq!(gate.metric(REJECTED).await, 2.0);
 }
 
@@ -351,7 +348,7 @@ async fn h2_status(
 
 #[tokio::test]
 async fn http2_host_must_agree_with_authority_and_cookies_are_joined() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[]).await;
     let mut sender = h2(gate.addr).await;
 
@@ -364,7 +361,7 @@ async fn http2_host_must_agree_with_authority_and_cookies_are_joined() {
     );
     let (status, body) = h2_status(&mut sender, request).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
-    assert!(upstream.seen().is_empty());
+    assert_eq!(upstream.total(), 0);
     assert_eq!(gate.metric(REJECTED).await, 1.0);
 
     // The same entity (host names are case-insensitive): `:authority` goes upstream as Host.
@@ -380,7 +377,7 @@ async fn http2_host_must_agree_with_authority_and_cookies_are_joined() {
     );
     let (status, body) = h2_status(&mut sender, request).await;
     assert_eq!(status, StatusCode::OK, "{body:?}");
-    let seen = upstream.seen();
+    let seen = upstream.arrivals();
     let h = &seen[0].headers;
     assert_eq!(h["host"], "tool-gate.internal");
     assert_eq!(h.get_all("host").iter().count(), 1);
@@ -389,7 +386,7 @@ async fn http2_host_must_agree_with_authority_and_cookies_are_joined() {
 
 #[tokio::test]
 async fn connect_is_refused_and_asterisk_form_is_for_options_only() {
-    let upstream = Upstream::start().await;
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let gate = TestGate::start(&upstream.url(), &[]).await;
 
     // HTTP/2 CONNECT, signed with the empty path it carries.
@@ -415,7 +412,7 @@ async fn connect_is_refused_and_asterisk_form_is_for_options_only() {
     let head = raw_head("GET * HTTP/1.1", &["Host: x"], &signature, 0);
     let answer = raw(gate.addr, head.as_bytes()).await;
     assert_eq!(status_of(&answer), "400", "{answer}");
-    assert!(upstream.seen().is_empty());
+    assert_eq!(upstream.total(), 0);
     assert_eq!(gate.metric(REJECTED).await, 3.0);
 
     // OPTIONS * is verified with the path `*` and forwarded as `OPTIONS *`.
@@ -423,7 +420,7 @@ async fn connect_is_refused_and_asterisk_form_is_for_options_only() {
     let head = raw_head("OPTIONS * HTTP/1.1", &["Host: x"], &signature, 0);
     let answer = raw(gate.addr, head.as_bytes()).await;
     assert_eq!(status_of(&answer), "200", "{answer}");
-    let seen = upstream.seen();
+    let seen = upstream.arrivals();
     assert_eq!(
         (seen[0].method.as_str(), seen[0].target.as_str()),
         ("OPTIONS", "*")

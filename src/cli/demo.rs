@@ -1,5 +1,6 @@
-//! `sig-gate demo`: the gate in front of the built-in echo upstream on loopback, with a freshly
-//! generated secret, printing a ready-to-paste signed curl command.
+//! `sig-gate demo`: the gate in front of the built-in echo upstream on loopback (the runbook's
+//! recording upstream with its echo routes only: every request echoed as JSON, `GET /events`
+//! streamed), with a freshly generated secret, printing a ready-to-paste signed curl command.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use crate::cli::CliError;
 use gate::config::{Config, Raw};
 use gate::server::{self, Drain, Listeners};
 use gate::sign::{self, Request};
+use runbook::upstream::{RecordingUpstream, Routes};
 
 /// Flags of `sig-gate demo`.
 #[derive(Debug, Args)]
@@ -28,19 +30,16 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let fail = |what: &str, err: &dyn std::fmt::Display| CliError::Failed(format!("{what}: {err}"));
     let secret_file = write_secret().map_err(|err| fail("cannot write the demo secret", &err))?;
     let runtime = super::runtime()?;
+    // Kept until the demo ends: dropping it stops the upstream.
     let upstream = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .block_on(RecordingUpstream::start_with(Routes::Echo))
         .map_err(|err| fail("cannot start the echo upstream", &err))?;
-    let upstream_addr = upstream
-        .local_addr()
-        .map_err(|err| fail("echo upstream", &err))?;
-    runtime.spawn(gate::echo::serve(upstream));
 
     let listen = free_or_any(args.listen);
     let admin_listen = free_or_any(args.admin_listen);
     let raw = Raw {
         interservice_hmac_secret_file: Some(secret_file.display().to_string().into()),
-        gate_upstream: Some(format!("http://{upstream_addr}").into()),
+        gate_upstream: Some(upstream.url().into()),
         gate_listen: Some(listen.to_string().into()),
         gate_admin_listen: Some(admin_listen.to_string().into()),
         gate_log_format: Some("text".into()),

@@ -1,11 +1,11 @@
-//! Shared fixtures for black-box tests: a recording upstream and a real gate, each on
-//! 127.0.0.1 port 0, a signer, a one-request HTTP client and a `/metrics` reader.
+//! Shared fixtures for black-box tests: a real gate on 127.0.0.1 port 0, a signer, a
+//! one-request HTTP client and a `/metrics` reader. The upstream they stand in front of is the
+//! runbook's [`runbook::upstream::RecordingUpstream`], the one every tool and test shares.
 #![allow(dead_code)] // each test binary uses a different part of the fixtures
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use gate::config::{Config, Raw};
@@ -15,149 +15,16 @@ use gate::sign::{self, Signer};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use runbook::exposition::Scrape;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, oneshot};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Current secret of most test gates.
 pub const SECRET: &str = "integration-secret-new-0123456789abcdef";
 /// Previous secret in dual-mode tests.
 pub const OLD_SECRET: &str = "integration-secret-old-0123456789abcdef";
-
-/// What the upstream received.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub method: String,
-    pub target: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-/// A recording upstream. Routes: `/hold` answers once [`Upstream::release`] is called;
-/// `/slow` answers after 5 s; `/events` streams one event, waits for a release, then a second;
-/// anything else answers 200 `upstream ok`.
-pub struct Upstream {
-    pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    release: Arc<Notify>,
-    task: JoinHandle<()>,
-}
-
-impl Upstream {
-    pub async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
-        let addr = listener.local_addr().expect("upstream addr");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let release = Arc::new(Notify::new());
-        let (seen2, release2) = (Arc::clone(&seen), Arc::clone(&release));
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (seen, release) = (Arc::clone(&seen2), Arc::clone(&release2));
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        upstream_respond(request, Arc::clone(&seen), Arc::clone(&release))
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Upstream {
-            addr,
-            seen,
-            release,
-            task,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("not poisoned").clone()
-    }
-
-    /// Let one held request (`/hold`, `/events`) go on.
-    pub fn release(&self) {
-        self.release.notify_one();
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
-
-async fn upstream_respond(
-    request: Request<Incoming>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    release: Arc<Notify>,
-) -> Result<Response<UpstreamBody>, std::convert::Infallible> {
-    let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let target = parts
-        .uri
-        .path_and_query()
-        .map_or("/".into(), |pq| pq.as_str().to_owned());
-    seen.lock().expect("not poisoned").push(Seen {
-        method: parts.method.to_string(),
-        target: target.clone(),
-        headers: parts.headers.clone(),
-        body,
-    });
-    let full = |text: &'static str| Full::new(Bytes::from_static(text.as_bytes())).boxed();
-    let response = match parts.uri.path() {
-        "/hold" => {
-            release.notified().await;
-            Response::new(full("held"))
-        }
-        "/slow" => {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            Response::new(full("slow"))
-        }
-        "/events" => {
-            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
-            tokio::spawn(async move {
-                let _ = tx.send(Bytes::from_static(b"data: first\n\n")).await;
-                release.notified().await;
-                let _ = tx.send(Bytes::from_static(b"data: second\n\n")).await;
-            });
-            let mut response = Response::new(BodyExt::boxed(gate::echo::EventStream(rx)));
-            response
-                .headers_mut()
-                .insert("content-type", "text/event-stream".parse().expect("static"));
-            response
-        }
-        _ => {
-            let mut response = Response::new(full("upstream ok"));
-            response
-                .headers_mut()
-                .insert("connection", "keep-alive".parse().expect("static"));
-            response
-                .headers_mut()
-                .insert("keep-alive", "timeout=5".parse().expect("static"));
-            response
-        }
-    };
-    Ok(response)
-}
 
 /// A gate running in this process, with the documented variables given as `(NAME, value)`.
 pub struct TestGate {

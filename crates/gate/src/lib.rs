@@ -23,7 +23,6 @@
 //! | [`server`] | listeners (socket activation, `SO_REUSEPORT`), accept loop, connection limits and timeouts, admin endpoints, graceful drain |
 //! | [`metrics`] | every Prometheus series, registered at start-up; where a reason is counted |
 //! | [`logging`] | JSON or text log lines on stderr |
-//! | [`echo`] | the built-in echo upstream of `sig-gate demo` and the runbook tools |
 //!
 //! The modules above marked public are the crate's API, used by the `sig-gate` command line
 //! and the runbook's tools (`crates/runbook`); `proxy`, `upstream`, `budget` and `metrics` are
@@ -33,7 +32,6 @@
 
 pub mod clock;
 pub mod config;
-pub mod echo;
 pub mod keyring;
 pub mod logging;
 pub mod protocol;

@@ -750,7 +750,7 @@ async fn malformed_upstream(field: &Field, arena: &Arena) -> Result<Vec<Check>, 
             .http
             .call(addr, &Call::signed_post("/game/after-malformed", &signer))
             .await?;
-        let reused = arena.malformed.reused_after(kind.path());
+        let reused = arena.malformed.reused_after(kind);
         checks.push(answer(
             &format!("{}: clean request before", kind.describe()),
             &warm,
