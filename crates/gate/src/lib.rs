@@ -28,6 +28,9 @@
 //! and the runbook's tools (`crates/runbook`); `proxy`, `upstream`, `budget` and `metrics` are
 //! the request path's internals, private to this crate.
 #![forbid(unsafe_code)]
+// The layout map and the module docs link the request path's private modules on purpose: they
+// are written for maintainers, who read them with `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 #![deny(missing_docs)]
 
 pub mod clock;
