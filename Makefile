@@ -37,8 +37,9 @@ test: test-rust test-python test-runbook test-deploy test-fuzz ## every test: Ru
 test-rust: ## unit, property, vector, allocation and black-box tests of every crate of the workspace
 	$(CARGO) test --locked --workspace
 
-test-python: ## the Python signer: vectors, unit tests, live interop with the real gate
+test-python: ## the Python signer: vectors, unit tests, live interop with the real gate; its wheel and git-URL install
 	scripts/test-python.sh
+	scripts/test-python-package.sh
 
 test-runbook: debug-bin ## rotation drill and game-day scorecard in quick mode, real processes
 	$(BIN) drill --quick

@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from . import __version__
 from .config import GateConfigError
 from .signer import GateSigner, SigningInputError
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
             "version 2 from GATE_SIGNING_KEY_ID, GATE_SIGNING_KEY_FILE and GATE_AUDIENCE."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sign = commands.add_parser(
         "sign",
