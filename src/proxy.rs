@@ -35,9 +35,10 @@ use hyper::body::Incoming;
 use crate::budget::{ConnectionBudget, Exhausted, Reservation};
 use crate::config::Config;
 use crate::keyring::Slot;
+use crate::logging::Throttle;
 use crate::metrics::{Metrics, OtherReason, Outcome};
 use crate::protocol;
-use crate::replay::{Admitted, NonceCache, ReplayError, ReplayStore};
+use crate::replay::{Admission, Admitted, ReplayError, ReplayStore};
 use crate::upstream::{self, Disposition, Outgoing, UpstreamBody, UpstreamError};
 use crate::verify::{self, ClaimedKeyIds, Reason, RequestLine};
 
@@ -72,6 +73,8 @@ pub enum Refusal {
     BodyTimeout,
     /// Replay cache at capacity: fail closed (503).
     ReplayCacheFull,
+    /// The shared replay store did not answer within its budget: fail closed (503).
+    ReplayStoreUnavailable,
     /// The body budget has no room for this body (503, see [`crate::budget`]).
     BodyBudgetExhausted,
     /// Request head over `GATE_MAX_HEADER_BYTES` or with too many fields (431).
@@ -97,6 +100,7 @@ impl Refusal {
             Refusal::BodyUnreadable => StatusCode::BAD_REQUEST,
             Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::ReplayStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::BodyBudgetExhausted => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
@@ -129,6 +133,7 @@ impl Refusal {
             Refusal::BodyUnreadable => r#"{"error":"request body could not be read"}"#,
             Refusal::BodyTimeout => r#"{"error":"request body timeout"}"#,
             Refusal::ReplayCacheFull => r#"{"error":"replay cache full"}"#,
+            Refusal::ReplayStoreUnavailable => r#"{"error":"replay store unavailable"}"#,
             Refusal::BodyBudgetExhausted => r#"{"error":"request body budget exhausted"}"#,
             Refusal::HeadTooLarge => r#"{"error":"request header fields too large"}"#,
             Refusal::UpstreamUnavailable => r#"{"error":"upstream unavailable"}"#,
@@ -147,6 +152,7 @@ impl Refusal {
             | Refusal::BodyUnreadable
             | Refusal::BodyTimeout
             | Refusal::ReplayCacheFull
+            | Refusal::ReplayStoreUnavailable
             | Refusal::BodyBudgetExhausted
             | Refusal::HeadTooLarge
             | Refusal::MalformedRequest
@@ -221,6 +227,8 @@ pub struct Gate {
     verified_key_ids: [Option<HeaderValue>; 2],
     request_ids: RequestIds,
     draining: AtomicBool,
+    /// One log line a second for requests refused while the replay store is unavailable.
+    store_refusal_log: Throttle,
 }
 
 impl Gate {
@@ -235,10 +243,7 @@ impl Gate {
             })
         };
         let verified_key_ids = Slot::ALL.map(header_value);
-        let replay = ReplayStore::Memory(NonceCache::new(
-            config.nonce_cache_capacity,
-            config.clock_skew_secs,
-        ));
+        let replay = ReplayStore::new(&config, metrics.replay_store());
         Gate {
             config,
             metrics,
@@ -247,6 +252,7 @@ impl Gate {
             verified_key_ids,
             request_ids: RequestIds::new(),
             draining: AtomicBool::new(false),
+            store_refusal_log: Throttle::new(std::time::Duration::from_secs(1)),
         }
     }
 
@@ -389,7 +395,10 @@ impl Gate {
             self.signature_failure(Reason::StaleTimestamp, parts, peer, request_id)?;
             return Ok((Pass::ReportOnly, body));
         }
-        let admitted = self.replay.admit_prefetched(verified, &prefetched, now);
+        let admitted = match self.replay.admit_prefetched(verified, &prefetched, now) {
+            Admission::Ready(answer) => answer,
+            Admission::Pending(answer) => answer.await,
+        };
         match admitted {
             Ok(admitted) => {
                 self.metrics.verified(admitted.slot());
@@ -413,6 +422,24 @@ impl Gate {
                 );
                 if config.require_signature {
                     Err(Refusal::ReplayCacheFull)
+                } else {
+                    Ok((Pass::ReportOnly, body))
+                }
+            }
+            Err(ReplayError::Unavailable(kind)) => {
+                self.metrics
+                    .rejected_other(OtherReason::ReplayStoreUnavailable);
+                if self.store_refusal_log.allow() {
+                    tracing::warn!(
+                        kind = kind.as_str(),
+                        request_id = request_id.text(),
+                        report_only = !config.require_signature,
+                        "replay store unavailable: failing closed (further refusals within a \
+                         second are only counted)"
+                    );
+                }
+                if config.require_signature {
+                    Err(Refusal::ReplayStoreUnavailable)
                 } else {
                     Ok((Pass::ReportOnly, body))
                 }
@@ -883,6 +910,7 @@ mod tests {
             Refusal::BodyUnreadable,
             Refusal::BodyTimeout,
             Refusal::ReplayCacheFull,
+            Refusal::ReplayStoreUnavailable,
             Refusal::BodyBudgetExhausted,
             Refusal::HeadTooLarge,
             Refusal::UpstreamUnavailable,
