@@ -1,6 +1,9 @@
 //! Shared fixtures for black-box tests: a recording upstream and a real gate, each on
-//! 127.0.0.1 port 0, a signer, a one-request HTTP client and a `/metrics` reader.
+//! 127.0.0.1 port 0, a signer, a one-request HTTP client and a `/metrics` reader; real Redis
+//! servers and a Redis Cluster in `redis.rs`.
 #![allow(dead_code)] // each test binary uses a different part of the fixtures
+
+pub mod redis;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -196,6 +199,17 @@ impl TestGate {
             admin,
             shutdown: Some(tx),
             task: Some(task),
+        }
+    }
+
+    /// A handle on a gate running elsewhere (a `sig-gate serve` process): its addresses and
+    /// [`TestGate::metrics`]; it cannot be stopped from here.
+    pub fn view(addr: SocketAddr, admin: SocketAddr) -> TestGate {
+        TestGate {
+            addr,
+            admin,
+            shutdown: None,
+            task: None,
         }
     }
 
