@@ -12,7 +12,7 @@
 //! | [`protocol`] | header names, value syntax, the signed string, hex: shared by signer and verifier |
 //! | [`keyring`] | secrets (never printed: fingerprints only), pre-keyed HMAC keys, current/previous slots |
 //! | [`verify`] | pure verification: where each `X-Gate-*` header is parsed and each [`verify::Reason`] decided; [`verify::malformed`] reads the shared table of malformed headers every suite checks |
-//! | [`replay`] | the replay store the proxy admits through ([`replay::ReplayStore`]) and the bounded in-memory nonce cache behind it (`replay/`: shards, probe table, growth and sweeps); its [`replay::Admitted`] proof is what lets a request through |
+//! | [`replay`] | the replay store the proxy admits through ([`replay::ReplayStore`]): the bounded in-memory nonce cache (`replay/`: shards, probe table, growth and sweeps) or the Redis every replica shares ([`replay::RedisStore`], `replay/redis.rs`; `GATE_REPLAY_STORE` parsed in `replay/location.rs`); its [`replay::Admitted`] proof is what lets a request through |
 //! | [`sign`] | the signer (`sig-gate sign`, the drill's clients) |
 //! | [`config`] | figment layers (defaults < TOML < env) into a typed [`config::Config`]; every refusal names its variable |
 //! | [`proxy`] | the hyper service: gate, then [`proxy::Gate::forward`], where a byte leaves for the upstream |
