@@ -25,7 +25,7 @@ const REPLAYED: &str = r#"sig_gate_invalid_request_signature_total{reason="repla
 const EASY_BUDGET_MS: &str = "2000";
 /// Budget for the fault tests, and the margin allowed on top of it for a refusal to arrive.
 const FAULT_BUDGET: Duration = Duration::from_millis(300);
-const MARGIN: Duration = Duration::from_millis(1500);
+const MARGIN: Duration = Duration::from_millis(3000);
 
 /// One signed `POST /tool` with a fresh nonce: its headers and body.
 fn signed() -> (Vec<(&'static str, String)>, &'static str) {
@@ -349,8 +349,8 @@ async fn a_stalled_redis_fails_closed_within_the_budget() {
     until_a_request_passes(&gate, Duration::from_secs(10)).await;
     let seen_before = upstream.seen().len();
 
-    // Every command, ours and the probe's, waits 4 s.
-    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "4000", "ALL"]), "OK");
+    // Every command, ours and the probe's, waits 8 s.
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "8000", "ALL"]), "OK");
     let paused = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let running = tokio::spawn(load(gate.addr, 4, Arc::clone(&stop)));
@@ -358,7 +358,7 @@ async fn a_stalled_redis_fails_closed_within_the_budget() {
     stop.store(true, Ordering::Relaxed);
     let sent = running.await.expect("load");
     assert!(
-        paused.elapsed() < Duration::from_millis(3800),
+        paused.elapsed() < Duration::from_millis(7500),
         "the load outlasted the pause: the check below would not hold"
     );
     assert!(sent.len() >= 4, "load kept going: {}", sent.len());
@@ -375,11 +375,41 @@ async fn a_stalled_redis_fails_closed_within_the_budget() {
             >= refused as f64
     );
     assert_eq!(gate.metric(UNAVAILABLE_SERIES).await, refused as f64);
+    // Inside the gate, every store operation ended within a second (the budget is 0.3 s),
+    // the timed-out ones included.
+    let metrics = gate.metrics().await;
+    assert_eq!(
+        metrics[r#"sig_gate_replay_store_duration_seconds_bucket{le="1"}"#],
+        metrics["sig_gate_replay_store_duration_seconds_count"]
+    );
     until_metric(&gate, UP, 0.0, Duration::from_secs(3)).await;
 
     // Once the pause ends, requests pass again.
     until_a_request_passes(&gate, Duration::from_secs(15)).await;
     until_metric(&gate, UP, 1.0, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_answer_within_the_budget_passes() {
+    let redis = RedisServer::start(&[]);
+    let upstream = Upstream::start().await;
+    let url = redis.url();
+    let gate = TestGate::start(
+        &upstream.url(),
+        &[(STORE, url.as_str()), (TIMEOUT_MS, "5000")],
+    )
+    .await;
+    until_a_request_passes(&gate, Duration::from_secs(10)).await;
+    // Slower than the client library's own default (500 ms), well within this budget.
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1200", "ALL"]), "OK");
+    let started = Instant::now();
+    let reply = post(&gate, &signed()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "the pause held the answer"
+    );
+    assert_eq!(gate.metric(UNAVAILABLE_SERIES).await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,11 +439,14 @@ async fn the_gate_starts_with_redis_down_and_serves_once_it_is_up() {
     }
     assert!(upstream.seen().is_empty());
     assert_eq!(gate.metric(UNAVAILABLE_SERIES).await, 3.0);
-    assert_eq!(
-        gate.metric(r#"sig_gate_replay_store_errors_total{kind="connection"}"#)
-            .await,
-        3.0
-    );
+    // Refused connections (a stall of this machine past the budget would count a timeout).
+    let connection = gate
+        .metric(r#"sig_gate_replay_store_errors_total{kind="connection"}"#)
+        .await;
+    let timeout = gate
+        .metric(r#"sig_gate_replay_store_errors_total{kind="timeout"}"#)
+        .await;
+    assert!(connection >= 1.0 && connection + timeout == 3.0);
 
     let _redis = RedisServer::start_on(port, &[]);
     until_a_request_passes(&gate, Duration::from_secs(10)).await;
@@ -536,7 +569,7 @@ async fn a_redis_cluster_shares_nonces_between_gates() {
         .cli(&["-c", "PTTL", &key])
         .parse()
         .expect("PTTL is a number");
-    assert!((290_000..=301_000).contains(&pttl), "PTTL {pttl}");
+    assert!((200_000..=301_000).contains(&pttl), "PTTL {pttl}");
     let metrics = b.metrics().await;
     assert_eq!(metrics.get(UP), Some(&1.0));
     assert!(metrics.keys().any(|series| {

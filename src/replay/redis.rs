@@ -195,13 +195,14 @@ impl Shared {
         self.set_up(false, Some((kind, detail)));
     }
 
-    /// Set `sig_gate_replay_store_up`, logging when the state changes. Only a change writes
-    /// the shared flag, so answered operations on several threads do not contend for it.
+    /// Set `sig_gate_replay_store_up` (on every call, so that the gauge follows the latest
+    /// answer whatever order racing threads write it in), and log when the state changes:
+    /// only a change writes the flag that decides the log line.
     fn set_up(&self, up: bool, failure: Option<(StoreFailure, &str)>) {
+        self.metrics.set_up(up);
         if self.up.load(Ordering::Relaxed) == up || self.up.swap(up, Ordering::Relaxed) == up {
             return;
         }
-        self.metrics.set_up(up);
         match failure {
             None => tracing::info!(store = %self.url, "replay store answers"),
             Some((kind, detail)) => tracing::error!(
@@ -320,8 +321,11 @@ impl Connection {
         } else {
             let info = infos.into_iter().next().expect("redis:// names one node");
             let client = redis::Client::open(info).expect("connection info opens a client");
+            // The library's own response timeout (500 ms by default) follows the budget, so a
+            // budget above it is honoured; the budget bounds each operation in any case.
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(budget))
+                .set_response_timeout(Some(budget))
                 .set_number_of_retries(0);
             let manager = ConnectionManager::new_lazy_with_config(client, config)
                 .expect("a manager without push settings builds");
