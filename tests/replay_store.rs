@@ -576,6 +576,22 @@ async fn a_redis_cluster_shares_nonces_between_gates() {
         series.starts_with("sig_gate_config_info")
             && series.contains(r#"replay_store="redis-cluster""#)
     }));
+
+    // The whole cluster goes down: fail closed. It comes back (each node keeps its slots in
+    // nodes.conf): both gates serve again without a restart.
+    let mut cluster = cluster;
+    for node in &mut cluster.nodes {
+        node.kill();
+    }
+    for gate in [&a, &b] {
+        let reply = post(gate, &signed()).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(reply.text(), UNAVAILABLE);
+    }
+    cluster.restart();
+    for gate in [&a, &b] {
+        until_a_request_passes(gate, Duration::from_secs(30)).await;
+    }
 }
 
 /// A password that must not appear anywhere the gate writes.

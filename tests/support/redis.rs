@@ -166,14 +166,28 @@ impl RedisCluster {
         create.extend(addrs.iter().map(String::as_str));
         create.push("--cluster-yes");
         nodes[0].cli(&create);
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Start every node again on its port, from its own `nodes.conf`, and wait until the
+    /// cluster is whole.
+    pub fn restart(&mut self) {
+        for node in &mut self.nodes {
+            node.restart(None);
+        }
+        self.wait_ok();
+    }
+
+    fn wait_ok(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
-        for node in &nodes {
+        for node in &self.nodes {
             while !node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
                 assert!(Instant::now() < deadline, "the cluster did not form");
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        RedisCluster { nodes }
     }
 
     /// `redis-cluster://` with the given nodes as seeds.
