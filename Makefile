@@ -34,7 +34,8 @@ run: debug-bin ## sig-gate demo: the gate in front of a built-in echo upstream o
 
 test: test-rust test-python test-runbook test-deploy test-fuzz ## every test: Rust, Python client, drills (quick), deploy files and alert rules, fuzz smoke run
 
-test-rust: ## unit, property, vector, allocation and black-box tests of every crate of the workspace
+test-rust: ## unit, property, vector, allocation and black-box tests of every crate of the workspace (installs redis-server when missing)
+	scripts/install-redis.sh
 	$(CARGO) test --locked --workspace
 
 test-python: ## the Python signer: vectors, unit tests, live interop with the real gate; its wheel and git-URL install

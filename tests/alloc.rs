@@ -87,6 +87,8 @@ fn replay_cache_allocates_only_when_its_table_grows() {
                 .expect("valid request");
             store
                 .admit_prefetched(verified, &prefetched, NOW)
+                .ready()
+                .expect("the memory table answers at once")
                 .expect("fresh nonce");
         }
     });

@@ -1,5 +1,7 @@
 //! `sig-gate check-config`: validate the configuration and print it, secrets shown only as
-//! fingerprints. Exit 0 when valid, 2 (with the offending variable named) when not.
+//! fingerprints and a store URL's password as `***`; with a Redis replay store, say whether it
+//! answers. Exit 0 when valid, 2 (with the offending variable named) when not: a store that
+//! does not answer is reported, not an error, as the gate itself starts without it.
 
 use std::process::ExitCode;
 
@@ -7,6 +9,7 @@ use clap::Args;
 
 use crate::cli::CliError;
 use gate::config::{Config, LogFormat, vars};
+use gate::replay::StoreLocation;
 
 /// Flags of `sig-gate check-config`.
 #[derive(Debug, Args)]
@@ -16,6 +19,21 @@ pub struct CheckConfigArgs {}
 pub fn run(_args: CheckConfigArgs) -> Result<ExitCode, CliError> {
     let config = Config::load()?;
     print!("{}", render(&config));
+    if let StoreLocation::Redis(url) = &config.replay_store {
+        let budget = config.replay_store_timeout;
+        match super::runtime()?.block_on(gate::replay::probe(url, budget)) {
+            Ok(took) => println!(
+                "replay store answers: PING in {:.1} ms (budget {} ms)",
+                took.as_secs_f64() * 1000.0,
+                budget.as_millis()
+            ),
+            Err(why) => println!(
+                "replay store does NOT answer within {} ms: {why} (the gate starts anyway and \
+                 answers signed requests 503 until it does)",
+                budget.as_millis()
+            ),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -52,6 +70,15 @@ pub fn render(config: &Config) -> String {
         (
             vars::NONCE_CACHE_CAPACITY,
             config.nonce_cache_capacity.to_string(),
+        ),
+        (vars::REPLAY_STORE, config.replay_store.to_string()),
+        (
+            vars::REPLAY_STORE_TIMEOUT_MS,
+            config.replay_store_timeout.as_millis().to_string(),
+        ),
+        (
+            vars::REPLAY_STORE_PREFIX,
+            config.replay_store_prefix.clone(),
         ),
         (vars::UNSIGNED_PATHS, config.unsigned_paths.join(",")),
         (

@@ -1,7 +1,10 @@
 //! Shared fixtures for black-box tests: a real gate on 127.0.0.1 port 0, a signer, a
-//! one-request HTTP client and a `/metrics` reader. The upstream they stand in front of is the
-//! runbook's [`runbook::upstream::RecordingUpstream`], the one every tool and test shares.
+//! one-request HTTP client and a `/metrics` reader; real Redis servers and a Redis Cluster in
+//! `redis.rs`. The upstream they stand in front of is the runbook's
+//! [`runbook::upstream::RecordingUpstream`], the one every tool and test shares.
 #![allow(dead_code)] // each test binary uses a different part of the fixtures
+
+pub mod redis;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -63,6 +66,17 @@ impl TestGate {
             admin,
             shutdown: Some(tx),
             task: Some(task),
+        }
+    }
+
+    /// A handle on a gate running elsewhere (a `sig-gate serve` process): its addresses and
+    /// [`TestGate::metrics`]; it cannot be stopped from here.
+    pub fn view(addr: SocketAddr, admin: SocketAddr) -> TestGate {
+        TestGate {
+            addr,
+            admin,
+            shutdown: None,
+            task: None,
         }
     }
 

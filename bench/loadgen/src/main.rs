@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sig_gate::keyring::{Key, Keyring, Secret, Slot};
-use sig_gate::protocol;
-use sig_gate::proxy::unix_now;
-use sig_gate::replay::{NonceCache, ReplayError};
-use sig_gate::sign::{Request, Signer, header_map};
-use sig_gate::verify::{self, RequestLine};
+use gate::keyring::{Key, Keyring, Secret, Slot};
+use gate::protocol;
+use gate::clock::unix_now;
+use gate::replay::{NonceCache, ReplayError};
+use gate::sign::{Request, Signer, header_map};
+use gate::verify::{self, RequestLine};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -152,7 +152,7 @@ fn sign(flags: &Flags) -> Result<(), Error> {
     let signer = Signer::new(Key::new(Slot::Current, key_id, &Secret::new(secret)), None);
 
     // Fixed-width nonces: a random 10-character prefix per file and a 12-digit counter.
-    let prefix: String = sig_gate::sign::new_nonce().chars().take(10).collect();
+    let prefix: String = gate::sign::new_nonce().chars().take(10).collect();
     let record = |n: usize| -> Vec<u8> {
         let nonce = format!("{prefix}{n:012}");
         let request = Request {
@@ -731,11 +731,8 @@ fn replay_mem(flags: &Flags) -> Result<(), Error> {
 /// Bytes of the per-request future hyper boxes once per connection (and keeps while idle),
 /// and moves into that box for every request.
 fn sizes() {
-    fn future_size<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
     println!(
         r#"{{"request_future_bytes":{}}}"#,
-        future_size(sig_gate::proxy::Gate::handle)
+        gate::request_future_bytes()
     );
 }

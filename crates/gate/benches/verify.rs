@@ -164,6 +164,8 @@ fn bench(c: &mut Criterion) {
                     black_box(
                         store
                             .admit_prefetched(verified, &prefetched, request.timestamp)
+                            .ready()
+                            .expect("the memory table answers at once")
                             .expect("fresh nonce"),
                     );
                 },

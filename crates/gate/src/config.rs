@@ -26,6 +26,7 @@ use zeroize::Zeroizing;
 
 use crate::keyring::{Key, Keyring, Secret, Slot};
 use crate::protocol;
+use crate::replay::StoreLocation;
 use crate::sign::Signer;
 
 /// Names of the variables, as README.md's configuration table documents them. One constant each so that messages and lookups cannot disagree.
@@ -86,11 +87,17 @@ pub mod vars {
     pub const HTTP2_KEEPALIVE_SECS: &str = "GATE_HTTP2_KEEPALIVE_SECS";
     /// Most request-body bytes the whole process holds while bodies arrive.
     pub const MAX_BUFFERED_BODY_BYTES: &str = "GATE_MAX_BUFFERED_BODY_BYTES";
+    /// Where accepted nonces are recorded: `memory`, `redis://...` or `redis-cluster://...`.
+    pub const REPLAY_STORE: &str = "GATE_REPLAY_STORE";
+    /// Budget for one operation on the shared replay store, in milliseconds.
+    pub const REPLAY_STORE_TIMEOUT_MS: &str = "GATE_REPLAY_STORE_TIMEOUT_MS";
+    /// Prefix of every key the gate writes to the shared replay store.
+    pub const REPLAY_STORE_PREFIX: &str = "GATE_REPLAY_STORE_PREFIX";
     /// Path of the TOML configuration file.
     pub const CONFIG_FILE: &str = "GATE_CONFIG";
 
     /// Every variable read through figment, in the order `check-config` documents them.
-    pub const ALL: [&str; 28] = [
+    pub const ALL: [&str; 31] = [
         SECRET,
         SECRET_FILE,
         SECRET_PREV,
@@ -119,6 +126,9 @@ pub mod vars {
         HTTP2_MAX_CONCURRENT_STREAMS,
         HTTP2_KEEPALIVE_SECS,
         MAX_BUFFERED_BODY_BYTES,
+        REPLAY_STORE,
+        REPLAY_STORE_TIMEOUT_MS,
+        REPLAY_STORE_PREFIX,
     ];
 }
 
@@ -255,6 +265,9 @@ pub struct Raw {
     pub gate_http2_max_concurrent_streams: Option<Text>,
     pub gate_http2_keepalive_secs: Option<Text>,
     pub gate_max_buffered_body_bytes: Option<Text>,
+    pub gate_replay_store: Option<Text>,
+    pub gate_replay_store_timeout_ms: Option<Text>,
+    pub gate_replay_store_prefix: Option<Text>,
 }
 
 impl Raw {
@@ -437,6 +450,12 @@ pub struct Config {
     pub max_buffered_body_bytes: usize,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Where accepted nonces are recorded: this process's table, or a shared Redis.
+    pub replay_store: StoreLocation,
+    /// Budget for one replay store operation, connecting and authenticating included.
+    pub replay_store_timeout: Duration,
+    /// Prefix of every key written to a shared replay store.
+    pub replay_store_prefix: String,
 }
 
 impl Config {
@@ -511,6 +530,13 @@ impl TryFrom<Raw> for Config {
                 20,
             )?,
             max_buffered_body_bytes: buffered_body_bytes(&raw)?,
+            replay_store: replay_store(&raw.gate_replay_store)?,
+            replay_store_timeout: Duration::from_millis(positive(
+                &raw.gate_replay_store_timeout_ms,
+                vars::REPLAY_STORE_TIMEOUT_MS,
+                100,
+            )?),
+            replay_store_prefix: replay_store_prefix(&raw.gate_replay_store_prefix)?,
         })
     }
 }
@@ -552,6 +578,26 @@ fn buffered_body_bytes(raw: &Raw) -> Result<usize, ConfigError> {
         ));
     }
     Ok(n)
+}
+
+/// `GATE_REPLAY_STORE`; the message never quotes the value, which may hold a password.
+fn replay_store(value: &Option<Text>) -> Result<StoreLocation, ConfigError> {
+    match text(value) {
+        None => Ok(StoreLocation::Memory),
+        Some(t) => StoreLocation::parse(t).map_err(|problem| invalid(vars::REPLAY_STORE, problem)),
+    }
+}
+
+/// `GATE_REPLAY_STORE_PREFIX`: 1-64 visible ASCII characters, so keys print plainly.
+fn replay_store_prefix(value: &Option<Text>) -> Result<String, ConfigError> {
+    let prefix = text(value).unwrap_or("sig-gate:");
+    if prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            vars::REPLAY_STORE_PREFIX,
+            format!("{prefix:?} is not 1-64 visible ASCII characters"),
+        ));
+    }
+    Ok(prefix.to_owned())
 }
 
 /// The signer side of the configuration (`sig-gate sign` and the drill's clients): only the
@@ -876,6 +922,9 @@ mod tests {
             assert_eq!(config.http2_max_concurrent_streams, 64);
             assert_eq!(config.http2_keepalive, Duration::from_secs(20));
             assert_eq!(config.max_buffered_body_bytes, 64 * 1024 * 1024);
+            assert_eq!(config.replay_store, StoreLocation::Memory);
+            assert_eq!(config.replay_store_timeout, Duration::from_millis(100));
+            assert_eq!(config.replay_store_prefix, "sig-gate:");
             Ok(())
         });
     }
@@ -1058,6 +1107,31 @@ mod tests {
             (
                 &[
                     (vars::SECRET, SECRET_A),
+                    (vars::REPLAY_STORE, "redis://:store-pass-1@redis"),
+                ],
+                vars::REPLAY_STORE,
+            ),
+            (
+                &[
+                    (vars::SECRET, SECRET_A),
+                    (vars::REPLAY_STORE, "rediss://:store-pass-1@redis:6379"),
+                ],
+                vars::REPLAY_STORE,
+            ),
+            (
+                &[
+                    (vars::SECRET, SECRET_A),
+                    (vars::REPLAY_STORE_TIMEOUT_MS, "0"),
+                ],
+                vars::REPLAY_STORE_TIMEOUT_MS,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::REPLAY_STORE_PREFIX, "a b")],
+                vars::REPLAY_STORE_PREFIX,
+            ),
+            (
+                &[
+                    (vars::SECRET, SECRET_A),
                     (vars::CONFIG_FILE, "/nonexistent.toml"),
                 ],
                 vars::CONFIG_FILE,
@@ -1067,7 +1141,7 @@ mod tests {
             Jail::expect_with(|jail| {
                 let message = refusal(jail, vars_set);
                 assert!(message.starts_with(named), "{vars_set:?}: {message}");
-                for secret in [SECRET_A, SECRET_B] {
+                for secret in [SECRET_A, SECRET_B, "store-pass-1"] {
                     assert!(!message.contains(secret), "secret leaked: {message}");
                 }
                 Ok(())
@@ -1284,10 +1358,30 @@ mod tests {
     }
 
     #[test]
+    fn replay_store_settings_are_read() {
+        Jail::expect_with(|jail| {
+            jail.set_env(vars::SECRET, SECRET_A);
+            jail.set_env(vars::REPLAY_STORE, "redis-cluster://:pw@a:7000,b:7001");
+            jail.set_env(vars::REPLAY_STORE_TIMEOUT_MS, "250");
+            jail.set_env(vars::REPLAY_STORE_PREFIX, "team-a/gate:");
+            let config = Config::load().expect("valid");
+            assert_eq!(config.replay_store.kind(), "redis-cluster");
+            assert_eq!(
+                config.replay_store.to_string(),
+                "redis-cluster://:***@a:7000,b:7001"
+            );
+            assert_eq!(config.replay_store_timeout, Duration::from_millis(250));
+            assert_eq!(config.replay_store_prefix, "team-a/gate:");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn debug_output_holds_no_secret() {
         Jail::expect_with(|jail| {
             jail.set_env(vars::SECRET, SECRET_A);
             jail.set_env(vars::SECRET_PREV, SECRET_B);
+            jail.set_env(vars::REPLAY_STORE, "redis://gate:store-pass-1@redis:6379");
             let shown = format!(
                 "{:?} {:?}",
                 Config::load().expect("valid"),
@@ -1297,6 +1391,7 @@ mod tests {
                 !shown.contains(SECRET_A) && !shown.contains(SECRET_B),
                 "{shown}"
             );
+            assert!(!shown.contains("store-pass-1"), "{shown}");
             Ok(())
         });
     }

@@ -12,7 +12,7 @@
 //! | [`protocol`] | header names, value syntax, the signed string, hex: shared by signer and verifier |
 //! | [`keyring`] | secrets (never printed: fingerprints only), pre-keyed HMAC keys, current/previous slots |
 //! | [`verify`] | pure verification: where each `X-Gate-*` header is parsed and each [`verify::Reason`] decided; [`verify::malformed`] reads the shared table of malformed headers every suite checks |
-//! | [`replay`] | the replay store the proxy admits through ([`replay::ReplayStore`]) and the bounded in-memory nonce cache behind it (`replay/`: shards, probe table, growth and sweeps); its [`replay::Admitted`] proof is what lets a request through |
+//! | [`replay`] | the replay store the proxy admits through ([`replay::ReplayStore`]): the bounded in-memory nonce cache (`replay/`: shards, probe table, growth and sweeps) or the Redis every replica shares ([`replay::RedisStore`], `replay/redis.rs`; `GATE_REPLAY_STORE` parsed in `replay/location.rs`); its [`replay::Admitted`] proof is what lets a request through |
 //! | [`sign`] | the signer (`sig-gate sign`, the drill's clients) |
 //! | [`clock`] | the wall clock timestamps are checked against and stamped with |
 //! | [`random`] | the OS random source: nonces, request-id prefixes, new secrets |
@@ -54,3 +54,14 @@ pub(crate) mod upstream;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub use upstream::testing as upstream_testing;
+
+/// Bytes of the per-request future hyper boxes once per connection (and keeps while idle), for
+/// the load benchmark's memory accounting (`bench/loadgen`) only.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub fn request_future_bytes() -> usize {
+    fn future_size<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    future_size(proxy::Gate::handle)
+}

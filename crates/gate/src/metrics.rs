@@ -9,6 +9,7 @@ use prometheus::{
 
 use crate::config::Config;
 use crate::keyring::Slot;
+use crate::replay::StoreFailure;
 use crate::verify::Reason;
 
 /// What happened to a request, as `sig_gate_requests_total{outcome}` counts it.
@@ -51,17 +52,24 @@ pub enum OtherReason {
     BodyTooLarge,
     /// Replay cache at capacity (503, fail closed).
     ReplayCacheFull,
+    /// The shared replay store did not answer within its budget (503, fail closed).
+    ReplayStoreUnavailable,
 }
 
 impl OtherReason {
     /// Every reason, in label registration order.
-    pub const ALL: [OtherReason; 2] = [OtherReason::BodyTooLarge, OtherReason::ReplayCacheFull];
+    pub const ALL: [OtherReason; 3] = [
+        OtherReason::BodyTooLarge,
+        OtherReason::ReplayCacheFull,
+        OtherReason::ReplayStoreUnavailable,
+    ];
 
     /// The `reason` label.
     pub const fn as_str(self) -> &'static str {
         match self {
             OtherReason::BodyTooLarge => "body_too_large",
             OtherReason::ReplayCacheFull => "replay_cache_full",
+            OtherReason::ReplayStoreUnavailable => "replay_store_unavailable",
         }
     }
 }
@@ -77,18 +85,51 @@ const SKEW_BUCKETS: [f64; 12] = [
     1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 240.0, 300.0, 600.0, 3600.0, 86400.0,
 ];
 
+/// Histogram buckets for one replay store operation, in seconds: a loopback or same-zone
+/// round trip up to the largest sensible `GATE_REPLAY_STORE_TIMEOUT_MS`.
+const STORE_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
 /// The registry and a resolved handle for every series the request path touches.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
     requests: [IntCounter; 4],
     invalid: [IntCounter; 7],
-    other: [IntCounter; 2],
+    other: [IntCounter; 3],
     verified: [IntCounter; 2],
     duration: Histogram,
     clock_skew: Histogram,
     nonce_entries: IntGauge,
     connections: ConnectionMetrics,
+    replay_store: ReplayStoreMetrics,
+}
+
+/// The shared replay store's series (docs/operations.md, "Shared replay store"), handed to the
+/// store, which counts its own operations.
+#[derive(Debug, Clone)]
+pub struct ReplayStoreMetrics {
+    duration: Histogram,
+    errors: [IntCounter; 3],
+    up: IntGauge,
+}
+
+impl ReplayStoreMetrics {
+    /// Record one store operation's duration in seconds, failed ones included.
+    pub fn operation(&self, seconds: f64) {
+        self.duration.observe(seconds);
+    }
+
+    /// Count one failed store operation.
+    pub fn failed(&self, failure: StoreFailure) {
+        self.errors[failure as usize].inc();
+    }
+
+    /// Whether the store answers.
+    pub fn set_up(&self, up: bool) {
+        self.up.set(i64::from(up));
+    }
 }
 
 /// Client connections and the limits that protect them (docs/operations.md).
@@ -199,6 +240,25 @@ impl Metrics {
             ),
         };
 
+        let replay_store = ReplayStoreMetrics {
+            duration: histogram(
+                "sig_gate_replay_store_duration_seconds",
+                "Operations on the shared replay store (GATE_REPLAY_STORE), connecting \
+                 included, in seconds.",
+                &STORE_BUCKETS,
+            ),
+            errors: to_array(counter_vec(
+                "sig_gate_replay_store_errors_total",
+                "Replay store operations that failed, by kind: timeout, connection, reply.",
+                "kind",
+                &StoreFailure::ALL.map(StoreFailure::as_str),
+            )),
+            up: gauge(
+                "sig_gate_replay_store_up",
+                "1 while the replay store answers, 0 otherwise (always 1 for memory).",
+            ),
+        };
+
         let info = IntGaugeVec::new(
             Opts::new(
                 "sig_gate_config_info",
@@ -212,6 +272,7 @@ impl Metrics {
                 "key_id_prev",
                 "fingerprint",
                 "fingerprint_prev",
+                "replay_store",
             ],
         )
         .expect(VALID);
@@ -230,6 +291,7 @@ impl Metrics {
             &prev_id,
             &current_fp,
             &prev_fp,
+            config.replay_store.kind(),
         ])
         .set(1);
         register(Box::new(info));
@@ -244,7 +306,13 @@ impl Metrics {
             clock_skew,
             nonce_entries,
             connections,
+            replay_store,
         }
+    }
+
+    /// The replay store's handles.
+    pub fn replay_store(&self) -> ReplayStoreMetrics {
+        self.replay_store.clone()
     }
 
     /// Count one request's outcome and its duration in seconds.

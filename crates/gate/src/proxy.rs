@@ -36,9 +36,10 @@ use crate::budget::{ConnectionBudget, Exhausted, Reservation};
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::keyring::Slot;
+use crate::logging::Throttle;
 use crate::metrics::{Metrics, OtherReason, Outcome};
 use crate::protocol;
-use crate::replay::{Admitted, NonceCache, ReplayError, ReplayStore};
+use crate::replay::{Admission, Admitted, ReplayError, ReplayStore};
 use crate::upstream::{self, Disposition, Outgoing, UpstreamBody, UpstreamError};
 use crate::verify::{self, ClaimedKeyIds, Reason, RequestLine};
 
@@ -73,6 +74,8 @@ pub enum Refusal {
     BodyTimeout,
     /// Replay cache at capacity: fail closed (503).
     ReplayCacheFull,
+    /// The shared replay store did not answer within its budget: fail closed (503).
+    ReplayStoreUnavailable,
     /// The body budget has no room for this body (503, see [`crate::budget`]).
     BodyBudgetExhausted,
     /// Request head over `GATE_MAX_HEADER_BYTES` or with too many fields (431).
@@ -98,6 +101,7 @@ impl Refusal {
             Refusal::BodyUnreadable => StatusCode::BAD_REQUEST,
             Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::ReplayStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::BodyBudgetExhausted => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
@@ -130,6 +134,7 @@ impl Refusal {
             Refusal::BodyUnreadable => r#"{"error":"request body could not be read"}"#,
             Refusal::BodyTimeout => r#"{"error":"request body timeout"}"#,
             Refusal::ReplayCacheFull => r#"{"error":"replay cache full"}"#,
+            Refusal::ReplayStoreUnavailable => r#"{"error":"replay store unavailable"}"#,
             Refusal::BodyBudgetExhausted => r#"{"error":"request body budget exhausted"}"#,
             Refusal::HeadTooLarge => r#"{"error":"request header fields too large"}"#,
             Refusal::UpstreamUnavailable => r#"{"error":"upstream unavailable"}"#,
@@ -148,6 +153,7 @@ impl Refusal {
             | Refusal::BodyUnreadable
             | Refusal::BodyTimeout
             | Refusal::ReplayCacheFull
+            | Refusal::ReplayStoreUnavailable
             | Refusal::BodyBudgetExhausted
             | Refusal::HeadTooLarge
             | Refusal::MalformedRequest
@@ -222,6 +228,8 @@ pub struct Gate {
     verified_key_ids: [Option<HeaderValue>; 2],
     request_ids: RequestIds,
     draining: AtomicBool,
+    /// One log line a second for requests refused while the replay store is unavailable.
+    store_refusal_log: Throttle,
 }
 
 impl Gate {
@@ -236,10 +244,7 @@ impl Gate {
             })
         };
         let verified_key_ids = Slot::ALL.map(header_value);
-        let replay = ReplayStore::Memory(NonceCache::new(
-            config.nonce_cache_capacity,
-            config.clock_skew_secs,
-        ));
+        let replay = ReplayStore::new(&config, metrics.replay_store());
         Gate {
             config,
             metrics,
@@ -248,6 +253,7 @@ impl Gate {
             verified_key_ids,
             request_ids: RequestIds::new(),
             draining: AtomicBool::new(false),
+            store_refusal_log: Throttle::new(std::time::Duration::from_secs(1)),
         }
     }
 
@@ -390,7 +396,10 @@ impl Gate {
             self.signature_failure(Reason::StaleTimestamp, parts, peer, request_id)?;
             return Ok((Pass::ReportOnly, body));
         }
-        let admitted = self.replay.admit_prefetched(verified, &prefetched, now);
+        let admitted = match self.replay.admit_prefetched(verified, &prefetched, now) {
+            Admission::Ready(answer) => answer,
+            Admission::Pending(answer) => answer.await,
+        };
         match admitted {
             Ok(admitted) => {
                 self.metrics.verified(admitted.slot());
@@ -414,6 +423,24 @@ impl Gate {
                 );
                 if config.require_signature {
                     Err(Refusal::ReplayCacheFull)
+                } else {
+                    Ok((Pass::ReportOnly, body))
+                }
+            }
+            Err(ReplayError::Unavailable(kind)) => {
+                self.metrics
+                    .rejected_other(OtherReason::ReplayStoreUnavailable);
+                if self.store_refusal_log.allow() {
+                    tracing::warn!(
+                        kind = kind.as_str(),
+                        request_id = request_id.text(),
+                        report_only = !config.require_signature,
+                        "replay store unavailable: failing closed (further refusals within a \
+                         second are only counted)"
+                    );
+                }
+                if config.require_signature {
+                    Err(Refusal::ReplayStoreUnavailable)
                 } else {
                     Ok((Pass::ReportOnly, body))
                 }
@@ -876,6 +903,7 @@ mod tests {
             Refusal::BodyUnreadable,
             Refusal::BodyTimeout,
             Refusal::ReplayCacheFull,
+            Refusal::ReplayStoreUnavailable,
             Refusal::BodyBudgetExhausted,
             Refusal::HeadTooLarge,
             Refusal::UpstreamUnavailable,

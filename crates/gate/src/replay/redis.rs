@@ -1,0 +1,413 @@
+//! The shared replay store on Redis (docs/operations.md, "Shared replay store"): each verified
+//! request's nonce is recorded with one `SET <prefix>nonce:<nonce> 1 NX PX <ttl>`, expiring
+//! `GATE_CLOCK_SKEW_SECS` + 1 s after the request's timestamp, so every gate sharing the store,
+//! and this one after a restart, refuses it again until its window has closed.
+//!
+//! How it stays within its budget and fails closed:
+//! - Every operation, connecting and authenticating included, runs under one
+//!   `GATE_REPLAY_STORE_TIMEOUT_MS` deadline; past it, or on any error, the answer is
+//!   [`ReplayError::Unavailable`] and the proxy refuses the request with 503. An operation the
+//!   deadline cut short may still reach Redis and record its nonce: the refused request cannot
+//!   then be sent again with the same nonce, which a client re-signing its retry never does.
+//! - One multiplexed connection per server (redis-rs's `ConnectionManager`, or its cluster
+//!   connection, one per node): concurrent requests pipeline their commands on it instead of
+//!   taking a connection each. A connection that breaks is replaced on the next operation; no
+//!   command is retried (the budget is too short for it), and a connection attempt fails at
+//!   once rather than backing off, so a request during an outage waits at most its budget.
+//! - A probe task sends `PING` every second, so `sig_gate_replay_store_up` and the
+//!   reconnection follow the store on an idle gate too; after three failed probes in a row it
+//!   replaces the connection altogether, which recovers from what the client library would not
+//!   retry by itself (an authentication failure, a cluster whose every node was lost).
+//! - TCP keepalive and `TCP_USER_TIMEOUT` close a connection whose peer vanished without a
+//!   reset, which would otherwise time out every operation for as long as it stays open.
+//!
+//! The password is handed to the client library and to nothing else: this module's `Debug`
+//! prints the URL with `***`, and every error text logged is scrubbed of it first.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::TcpSettings;
+use redis::{
+    Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisConnectionInfo,
+    RedisError, Value,
+};
+
+use super::location::RedisUrl;
+use super::{Admitted, ReplayError, StoreFailure};
+use crate::metrics::ReplayStoreMetrics;
+use crate::verify::Verified;
+
+/// How often the probe task pings the store.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Failed probes in a row after which the connection is replaced by a new one.
+const REPLACE_AFTER: u32 = 3;
+
+/// The shared store: the connection, the key layout and the window, the series it counts into.
+pub struct RedisStore {
+    shared: Arc<Shared>,
+    probe: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.shared.url.to_string())
+            .field("budget", &self.shared.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.probe.abort();
+    }
+}
+
+/// What the store's operations and its probe task share.
+struct Shared {
+    url: RedisUrl,
+    /// `GATE_REPLAY_STORE_TIMEOUT_MS`.
+    budget: Duration,
+    /// `GATE_REPLAY_STORE_PREFIX` followed by `nonce:`.
+    key_prefix: Box<[u8]>,
+    /// How long past its timestamp a nonce is kept, in milliseconds: the window and one second
+    /// (a timestamp `t` passes while the clock, in whole seconds, reads at most `t` + window).
+    keep_ms: u64,
+    connection: RwLock<Connection>,
+    metrics: ReplayStoreMetrics,
+    /// Whether the last operation or probe was answered (`sig_gate_replay_store_up`).
+    up: AtomicBool,
+}
+
+impl RedisStore {
+    /// A store at `url` that connects in the background: it must be built inside a tokio
+    /// runtime, and answers [`StoreFailure::Connection`] until Redis is reached.
+    pub fn new(
+        url: RedisUrl,
+        budget: Duration,
+        prefix: &str,
+        window_secs: u64,
+        metrics: ReplayStoreMetrics,
+    ) -> RedisStore {
+        metrics.set_up(false);
+        let connection = RwLock::new(Connection::open(&url, budget));
+        let shared = Arc::new(Shared {
+            url,
+            budget,
+            key_prefix: [prefix.as_bytes(), b"nonce:"].concat().into_boxed_slice(),
+            keep_ms: window_secs.saturating_add(1).saturating_mul(1000),
+            connection,
+            metrics,
+            up: AtomicBool::new(false),
+        });
+        let probe = tokio::spawn(watch(Arc::clone(&shared)));
+        RedisStore { shared, probe }
+    }
+
+    /// Record a verified request's nonce: `Ok` when it was absent, [`ReplayError::Replayed`]
+    /// when present, [`ReplayError::Unavailable`] when the store did not answer within the
+    /// budget. The command is built here, so the future holds no part of the request.
+    pub fn admit(
+        &self,
+        verified: Verified<'_>,
+    ) -> Pin<Box<dyn Future<Output = Result<Admitted, ReplayError>> + Send + '_>> {
+        let shared = &*self.shared;
+        let nonce = verified.nonce().as_bytes();
+        let mut key = Vec::with_capacity(shared.key_prefix.len() + nonce.len());
+        key.extend_from_slice(&shared.key_prefix);
+        key.extend_from_slice(nonce);
+        let ttl_ms = ttl_ms(verified.timestamp(), shared.keep_ms, unix_now_ms());
+        let mut command = redis::cmd("SET");
+        command.arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms);
+        let slot = verified.slot();
+        Box::pin(async move {
+            let started = Instant::now();
+            let answer = shared.run(&command).await;
+            shared.metrics.operation(started.elapsed().as_secs_f64());
+            match answer {
+                Ok(Value::Okay) => Ok(Admitted { slot }),
+                Ok(Value::Nil) => Err(ReplayError::Replayed),
+                Ok(other) => {
+                    let kind = StoreFailure::Reply;
+                    shared.failed(kind, &format!("unexpected reply to SET NX: {other:?}"));
+                    Err(ReplayError::Unavailable(kind))
+                }
+                Err(kind) => Err(ReplayError::Unavailable(kind)),
+            }
+        })
+    }
+}
+
+impl Shared {
+    /// Send `command` under the budget. An answer marks the store up; a failure is counted,
+    /// marks it down and is logged when that changes its state.
+    async fn run(&self, command: &Cmd) -> Result<Value, StoreFailure> {
+        let mut connection = self.connection();
+        match tokio::time::timeout(self.budget, connection.req_packed_command(command)).await {
+            Ok(Ok(value)) => {
+                self.set_up(true, None);
+                Ok(value)
+            }
+            Ok(Err(err)) => {
+                let kind = failure_kind(&err);
+                self.failed(kind, &err.to_string());
+                Err(kind)
+            }
+            Err(_elapsed) => {
+                let kind = StoreFailure::Timeout;
+                let budget_ms = self.budget.as_millis();
+                self.failed(kind, &format!("no answer within {budget_ms} ms"));
+                Err(kind)
+            }
+        }
+    }
+
+    /// A handle on the current connection: a clone, so the lock is held only for that.
+    fn connection(&self) -> Connection {
+        // A poisoned lock means a panic while swapping in a whole new value: the old or the
+        // new connection is there, either one usable.
+        self.connection
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    /// Replace the connection with a new one (see the module documentation).
+    fn reconnect(&self) {
+        let fresh = Connection::open(&self.url, self.budget);
+        *self
+            .connection
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = fresh;
+    }
+
+    fn failed(&self, kind: StoreFailure, detail: &str) {
+        self.metrics.failed(kind);
+        self.set_up(false, Some((kind, detail)));
+    }
+
+    /// Set `sig_gate_replay_store_up` (on every call, so that the gauge follows the latest
+    /// answer whatever order racing threads write it in), and log when the state changes:
+    /// only a change writes the flag that decides the log line.
+    fn set_up(&self, up: bool, failure: Option<(StoreFailure, &str)>) {
+        self.metrics.set_up(up);
+        if self.up.load(Ordering::Relaxed) == up || self.up.swap(up, Ordering::Relaxed) == up {
+            return;
+        }
+        match failure {
+            None => tracing::info!(store = %self.url, "replay store answers"),
+            Some((kind, detail)) => tracing::error!(
+                store = %self.url,
+                kind = kind.as_str(),
+                error = %scrub(detail, &self.url),
+                "replay store unavailable: signed requests get 503 until it answers \
+                 (sig_gate_replay_store_errors_total counts each failed operation)"
+            ),
+        }
+    }
+}
+
+/// The probe task: a `PING` every [`PROBE_INTERVAL`] under the budget; the connection replaced
+/// after [`REPLACE_AFTER`] failures in a row, and every [`REPLACE_AFTER`] failures after that.
+async fn watch(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(PROBE_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ping = redis::cmd("PING");
+    let mut failures: u32 = 0;
+    loop {
+        interval.tick().await;
+        let mut connection = shared.connection();
+        let answer =
+            tokio::time::timeout(shared.budget, connection.req_packed_command(&ping)).await;
+        let failure = match answer {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some((failure_kind(&err), err.to_string())),
+            Err(_elapsed) => Some((StoreFailure::Timeout, "PING: no answer in time".into())),
+        };
+        match failure {
+            None => {
+                failures = 0;
+                shared.set_up(true, None);
+            }
+            Some((kind, detail)) => {
+                failures = failures.saturating_add(1);
+                shared.set_up(false, Some((kind, &detail)));
+                if failures.is_multiple_of(REPLACE_AFTER) {
+                    shared.reconnect();
+                }
+            }
+        }
+    }
+}
+
+/// Whether the store at `url` answers a `PING` within `budget`, connecting and authenticating
+/// included (`sig-gate check-config`): how long it took, or why not (never with the password).
+pub async fn probe(url: &RedisUrl, budget: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut connection = Connection::open(url, budget);
+    let ping = redis::cmd("PING");
+    match tokio::time::timeout(budget, connection.req_packed_command(&ping)).await {
+        Ok(Ok(_)) => Ok(started.elapsed()),
+        Ok(Err(err)) => Err(scrub(&err.to_string(), url)),
+        Err(_elapsed) => Err(format!("no answer within {} ms", budget.as_millis())),
+    }
+}
+
+/// A multiplexed connection to one server, or a cluster connection (one per node): cheap to
+/// clone, every clone sharing the same connections.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    /// A connection that connects on first use, each attempt bounded by `budget`.
+    fn open(url: &RedisUrl, budget: Duration) -> Connection {
+        let tcp = TcpSettings::default()
+            .set_nodelay(true)
+            .set_keepalive(
+                socket2::TcpKeepalive::new()
+                    .with_time(Duration::from_secs(10))
+                    .with_interval(Duration::from_secs(2))
+                    .with_retries(3),
+            )
+            .set_user_timeout(Duration::from_secs(10));
+        let mut settings = RedisConnectionInfo::default()
+            .set_db(i64::from(url.db))
+            .set_skip_set_lib_name();
+        if let Some(password) = &url.password {
+            settings = settings.set_password(password.expose());
+        }
+        if let Some(username) = &url.username {
+            settings = settings.set_username(username);
+        }
+        let infos = url.nodes.iter().map(|node| {
+            ConnectionAddr::Tcp(node.host.clone(), node.port)
+                .into_connection_info()
+                .expect("a TCP address is always connection info")
+                .set_tcp_settings(tcp.clone())
+                .set_redis_settings(settings.clone())
+        });
+        if url.cluster {
+            let mut builder = ClusterClientBuilder::new(infos.collect::<Vec<ConnectionInfo>>())
+                .connection_timeout(budget)
+                .response_timeout(budget)
+                .tcp_settings(tcp);
+            if let Some(password) = &url.password {
+                builder = builder.password(password.expose());
+            }
+            if let Some(username) = &url.username {
+                builder = builder.username(username);
+            }
+            // The URL was checked when the configuration was read: at least one node, every
+            // node with the same credentials and database 0.
+            let client = builder
+                .build()
+                .expect("a checked cluster URL builds a client");
+            let config = ClusterConfig::new()
+                .set_connection_timeout(budget)
+                .set_response_timeout(budget);
+            Connection::Cluster(client.get_pending_async_connection_with_config(config))
+        } else {
+            let info = infos.into_iter().next().expect("redis:// names one node");
+            let client = redis::Client::open(info).expect("connection info opens a client");
+            // The library's own response timeout (500 ms by default) follows the budget, so a
+            // budget above it is honoured; the budget bounds each operation in any case.
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(budget))
+                .set_response_timeout(Some(budget))
+                .set_number_of_retries(0);
+            let manager = ConnectionManager::new_lazy_with_config(client, config)
+                .expect("a manager without push settings builds");
+            Connection::Single(manager)
+        }
+    }
+
+    fn req_packed_command<'a>(&'a mut self, command: &'a Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(manager) => manager.req_packed_command(command),
+            Connection::Cluster(cluster) => cluster.req_packed_command(command),
+        }
+    }
+}
+
+/// The `kind` a client error counts under.
+fn failure_kind(err: &RedisError) -> StoreFailure {
+    if err.is_timeout() {
+        return StoreFailure::Timeout;
+    }
+    match err.kind() {
+        ErrorKind::Server(_) | ErrorKind::UnexpectedReturnType | ErrorKind::Parse => {
+            StoreFailure::Reply
+        }
+        _ => StoreFailure::Connection,
+    }
+}
+
+/// `detail` with the URL's password, should an error text ever carry it, replaced by `***`.
+fn scrub(detail: &str, url: &RedisUrl) -> String {
+    match &url.password {
+        Some(password) => detail.replace(password.expose(), "***"),
+        None => detail.to_owned(),
+    }
+}
+
+/// Milliseconds from `now_ms` until `keep_ms` past `timestamp` (seconds); at least 1, as `PX`
+/// takes no 0. A verified request's timestamp is within the window of the clock, so this is
+/// more than a second in practice.
+fn ttl_ms(timestamp: u64, keep_ms: u64, now_ms: u64) -> u64 {
+    timestamp
+        .saturating_mul(1000)
+        .saturating_add(keep_ms)
+        .saturating_sub(now_ms)
+        .max(1)
+}
+
+/// Unix time in milliseconds (0 before 1970, which only makes keys live longer).
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nonce_is_kept_one_second_past_its_window() {
+        let window = 300;
+        let keep_ms = (window + 1) * 1000;
+        let timestamp = 1_700_000_000;
+        // Signed now: kept for the window and one second.
+        assert_eq!(ttl_ms(timestamp, keep_ms, timestamp * 1000), 301_000);
+        // Signed 10 s ago, checked 250 ms into the second: 10.25 s less.
+        assert_eq!(
+            ttl_ms(timestamp, keep_ms, (timestamp + 10) * 1000 + 250),
+            290_750
+        );
+        // Signed ahead of this clock (the other side of the window): kept longer.
+        assert_eq!(ttl_ms(timestamp + 300, keep_ms, timestamp * 1000), 601_000);
+        // Never 0 or less, which SET PX refuses.
+        assert_eq!(ttl_ms(timestamp, keep_ms, (timestamp + 400) * 1000), 1);
+    }
+
+    #[test]
+    fn error_texts_lose_the_password() {
+        let url = match super::super::StoreLocation::parse("redis://:pa55-word-9@h:1") {
+            Ok(super::super::StoreLocation::Redis(url)) => url,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(scrub("auth pa55-word-9 failed", &url), "auth *** failed");
+    }
+}
