@@ -38,6 +38,7 @@ pub mod keyring;
 pub mod logging;
 pub mod protocol;
 pub mod random;
+pub mod registry;
 pub mod replay;
 pub mod server;
 pub mod sign;
@@ -46,6 +47,7 @@ pub mod verify;
 pub(crate) mod budget;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
+pub(crate) mod reload;
 pub(crate) mod upstream;
 
 /// The upstream response parser without a socket (`upstream/testing.rs`), for the differential

@@ -65,7 +65,7 @@ fn verified(pending: Pending<'_>) -> Verified<'_> {
 /// Verify a fresh request with `nonce` at `timestamp` and offer it to the cache at `now`.
 fn admit(cache: &NonceCache, nonce: &str, timestamp: u64, now: u64) -> Result<Slot, ReplayError> {
     checked(nonce, timestamp, now, |pending| {
-        cache.admit(verified(pending), now).map(|a| a.slot())
+        cache.admit(verified(pending), now).map(|a| a.slot().expect("an environment key"))
     })
 }
 
@@ -122,7 +122,7 @@ fn admit_prefetched(
         let own = cache.prefetch(pending.nonce());
         cache
             .admit_prefetched(verified(pending), prefetched.unwrap_or(&own), now)
-            .map(|a| a.slot())
+            .map(|a| a.slot().expect("an environment key"))
     })
 }
 
@@ -166,7 +166,7 @@ fn the_store_answers_as_its_memory_table() {
             let prefetched = store.prefetch(pending.nonce());
             store
                 .admit_prefetched(verified(pending), &prefetched, now)
-                .map(|a| a.slot())
+                .map(|a| a.slot().expect("an environment key"))
         })
     };
     assert!(store.is_empty());
