@@ -768,7 +768,10 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env(vars::SECRET, SECRET_A);
             let config = Config::load().expect("valid");
-            assert_eq!(config.keyring.current().expect("current secret").id(), "current");
+            assert_eq!(
+                config.keyring.current().expect("current secret").id(),
+                "current"
+            );
             assert!(config.keyring.previous().is_none());
             assert!(!config.keyring.strict_key_id());
             assert!(config.require_signature);
@@ -988,6 +991,135 @@ mod tests {
         }
     }
 
+    /// A registry beside a secret file, in the jail's directory.
+    fn registry(jail: &mut Jail, entries: &str) -> figment::error::Result<()> {
+        jail.create_dir("secrets")?;
+        jail.create_file("secrets/lg", &format!("{SECRET_B}\n"))?;
+        jail.create_file("keys.toml", entries)?;
+        Ok(())
+    }
+
+    const LG: &str = "[[key]]\nid = \"lg-1\"\ncaller = \"langgraph\"\nalg = \"hmac-sha256\"\n\
+                      secret_file = \"secrets/lg\"\n";
+
+    #[test]
+    fn a_registry_makes_the_environment_secret_optional() {
+        Jail::expect_with(|jail| {
+            registry(jail, LG)?;
+            jail.set_env(vars::KEYS_FILE, "keys.toml");
+            jail.set_env(vars::AUDIENCE, "tool-gate");
+            let config = Config::load().expect("valid");
+            let keyring = &config.keyring;
+            assert_eq!(keyring.mode(), "none");
+            assert!(keyring.current().is_none());
+            assert_eq!(keyring.audience(), Some("tool-gate"));
+            let key = &keyring.registry_keys()[0];
+            assert_eq!((key.id(), key.caller()), ("lg-1", "langgraph"));
+            assert_eq!(key.fingerprint(), Secret::new(SECRET_B).fingerprint());
+            let watched: Vec<_> = config.key_files.paths().collect();
+            assert_eq!(watched, [Path::new("keys.toml"), Path::new("secrets/lg")]);
+            // With the environment secret too, both are in force, environment first.
+            jail.set_env(vars::SECRET, SECRET_A);
+            let config = Config::load().expect("valid");
+            let ids: Vec<_> = config.keyring.keys().iter().map(|k| k.id()).collect();
+            assert_eq!(ids, ["current", "lg-1"]);
+            assert_eq!(config.keyring.mode(), "single");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn registry_refusals_name_the_variable_the_file_and_the_key() {
+        let observe_only = LG.replace("secret_file", "observe = true\nsecret_file");
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: &[Case<'_>] = &[
+            (LG, &[], &[vars::AUDIENCE, "required with GATE_KEYS_FILE"]),
+            (LG, &[(vars::AUDIENCE, "two words")], &[vars::AUDIENCE]),
+            (
+                LG,
+                &[
+                    (vars::AUDIENCE, "tool-gate"),
+                    (vars::KEY_ID, "lg-1"),
+                    (vars::SECRET, SECRET_A),
+                ],
+                &[
+                    "GATE_KEYS_FILE: keys.toml: key \"lg-1\": duplicate id",
+                    vars::KEY_ID,
+                ],
+            ),
+            (
+                LG,
+                &[(vars::AUDIENCE, "tool-gate"), (vars::SECRET_PREV, SECRET_A)],
+                &[vars::SECRET_PREV, "needs INTERSERVICE_HMAC_SECRET"],
+            ),
+            (
+                &observe_only,
+                &[(vars::AUDIENCE, "tool-gate")],
+                &["GATE_KEYS_FILE: keys.toml: no key grants access"],
+            ),
+            (
+                "[[key]]\nid = \"x\"\n",
+                &[(vars::AUDIENCE, "tool-gate")],
+                &["GATE_KEYS_FILE: keys.toml: key \"x\": missing field"],
+            ),
+        ];
+        for (entries, extra, mentions) in cases {
+            Jail::expect_with(|jail| {
+                registry(jail, entries)?;
+                let mut vars_set = vec![(vars::KEYS_FILE, "keys.toml")];
+                vars_set.extend_from_slice(extra);
+                let message = refusal(jail, &vars_set);
+                for mention in *mentions {
+                    assert!(message.contains(mention), "{extra:?}: {message}");
+                }
+                assert!(!message.contains(SECRET_A) && !message.contains(SECRET_B));
+                Ok(())
+            });
+        }
+        // An observe-only registry is enough beside an environment secret.
+        Jail::expect_with(|jail| {
+            registry(jail, &observe_only)?;
+            jail.set_env(vars::KEYS_FILE, "keys.toml");
+            jail.set_env(vars::AUDIENCE, "tool-gate");
+            jail.set_env(vars::SECRET, SECRET_A);
+            assert!(Config::load().expect("valid").keyring.registry_keys()[0].observe());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_signer_signs_version_2_from_its_own_variables() {
+        Jail::expect_with(|jail| {
+            registry(jail, LG)?;
+            jail.set_env(vars::SIGNING_KEY_ID, "lg-1");
+            let message = signer().expect_err("no file").to_string();
+            assert!(message.starts_with(vars::SIGNING_KEY_FILE), "{message}");
+            jail.set_env(vars::SIGNING_KEY_FILE, "secrets/lg");
+            let message = signer().expect_err("no audience").to_string();
+            assert!(message.starts_with(vars::AUDIENCE), "{message}");
+            jail.set_env(vars::AUDIENCE, "tool-gate");
+            jail.set_env(vars::SIGNING_ALG, "rsa");
+            let message = signer().expect_err("bad alg").to_string();
+            assert!(message.starts_with(vars::SIGNING_ALG), "{message}");
+            jail.set_env(vars::SIGNING_ALG, "ed25519");
+            let message = signer().expect_err("not a PEM key").to_string();
+            assert!(message.starts_with(vars::SIGNING_KEY_FILE), "{message}");
+            assert!(!message.contains(SECRET_B), "{message}");
+            jail.set_env(vars::SIGNING_ALG, "hmac-sha256");
+            let request = crate::sign::Request {
+                method: "GET",
+                target: "/t",
+                body: b"",
+                timestamp: 1,
+                nonce: "nonce-0123456789",
+            };
+            let headers = signer().expect("valid").sign(&request);
+            assert_eq!(headers[0], ("X-Gate-Version", "2".to_owned()));
+            assert_eq!(headers[1], ("X-Gate-Key-Id", "lg-1".to_owned()));
+            Ok(())
+        });
+    }
+
     #[test]
     fn booleans_take_every_spelling_in_any_case() {
         for (text, expected) in [
@@ -1031,7 +1163,14 @@ mod tests {
                 jail.set_env(vars::SECRET_PREV_FILE, "prev");
                 let config = Config::load().expect("valid");
                 let expected = Secret::new(SECRET_A).fingerprint();
-                assert_eq!(config.keyring.current().expect("current secret").fingerprint(), expected);
+                assert_eq!(
+                    config
+                        .keyring
+                        .current()
+                        .expect("current secret")
+                        .fingerprint(),
+                    expected
+                );
                 let prev = config.keyring.previous().expect("dual mode");
                 assert_eq!(prev.fingerprint(), Secret::new(SECRET_B).fingerprint());
                 Ok(())
@@ -1047,7 +1186,11 @@ mod tests {
             jail.set_env(vars::SECRET, digits);
             let config = Config::load().expect("valid");
             assert_eq!(
-                config.keyring.current().expect("current secret").fingerprint(),
+                config
+                    .keyring
+                    .current()
+                    .expect("current secret")
+                    .fingerprint(),
                 Secret::new(digits).fingerprint()
             );
             Ok(())

@@ -655,7 +655,10 @@ mod tests {
         assert!(!format!("{key:?}").contains("secret-value"));
         let key = Key::hmac("lg-1".into(), "langgraph".into(), &secret, false);
         let shown = format!("{key:?}");
-        assert!(!shown.contains("secret-value") && shown.contains(&fp), "{shown}");
+        assert!(
+            !shown.contains("secret-value") && shown.contains(&fp),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -455,6 +455,37 @@ mod tests {
     }
 
     #[test]
+    fn version_2_signed_string_has_ten_lines_and_comes_whole_for_ed25519() {
+        let digest = body_digest(b"{}");
+        let s = SignedString {
+            timestamp: "1764000000",
+            nonce: "nonce-0123456789",
+            method: "POST",
+            path: "/tools/call",
+            query: "x=1",
+            body_digest: &digest,
+        };
+        let line = V2Line {
+            algorithm: "ed25519",
+            key_id: "lg-2026-12",
+            audience: "tool-gate",
+        };
+        let expected = "GATE-SIG-V2\ned25519\nlg-2026-12\ntool-gate\n1764000000\nnonce-0123456789\n\
+                        POST\n/tools/call\nx=1\n\
+                        44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+        assert_eq!(s.render_v2(line), expected);
+        assert_eq!(s.with_v2(line, |whole| whole.to_vec()), expected.as_bytes());
+        // Past the stack buffer, the whole string still comes as one slice.
+        let path = format!("/{}", "p".repeat(2000));
+        let long = SignedString { path: &path, ..s };
+        assert_eq!(
+            long.with_v2(line, |whole| whole.to_vec()),
+            long.render_v2(line).as_bytes()
+        );
+        assert!(long.render_v2(line).contains(&path));
+    }
+
+    #[test]
     fn long_lines_are_written_whole() {
         let digest = body_digest(b"");
         let path = format!("/{}", "p".repeat(1000));

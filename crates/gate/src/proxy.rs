@@ -359,10 +359,10 @@ impl Gate {
         let keyring = generation.keyring();
         let checked = verify::check_headers(&parts.headers, keyring, config.clock_skew_secs, now)
             .map(|pending| {
-                    // The replay table's slot loads while the body is read and hashed.
-                    let prefetched = self.replay.prefetch(pending.nonce());
-                    (pending, prefetched)
-                });
+                // The replay table's slot loads while the body is read and hashed.
+                let prefetched = self.replay.prefetch(pending.nonce());
+                (pending, prefetched)
+            });
         if let Err(reason) = checked {
             self.signature_failure(reason, parts, peer, request_id)?;
         }

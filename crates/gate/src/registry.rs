@@ -90,6 +90,9 @@ struct RawEntry {
     observe: bool,
 }
 
+/// Reads one file whole for [`load`]; the error in words.
+pub type ReadFile<'a> = dyn FnMut(&Path) -> Result<Zeroizing<Vec<u8>>, String> + 'a;
+
 /// Read the registry at `path` and build its keys, in file order. `reserved` are the key ids
 /// already taken (the environment secrets', with the variable that sets each); `read` reads
 /// a file whole (the reload watcher records what it read).
@@ -97,11 +100,12 @@ pub fn load(
     path: &Path,
     allow_weak: bool,
     reserved: &[(&str, &'static str)],
-    read: &mut dyn FnMut(&Path) -> Result<Zeroizing<Vec<u8>>, String>,
+    read: &mut ReadFile<'_>,
 ) -> Result<Vec<Key>, RegistryError> {
-    let bytes = read(path).map_err(|err| RegistryError::whole(path, format!("cannot read: {err}")))?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| RegistryError::whole(path, "not UTF-8 text"))?;
+    let bytes =
+        read(path).map_err(|err| RegistryError::whole(path, format!("cannot read: {err}")))?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| RegistryError::whole(path, "not UTF-8 text"))?;
     let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
         // Reported by line and column, not quoted: the same rule as the configuration file.
         let at = err.span().map_or(String::new(), |span| {
@@ -176,8 +180,9 @@ pub fn load(
                 let secret = secret_text(bytes).ok_or_else(|| {
                     fail(format!("secret_file {}: not UTF-8 text", file.display()))
                 })?;
-                check_length(&secret, allow_weak)
-                    .map_err(|problem| fail(format!("secret_file {}: {problem}", file.display())))?;
+                check_length(&secret, allow_weak).map_err(|problem| {
+                    fail(format!("secret_file {}: {problem}", file.display()))
+                })?;
                 Key::hmac(raw.id, raw.caller, &secret, raw.observe)
             }
             (Algorithm::Ed25519, None, Some(public_key)) => {
@@ -190,7 +195,9 @@ pub fn load(
                 return Err(fail("alg hmac-sha256 needs secret_file".into()));
             }
             (Algorithm::HmacSha256, Some(_), Some(_)) => {
-                return Err(fail("alg hmac-sha256 takes secret_file, not public_key".into()));
+                return Err(fail(
+                    "alg hmac-sha256 takes secret_file, not public_key".into(),
+                ));
             }
             (Algorithm::Ed25519, _, None) => {
                 return Err(fail("alg ed25519 needs public_key".into()));

@@ -134,7 +134,10 @@ pub async fn watch(
         else {
             // The blocking task panicked: keep the keys, try again on the next change.
             metrics.reload(false);
-            tracing::error!(trigger = trigger.as_str(), "key reload failed: the loader panicked");
+            tracing::error!(
+                trigger = trigger.as_str(),
+                "key reload failed: the loader panicked"
+            );
             continue;
         };
         watched = Arc::new(now_watched);

@@ -37,6 +37,8 @@ pub struct Signer {
     scheme: Scheme,
 }
 
+// A client builds one signer and keeps it; the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Scheme {
     V1 {
@@ -65,8 +67,9 @@ pub struct SigningKey {
 
 #[derive(Clone)]
 enum Material {
-    /// The verifying key serves: HMAC signs and verifies with the same secret.
-    Hmac(Key),
+    /// The verifying key serves: HMAC signs and verifies with the same secret. Boxed, so a
+    /// signing key is small whatever its algorithm.
+    Hmac(Box<Key>),
     /// `ring`'s key pair is not `Clone`; it is shared.
     Ed25519(Arc<Ed25519KeyPair>),
 }
@@ -75,7 +78,9 @@ enum Material {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyFileError {
     /// Not PEM with one `PRIVATE KEY` block of base64.
-    #[error("not a PEM \"PRIVATE KEY\" block (PKCS#8, as `openssl genpkey -algorithm ed25519` writes it)")]
+    #[error(
+        "not a PEM \"PRIVATE KEY\" block (PKCS#8, as `openssl genpkey -algorithm ed25519` writes it)"
+    )]
     NotPem,
     /// PEM, but not a PKCS#8 Ed25519 private key.
     #[error("not an Ed25519 private key in PKCS#8")]
@@ -87,7 +92,12 @@ impl SigningKey {
     pub fn hmac(id: &str, secret: &Secret) -> SigningKey {
         SigningKey {
             id: id.to_owned(),
-            material: Material::Hmac(Key::hmac(id.to_owned(), String::new(), secret, false)),
+            material: Material::Hmac(Box::new(Key::hmac(
+                id.to_owned(),
+                String::new(),
+                secret,
+                false,
+            ))),
         }
     }
 
@@ -142,7 +152,9 @@ impl SigningKey {
                     key_id: &self.id,
                     audience,
                 };
-                signed.with_v2(line, |message| protocol::hex_string(pair.sign(message).as_ref()))
+                signed.with_v2(line, |message| {
+                    protocol::hex_string(pair.sign(message).as_ref())
+                })
             }
         }
     }

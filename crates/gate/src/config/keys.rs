@@ -131,11 +131,7 @@ impl KeySource {
     }
 
     fn build(&self, watched: &mut Watched) -> Result<Keyring, ConfigError> {
-        let current = self.env_secret(
-            &self.current,
-            (vars::SECRET, vars::SECRET_FILE),
-            watched,
-        )?;
+        let current = self.env_secret(&self.current, (vars::SECRET, vars::SECRET_FILE), watched)?;
         let previous = self.env_secret(
             &self.previous,
             (vars::SECRET_PREV, vars::SECRET_PREV_FILE),
@@ -155,7 +151,10 @@ impl KeySource {
             let Some(current) = &current else {
                 return Err(invalid(
                     vars::SECRET_PREV,
-                    format!("needs {}: a previous secret overlaps a current one", vars::SECRET),
+                    format!(
+                        "needs {}: a previous secret overlaps a current one",
+                        vars::SECRET
+                    ),
                 ));
             };
             if previous == current {
@@ -224,7 +223,10 @@ impl KeySource {
             EnvSecret::Direct(secret) => secret.clone(),
             EnvSecret::File(path) => {
                 let bytes = watched.read(path).map_err(|problem| {
-                    invalid(file_var, format!("cannot read {}: {problem}", path.display()))
+                    invalid(
+                        file_var,
+                        format!("cannot read {}: {problem}", path.display()),
+                    )
                 })?;
                 secret_text(bytes).ok_or_else(|| {
                     invalid(file_var, format!("{} is not UTF-8 text", path.display()))
@@ -310,7 +312,10 @@ impl Watched {
     /// Read `path` for a load, and remember what it held.
     fn read(&mut self, path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
         let read = read_key_file(path);
-        let hash = read.as_ref().ok().map(|bytes| self.hasher.hash_one(bytes.as_slice()));
+        let hash = read
+            .as_ref()
+            .ok()
+            .map(|bytes| self.hasher.hash_one(bytes.as_slice()));
         self.files.push((path.to_owned(), hash));
         read
     }
@@ -357,7 +362,10 @@ pub(super) fn signer(raw: &Raw) -> Result<Signer, ConfigError> {
     let file = file.ok_or_else(|| {
         invalid(
             vars::SIGNING_KEY_FILE,
-            format!("required with {}: the file holding the key", vars::SIGNING_KEY_ID),
+            format!(
+                "required with {}: the file holding the key",
+                vars::SIGNING_KEY_ID
+            ),
         )
     })?;
     let audience = match text(&raw.gate_audience) {
@@ -402,7 +410,10 @@ pub(super) fn signer(raw: &Raw) -> Result<Signer, ConfigError> {
         if observe_id == id {
             return Err(invalid(
                 vars::OBSERVE_KEY_ID,
-                format!("equals {}: the second signature needs its own key", vars::SIGNING_KEY_ID),
+                format!(
+                    "equals {}: the second signature needs its own key",
+                    vars::SIGNING_KEY_ID
+                ),
             ));
         }
         let observed = signing_key(
@@ -445,17 +456,15 @@ fn signing_key(
         .map_err(|problem| invalid(var, format!("cannot read {}: {problem}", path.display())))?;
     match alg {
         Algorithm::HmacSha256 => {
-            let secret = secret_text(bytes).ok_or_else(|| {
-                invalid(var, format!("{} is not UTF-8 text", path.display()))
-            })?;
+            let secret = secret_text(bytes)
+                .ok_or_else(|| invalid(var, format!("{} is not UTF-8 text", path.display())))?;
             check_length(&secret, allow_weak)
                 .map_err(|problem| invalid(var, format!("{}: {problem}", path.display())))?;
             Ok(SigningKey::hmac(id, &secret))
         }
         Algorithm::Ed25519 => {
-            let pem = std::str::from_utf8(&bytes).map_err(|_| {
-                invalid(var, format!("{}: not a PEM text file", path.display()))
-            })?;
+            let pem = std::str::from_utf8(&bytes)
+                .map_err(|_| invalid(var, format!("{}: not a PEM text file", path.display())))?;
             SigningKey::ed25519_pem(id, pem)
                 .map_err(|err| invalid(var, format!("{}: {err}", path.display())))
         }
@@ -480,9 +489,10 @@ fn signer_v1(raw: &Raw) -> Result<Signer, ConfigError> {
         ));
     }
     let keyring = source.load()?;
-    let current = keyring.current().cloned().ok_or_else(|| {
-        invalid(vars::SECRET, "required")
-    })?;
+    let current = keyring
+        .current()
+        .cloned()
+        .ok_or_else(|| invalid(vars::SECRET, "required"))?;
     let dual = boolean(&raw.tool_gate_dual_sign, vars::DUAL_SIGN, false)?;
     let dual_with = match (dual, keyring.previous()) {
         (true, Some(previous)) => Some(previous.clone()),

@@ -65,7 +65,9 @@ fn verified(pending: Pending<'_>) -> Verified<'_> {
 /// Verify a fresh request with `nonce` at `timestamp` and offer it to the cache at `now`.
 fn admit(cache: &NonceCache, nonce: &str, timestamp: u64, now: u64) -> Result<Slot, ReplayError> {
     checked(nonce, timestamp, now, |pending| {
-        cache.admit(verified(pending), now).map(|a| a.slot().expect("an environment key"))
+        cache
+            .admit(verified(pending), now)
+            .map(|a| a.slot().expect("an environment key"))
     })
 }
 
