@@ -37,12 +37,14 @@ struct Installed {
     info: HashSet<[String; 5]>,
 }
 
-/// One key's counters, resolved when the key was installed.
+/// One key's counters, resolved when the key was installed. Every key has both observed
+/// series, at 0 for a key that is not `observe` (so the family is exported whatever the keys,
+/// as `deploy/metrics.txt` lists it); only an observe key's signatures are ever counted there.
 #[derive(Debug, Clone)]
 pub struct KeyCounters {
     admitted: IntCounter,
-    /// `valid`, then `invalid`; observe keys only.
-    observed: Option<[IntCounter; 2]>,
+    /// `valid`, then `invalid`.
+    observed: [IntCounter; 2],
 }
 
 impl KeyCounters {
@@ -53,9 +55,8 @@ impl KeyCounters {
 
     /// Count one signature of this (observe) key, valid or not.
     pub fn observed(&self, valid: bool) {
-        if let Some([valid_count, invalid_count]) = &self.observed {
-            if valid { valid_count } else { invalid_count }.inc();
-        }
+        let [valid_count, invalid_count] = &self.observed;
+        if valid { valid_count } else { invalid_count }.inc();
     }
 }
 
@@ -131,12 +132,10 @@ impl Metrics {
                 let labels = [key.caller(), key.id(), key.algorithm().as_str()];
                 now.verified.insert(labels.map(str::to_owned));
                 let admitted = series.verified.with_label_values(&labels);
-                let observed = key.observe().then(|| {
-                    ["valid", "invalid"].map(|result| {
-                        let labels = [key.caller(), key.id(), result];
-                        now.observed.insert(labels.map(str::to_owned));
-                        series.observed.with_label_values(&labels)
-                    })
+                let observed = ["valid", "invalid"].map(|result| {
+                    let labels = [key.caller(), key.id(), result];
+                    now.observed.insert(labels.map(str::to_owned));
+                    series.observed.with_label_values(&labels)
                 });
                 let info = info_labels(key);
                 series
