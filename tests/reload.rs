@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use gate::keyring::Secret;
@@ -16,10 +15,11 @@ use runbook::client::{Call, Http};
 use runbook::load::Load;
 use runbook::process::{GateEnv, GateProcess, Launcher, Workdir};
 use runbook::upstream::RecordingUpstream;
+use tokio::sync::Mutex;
 
 /// Each test drives load against a real process; one at a time keeps them meaningful on a
 /// small machine.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 const AUDIENCE: &str = "tool-gate";
 /// Requests a second of the continuous load.
@@ -159,7 +159,7 @@ async fn no_failures(load: Load) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callers_key_is_rotated_by_rewriting_its_files_under_load() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let workdir = Workdir::create("reload-test").expect("workdir");
     let dir = workdir.path();
     std::fs::create_dir(dir.join("secrets")).expect("mkdir");
@@ -297,7 +297,7 @@ impl Projected {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubernetes_secret_update_swapping_the_data_symlink_rotates_keys_under_load() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let workdir = Workdir::create("reload-test").expect("workdir");
     let dir = workdir.path();
     let registry_one = entry("lg-1", "lg-1");
@@ -382,7 +382,7 @@ async fn a_kubernetes_secret_update_swapping_the_data_symlink_rotates_keys_under
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_file_keeps_the_keys_in_force_and_sighup_reloads_at_once() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let workdir = Workdir::create("reload-test").expect("workdir");
     let dir = workdir.path();
     write(&dir.join("lg-1"), &secret(1));
@@ -430,8 +430,7 @@ async fn a_broken_file_keeps_the_keys_in_force_and_sighup_reloads_at_once() {
     let logged = gate.log_tail().join("\n");
     let line = logged
         .lines()
-        .filter(|l| l.contains("key reload failed"))
-        .last()
+        .rfind(|l| l.contains("key reload failed"))
         .expect("logged");
     assert!(
         line.contains("key \\\"lg-1\\\"") && line.contains("shorter than 32"),
