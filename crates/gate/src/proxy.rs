@@ -513,7 +513,9 @@ impl Gate {
 
     /// Send the request upstream: method, path, query, headers and body unchanged except the
     /// hop-by-hop headers, the headers [`client_header`] drops, `X-Forwarded-For`,
-    /// `X-Gate-Verified-Key-Id` and `request_id`, an `X-Request-Id` the gate generated. The
+    /// `X-Gate-Verified-Key-Id` and `X-Gate-Verified-Caller` of the key that admitted a verified
+    /// request (from the generation that verified it), and `request_id`, an `X-Request-Id` the
+    /// gate generated. The
     /// target goes in origin form (an absolute-form target's path and query, `/` for an empty
     /// path: what was verified), and `Host` is the target's authority when it has one (HTTP/2's
     /// `:authority`, an absolute-form URI's), else the client's. Returns the outcome to count
