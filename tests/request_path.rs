@@ -213,8 +213,9 @@ fn assert_no_spoof(headers: &http::HeaderMap, verified_as: Option<&str>) {
             "x-real-ip",
         ] {
             if reads_as(name, owned) {
+                // Only the gate's own statements, in its own spelling, on a verified request.
                 assert!(
-                    owned == "x-gate-verified-key-id" && name == owned && verified_as.is_some(),
+                    owned.starts_with("x-gate-verified-") && name == owned && verified_as.is_some(),
                     "{name} reached the upstream"
                 );
             }
@@ -228,6 +229,13 @@ fn assert_no_spoof(headers: &http::HeaderMap, verified_as: Option<&str>) {
             .get("x-gate-verified-key-id")
             .map(|v| v.to_str().expect("ASCII")),
         verified_as
+    );
+    // The environment's secret's caller, whatever the client claimed.
+    assert_eq!(
+        headers
+            .get("x-gate-verified-caller")
+            .map(|v| v.to_str().expect("ASCII")),
+        verified_as.map(|_| "shared")
     );
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
 }

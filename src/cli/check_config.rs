@@ -40,12 +40,16 @@ pub fn run(_args: CheckConfigArgs) -> Result<ExitCode, CliError> {
 /// The configuration as an aligned `VARIABLE  value` table.
 pub fn render(config: &Config) -> String {
     let keyring = &config.keyring;
-    let current = keyring.current();
     let secret = |key: &gate::keyring::Key| {
         format!("fingerprint {} (key id {:?})", key.fingerprint(), key.id())
     };
     let rows: Vec<(&str, String)> = vec![
-        (vars::SECRET, secret(current)),
+        (
+            vars::SECRET,
+            keyring
+                .current()
+                .map_or_else(|| "unset (keys from the registry only)".into(), secret),
+        ),
         (
             vars::SECRET_PREV,
             keyring
@@ -53,6 +57,26 @@ pub fn render(config: &Config) -> String {
                 .map_or_else(|| "unset (single-secret mode)".into(), secret),
         ),
         (vars::STRICT_KEY_ID, keyring.strict_key_id().to_string()),
+        (
+            vars::KEYS_FILE,
+            config.key_source.keys_file().map_or_else(
+                || "unset (no key registry)".into(),
+                |path| {
+                    format!(
+                        "{} ({} keys, listed below)",
+                        path.display(),
+                        keyring.registry_keys().len()
+                    )
+                },
+            ),
+        ),
+        (
+            vars::AUDIENCE,
+            keyring.audience().map_or_else(
+                || "unset (version 2 signatures are refused)".into(),
+                str::to_owned,
+            ),
+        ),
         (
             vars::REQUIRE_SIGNATURE,
             if config.require_signature {
@@ -127,6 +151,33 @@ pub fn render(config: &Config) -> String {
     let mut out = format!("configuration OK: {} mode\n", keyring.mode());
     for (name, value) in rows {
         out.push_str(&format!("  {name:<width$}  {value}\n"));
+    }
+    if !keyring.registry_keys().is_empty() {
+        out.push_str("registry keys (version 2 only; secrets and public keys as fingerprints):\n");
+        let table: Vec<[String; 5]> = std::iter::once(
+            ["caller", "key id", "alg", "observe", "fingerprint"].map(str::to_owned),
+        )
+        .chain(keyring.registry_keys().iter().map(|key| {
+            [
+                key.caller().to_owned(),
+                key.id().to_owned(),
+                key.algorithm().to_string(),
+                key.observe().to_string(),
+                key.fingerprint().to_string(),
+            ]
+        }))
+        .collect();
+        let widths: Vec<usize> = (0..5)
+            .map(|column| table.iter().map(|row| row[column].len()).max().unwrap_or(0))
+            .collect();
+        for row in &table {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, width)| format!("{cell:<width$}"))
+                .collect();
+            out.push_str(&format!("  {}\n", cells.join("  ").trim_end()));
+        }
     }
     out
 }

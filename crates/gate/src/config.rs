@@ -24,10 +24,15 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use zeroize::Zeroizing;
 
-use crate::keyring::{Key, Keyring, Secret, Slot};
+use crate::keyring::Keyring;
 use crate::protocol;
 use crate::replay::StoreLocation;
 use crate::sign::Signer;
+
+mod keys;
+
+pub use keys::{KeySource, MAX_KEY_FILE_BYTES, Watched};
+pub(crate) use keys::{check_length, secret_text};
 
 /// Names of the variables, as README.md's configuration table documents them. One constant each so that messages and lookups cannot disagree.
 pub mod vars {
@@ -95,9 +100,23 @@ pub mod vars {
     pub const REPLAY_STORE_PREFIX: &str = "GATE_REPLAY_STORE_PREFIX";
     /// Path of the TOML configuration file.
     pub const CONFIG_FILE: &str = "GATE_CONFIG";
+    /// Path of the key registry.
+    pub const KEYS_FILE: &str = "GATE_KEYS_FILE";
+    /// This gate's audience name, which version 2 signatures are bound to.
+    pub const AUDIENCE: &str = "GATE_AUDIENCE";
+    /// Signer side: key id of the version 2 signing key.
+    pub const SIGNING_KEY_ID: &str = "GATE_SIGNING_KEY_ID";
+    /// Signer side: file holding the version 2 signing key.
+    pub const SIGNING_KEY_FILE: &str = "GATE_SIGNING_KEY_FILE";
+    /// Signer side: algorithm of the version 2 signing key.
+    pub const SIGNING_ALG: &str = "GATE_SIGNING_ALG";
+    /// Signer side: key id of a second (observed) Ed25519 signing key.
+    pub const OBSERVE_KEY_ID: &str = "GATE_OBSERVE_KEY_ID";
+    /// Signer side: PKCS#8 PEM file of that key.
+    pub const OBSERVE_KEY_FILE: &str = "GATE_OBSERVE_KEY_FILE";
 
     /// Every variable read through figment, in the order `check-config` documents them.
-    pub const ALL: [&str; 31] = [
+    pub const ALL: [&str; 38] = [
         SECRET,
         SECRET_FILE,
         SECRET_PREV,
@@ -129,6 +148,13 @@ pub mod vars {
         REPLAY_STORE,
         REPLAY_STORE_TIMEOUT_MS,
         REPLAY_STORE_PREFIX,
+        KEYS_FILE,
+        AUDIENCE,
+        SIGNING_KEY_ID,
+        SIGNING_KEY_FILE,
+        SIGNING_ALG,
+        OBSERVE_KEY_ID,
+        OBSERVE_KEY_FILE,
     ];
 }
 
@@ -157,6 +183,9 @@ pub enum ConfigError {
         /// What went wrong.
         problem: String,
     },
+    /// The key registry (`GATE_KEYS_FILE`) or a file it names was refused.
+    #[error("{}: {}", vars::KEYS_FILE, .0)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 fn invalid(var: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -268,6 +297,13 @@ pub struct Raw {
     pub gate_replay_store: Option<Text>,
     pub gate_replay_store_timeout_ms: Option<Text>,
     pub gate_replay_store_prefix: Option<Text>,
+    pub gate_keys_file: Option<Text>,
+    pub gate_audience: Option<Text>,
+    pub gate_signing_key_id: Option<Text>,
+    pub gate_signing_key_file: Option<Text>,
+    pub gate_signing_alg: Option<Text>,
+    pub gate_observe_key_id: Option<Text>,
+    pub gate_observe_key_file: Option<Text>,
 }
 
 impl Raw {
@@ -405,8 +441,12 @@ impl fmt::Display for UpstreamUrl {
 /// The typed configuration of `sig-gate serve`.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Keys to verify with and the strict key-id switch.
+    /// Keys to verify with at start-up, the strict key-id switch and the audience.
     pub keyring: Keyring,
+    /// Where the keys come from, to read them again on a reload (see [`KeySource`]).
+    pub key_source: KeySource,
+    /// The key files the start-up load read, and what they held: a change reloads the keys.
+    pub key_files: Watched,
     /// `false` = report-only: verify, log and count, but forward everything.
     pub require_signature: bool,
     /// Signer side: whether `sig-gate sign` dual-signs (shown by `check-config`).
@@ -474,14 +514,12 @@ impl TryFrom<Raw> for Config {
     type Error = ConfigError;
 
     fn try_from(raw: Raw) -> Result<Config, ConfigError> {
-        let secrets = Secrets::from_raw(&raw)?;
-        let strict = boolean(
-            &raw.interservice_hmac_strict_key_id,
-            vars::STRICT_KEY_ID,
-            false,
-        )?;
+        let key_source = KeySource::from_raw(&raw)?;
+        let (keyring, key_files) = key_source.load_watched();
         Ok(Config {
-            keyring: Keyring::new(secrets.current, secrets.previous, strict),
+            keyring: keyring?,
+            key_source,
+            key_files,
             require_signature: boolean(&raw.require_signature, vars::REQUIRE_SIGNATURE, true)?,
             dual_sign: boolean(&raw.tool_gate_dual_sign, vars::DUAL_SIGN, false)?,
             listen: address(&raw.gate_listen, vars::LISTEN, "0.0.0.0:8080")?,
@@ -600,87 +638,17 @@ fn replay_store_prefix(value: &Option<Text>) -> Result<String, ConfigError> {
     Ok(prefix.to_owned())
 }
 
-/// The signer side of the configuration (`sig-gate sign` and the drill's clients): only the
-/// secret variables and `TOOL_GATE_DUAL_SIGN`, so a calling service needs no `GATE_*` values.
+/// The signer side of the configuration (`sig-gate sign` and the drill's clients): the
+/// secret variables and `TOOL_GATE_DUAL_SIGN` for version 1, or `GATE_SIGNING_KEY_ID`,
+/// `GATE_SIGNING_KEY_FILE`, `GATE_SIGNING_ALG` and `GATE_AUDIENCE` for version 2, so a calling
+/// service needs no other `GATE_*` values.
 pub fn signer() -> Result<Signer, ConfigError> {
     signer_from_raw(&Raw::load()?)
 }
 
 /// [`signer`] from already loaded values.
 pub fn signer_from_raw(raw: &Raw) -> Result<Signer, ConfigError> {
-    let secrets = Secrets::from_raw(raw)?;
-    let dual = boolean(&raw.tool_gate_dual_sign, vars::DUAL_SIGN, false)?;
-    let dual_with = match (dual, secrets.previous) {
-        (true, Some(previous)) => Some(previous),
-        (true, None) => {
-            return Err(invalid(
-                vars::DUAL_SIGN,
-                format!("true needs a previous secret: set {}", vars::SECRET_PREV),
-            ));
-        }
-        (false, _) => None,
-    };
-    Ok(Signer::new(secrets.current, dual_with))
-}
-
-/// The current and optional previous key, checked against each other.
-struct Secrets {
-    current: Key,
-    previous: Option<Key>,
-}
-
-impl Secrets {
-    fn from_raw(raw: &Raw) -> Result<Secrets, ConfigError> {
-        let allow_weak = boolean(&raw.gate_allow_weak_secret, vars::ALLOW_WEAK_SECRET, false)?;
-        let current = secret(
-            &raw.interservice_hmac_secret,
-            &raw.interservice_hmac_secret_file,
-            (vars::SECRET, vars::SECRET_FILE),
-            allow_weak,
-        )?
-        .ok_or_else(|| {
-            invalid(
-                vars::SECRET,
-                format!(
-                    "required (set it, or {} to a file holding it)",
-                    vars::SECRET_FILE
-                ),
-            )
-        })?;
-        let previous = secret(
-            &raw.interservice_hmac_secret_prev,
-            &raw.interservice_hmac_secret_prev_file,
-            (vars::SECRET_PREV, vars::SECRET_PREV_FILE),
-            allow_weak,
-        )?;
-        let current_id = key_id(&raw.interservice_hmac_key_id, vars::KEY_ID, "current")?;
-        let previous_id = key_id(
-            &raw.interservice_hmac_key_id_prev,
-            vars::KEY_ID_PREV,
-            "previous",
-        )?;
-        if let Some(previous) = &previous {
-            if *previous == current {
-                return Err(invalid(
-                    vars::SECRET_PREV,
-                    format!("equals {}: a rotation needs a new secret", vars::SECRET),
-                ));
-            }
-            if current_id == previous_id {
-                return Err(invalid(
-                    vars::KEY_ID_PREV,
-                    format!(
-                        "equals {} ({current_id:?}): each secret needs its own key id",
-                        vars::KEY_ID
-                    ),
-                ));
-            }
-        }
-        Ok(Secrets {
-            current: Key::new(Slot::Current, current_id, &current),
-            previous: previous.map(|s| Key::new(Slot::Previous, previous_id, &s)),
-        })
-    }
+    keys::signer(raw)
 }
 
 /// The value of a variable, with empty treated as unset.
@@ -689,62 +657,6 @@ fn text(value: &Option<Text>) -> Option<&str> {
         .as_ref()
         .map(|t| t.0.as_str())
         .filter(|t| !t.is_empty())
-}
-
-/// A secret given directly or through `<VAR>_FILE` (never both).
-fn secret(
-    direct: &Option<Text>,
-    file: &Option<Text>,
-    (var, file_var): (&'static str, &'static str),
-    allow_weak: bool,
-) -> Result<Option<Secret>, ConfigError> {
-    let secret = match (text(direct), text(file)) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                var,
-                format!("given both directly and as {file_var}: keep one"),
-            ));
-        }
-        (Some(value), None) => Secret::new(value),
-        (None, Some(path)) => read_secret_file(file_var, Path::new(path))?,
-        (None, None) => return Ok(None),
-    };
-    if secret.is_empty() {
-        return Err(invalid(var, "is empty"));
-    }
-    if secret.len() < MIN_SECRET_BYTES && !allow_weak {
-        return Err(invalid(
-            var,
-            format!(
-                "is {} bytes, shorter than {MIN_SECRET_BYTES} (generate one with `sig-gate keygen`, \
-                 or set {}=true to accept it)",
-                secret.len(),
-                vars::ALLOW_WEAK_SECRET
-            ),
-        ));
-    }
-    Ok(Some(secret))
-}
-
-/// Read a secret file, stripping one trailing `\n` or `\r\n`.
-fn read_secret_file(var: &'static str, path: &Path) -> Result<Secret, ConfigError> {
-    let mut bytes = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|err| invalid(var, format!("cannot read {}: {err}", path.display())))?,
-    );
-    if bytes.ends_with(b"\n") {
-        bytes.pop();
-        if bytes.ends_with(b"\r") {
-            bytes.pop();
-        }
-    }
-    if std::str::from_utf8(&bytes).is_err() {
-        return Err(invalid(
-            var,
-            format!("{} is not UTF-8 text", path.display()),
-        ));
-    }
-    Ok(Secret::new(bytes.as_slice()))
 }
 
 fn key_id(value: &Option<Text>, var: &'static str, default: &str) -> Result<String, ConfigError> {
@@ -881,6 +793,7 @@ mod tests {
     use figment::Jail;
 
     use super::*;
+    use crate::keyring::Secret;
 
     const SECRET_A: &str = "secret-a-0123456789abcdefghijklmnopqrstuv";
     const SECRET_B: &str = "secret-b-0123456789abcdefghijklmnopqrstuv";
@@ -901,7 +814,10 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env(vars::SECRET, SECRET_A);
             let config = Config::load().expect("valid");
-            assert_eq!(config.keyring.current().id(), "current");
+            assert_eq!(
+                config.keyring.current().expect("current secret").id(),
+                "current"
+            );
             assert!(config.keyring.previous().is_none());
             assert!(!config.keyring.strict_key_id());
             assert!(config.require_signature);
@@ -1149,6 +1065,135 @@ mod tests {
         }
     }
 
+    /// A registry beside a secret file, in the jail's directory.
+    fn registry(jail: &mut Jail, entries: &str) -> figment::error::Result<()> {
+        jail.create_dir("secrets")?;
+        jail.create_file("secrets/lg", &format!("{SECRET_B}\n"))?;
+        jail.create_file("keys.toml", entries)?;
+        Ok(())
+    }
+
+    const LG: &str = "[[key]]\nid = \"lg-1\"\ncaller = \"langgraph\"\nalg = \"hmac-sha256\"\n\
+                      secret_file = \"secrets/lg\"\n";
+
+    #[test]
+    fn a_registry_makes_the_environment_secret_optional() {
+        Jail::expect_with(|jail| {
+            registry(jail, LG)?;
+            jail.set_env(vars::KEYS_FILE, "keys.toml");
+            jail.set_env(vars::AUDIENCE, "tool-gate");
+            let config = Config::load().expect("valid");
+            let keyring = &config.keyring;
+            assert_eq!(keyring.mode(), "none");
+            assert!(keyring.current().is_none());
+            assert_eq!(keyring.audience(), Some("tool-gate"));
+            let key = &keyring.registry_keys()[0];
+            assert_eq!((key.id(), key.caller()), ("lg-1", "langgraph"));
+            assert_eq!(key.fingerprint(), Secret::new(SECRET_B).fingerprint());
+            let watched: Vec<_> = config.key_files.paths().collect();
+            assert_eq!(watched, [Path::new("keys.toml"), Path::new("secrets/lg")]);
+            // With the environment secret too, both are in force, environment first.
+            jail.set_env(vars::SECRET, SECRET_A);
+            let config = Config::load().expect("valid");
+            let ids: Vec<_> = config.keyring.keys().iter().map(|k| k.id()).collect();
+            assert_eq!(ids, ["current", "lg-1"]);
+            assert_eq!(config.keyring.mode(), "single");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn registry_refusals_name_the_variable_the_file_and_the_key() {
+        let observe_only = LG.replace("secret_file", "observe = true\nsecret_file");
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: &[Case<'_>] = &[
+            (LG, &[], &[vars::AUDIENCE, "required with GATE_KEYS_FILE"]),
+            (LG, &[(vars::AUDIENCE, "two words")], &[vars::AUDIENCE]),
+            (
+                LG,
+                &[
+                    (vars::AUDIENCE, "tool-gate"),
+                    (vars::KEY_ID, "lg-1"),
+                    (vars::SECRET, SECRET_A),
+                ],
+                &[
+                    "GATE_KEYS_FILE: keys.toml: key \"lg-1\": duplicate id",
+                    vars::KEY_ID,
+                ],
+            ),
+            (
+                LG,
+                &[(vars::AUDIENCE, "tool-gate"), (vars::SECRET_PREV, SECRET_A)],
+                &[vars::SECRET_PREV, "needs INTERSERVICE_HMAC_SECRET"],
+            ),
+            (
+                &observe_only,
+                &[(vars::AUDIENCE, "tool-gate")],
+                &["GATE_KEYS_FILE: keys.toml: no key grants access"],
+            ),
+            (
+                "[[key]]\nid = \"x\"\n",
+                &[(vars::AUDIENCE, "tool-gate")],
+                &["GATE_KEYS_FILE: keys.toml: key \"x\": missing field"],
+            ),
+        ];
+        for (entries, extra, mentions) in cases {
+            Jail::expect_with(|jail| {
+                registry(jail, entries)?;
+                let mut vars_set = vec![(vars::KEYS_FILE, "keys.toml")];
+                vars_set.extend_from_slice(extra);
+                let message = refusal(jail, &vars_set);
+                for mention in *mentions {
+                    assert!(message.contains(mention), "{extra:?}: {message}");
+                }
+                assert!(!message.contains(SECRET_A) && !message.contains(SECRET_B));
+                Ok(())
+            });
+        }
+        // An observe-only registry is enough beside an environment secret.
+        Jail::expect_with(|jail| {
+            registry(jail, &observe_only)?;
+            jail.set_env(vars::KEYS_FILE, "keys.toml");
+            jail.set_env(vars::AUDIENCE, "tool-gate");
+            jail.set_env(vars::SECRET, SECRET_A);
+            assert!(Config::load().expect("valid").keyring.registry_keys()[0].observe());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_signer_signs_version_2_from_its_own_variables() {
+        Jail::expect_with(|jail| {
+            registry(jail, LG)?;
+            jail.set_env(vars::SIGNING_KEY_ID, "lg-1");
+            let message = signer().expect_err("no file").to_string();
+            assert!(message.starts_with(vars::SIGNING_KEY_FILE), "{message}");
+            jail.set_env(vars::SIGNING_KEY_FILE, "secrets/lg");
+            let message = signer().expect_err("no audience").to_string();
+            assert!(message.starts_with(vars::AUDIENCE), "{message}");
+            jail.set_env(vars::AUDIENCE, "tool-gate");
+            jail.set_env(vars::SIGNING_ALG, "rsa");
+            let message = signer().expect_err("bad alg").to_string();
+            assert!(message.starts_with(vars::SIGNING_ALG), "{message}");
+            jail.set_env(vars::SIGNING_ALG, "ed25519");
+            let message = signer().expect_err("not a PEM key").to_string();
+            assert!(message.starts_with(vars::SIGNING_KEY_FILE), "{message}");
+            assert!(!message.contains(SECRET_B), "{message}");
+            jail.set_env(vars::SIGNING_ALG, "hmac-sha256");
+            let request = crate::sign::Request {
+                method: "GET",
+                target: "/t",
+                body: b"",
+                timestamp: 1,
+                nonce: "nonce-0123456789",
+            };
+            let headers = signer().expect("valid").sign(&request);
+            assert_eq!(headers[0], ("X-Gate-Version", "2".to_owned()));
+            assert_eq!(headers[1], ("X-Gate-Key-Id", "lg-1".to_owned()));
+            Ok(())
+        });
+    }
+
     #[test]
     fn booleans_take_every_spelling_in_any_case() {
         for (text, expected) in [
@@ -1192,7 +1237,14 @@ mod tests {
                 jail.set_env(vars::SECRET_PREV_FILE, "prev");
                 let config = Config::load().expect("valid");
                 let expected = Secret::new(SECRET_A).fingerprint();
-                assert_eq!(config.keyring.current().fingerprint(), expected);
+                assert_eq!(
+                    config
+                        .keyring
+                        .current()
+                        .expect("current secret")
+                        .fingerprint(),
+                    expected
+                );
                 let prev = config.keyring.previous().expect("dual mode");
                 assert_eq!(prev.fingerprint(), Secret::new(SECRET_B).fingerprint());
                 Ok(())
@@ -1208,7 +1260,11 @@ mod tests {
             jail.set_env(vars::SECRET, digits);
             let config = Config::load().expect("valid");
             assert_eq!(
-                config.keyring.current().fingerprint(),
+                config
+                    .keyring
+                    .current()
+                    .expect("current secret")
+                    .fingerprint(),
                 Secret::new(digits).fingerprint()
             );
             Ok(())

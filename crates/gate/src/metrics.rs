@@ -1,6 +1,15 @@
 //! Prometheus metrics (README, "Metrics"). Every series is registered once at start-up, every
 //! labelled series exists at 0 from the start (so `rate()` works at once), and the request path
 //! holds resolved handles: counting is one atomic add, with no label lookup.
+//!
+//! The series of each key in force (`metrics/keys.rs`) follow the keys: a reload installs
+//! the new keys' series at 0, keeps the counts of keys it keeps, and removes the rest.
+
+mod keys;
+
+pub use keys::KeyCounters;
+
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -104,6 +113,18 @@ pub struct Metrics {
     nonce_entries: IntGauge,
     connections: ConnectionMetrics,
     replay_store: ReplayStoreMetrics,
+    keys: keys::KeySeries,
+    config_info: ConfigInfo,
+}
+
+/// `sig_gate_config_info`: the labels that never change, and the series shown now, which a
+/// reload replaces when the environment secrets' fingerprints change.
+#[derive(Debug, Clone)]
+struct ConfigInfo {
+    gauge: IntGaugeVec,
+    require_signature: &'static str,
+    replay_store: &'static str,
+    shown: Arc<Mutex<Vec<String>>>,
 }
 
 /// The shared replay store's series (docs/operations.md, "Shared replay store"), handed to the
@@ -276,27 +297,17 @@ impl Metrics {
             ],
         )
         .expect(VALID);
-        let keyring = &config.keyring;
-        let current = keyring.current();
-        let (prev_id, prev_fp) = keyring
-            .previous()
-            .map(|k| (k.id().to_owned(), k.fingerprint().to_string()))
-            .unwrap_or_default();
-        let current_fp = current.fingerprint().to_string();
-        info.with_label_values(&[
-            keyring.mode(),
-            bool_label(keyring.strict_key_id()),
-            bool_label(config.require_signature),
-            current.id(),
-            &prev_id,
-            &current_fp,
-            &prev_fp,
-            config.replay_store.kind(),
-        ])
-        .set(1);
+        let config_info = ConfigInfo {
+            gauge: info.clone(),
+            require_signature: bool_label(config.require_signature),
+            replay_store: config.replay_store.kind(),
+            shown: Arc::default(),
+        };
         register(Box::new(info));
 
+        let keys = keys::KeySeries::register(&registry);
         Metrics {
+            keys,
             registry,
             requests: to_array(requests),
             invalid: to_array(invalid),
@@ -307,6 +318,7 @@ impl Metrics {
             nonce_entries,
             connections,
             replay_store,
+            config_info,
         }
     }
 
@@ -331,7 +343,7 @@ impl Metrics {
         self.other[reason as usize].inc();
     }
 
-    /// Count one verified request.
+    /// Count one request verified by an environment secret.
     pub fn verified(&self, slot: Slot) {
         self.verified[slot as usize].inc();
     }

@@ -1,5 +1,5 @@
-//! The wire format of signature version 1 (docs/protocol.md): header names, the syntax of
-//! each header value, the signed string, and lowercase hex. Shared by the signer
+//! The wire format of signature versions 1 and 2 (docs/protocol.md): header names, the syntax
+//! of each header value, the signed strings, and lowercase hex. Shared by the signer
 //! ([`crate::sign`]) and the verifier ([`crate::verify`]) so the two cannot drift apart.
 
 use http::HeaderName;
@@ -15,15 +15,26 @@ pub const NONCE: HeaderName = HeaderName::from_static("x-gate-nonce");
 pub const SIGNATURE: HeaderName = HeaderName::from_static("x-gate-signature");
 /// Dual-sign: JSON array of `{"key_id", "signature"}` objects.
 pub const SIGNATURES: HeaderName = HeaderName::from_static("x-gate-signatures");
+/// Signature version: absent for version 1, `2` for version 2.
+pub const VERSION: HeaderName = HeaderName::from_static("x-gate-version");
 /// Set by the gate on forwarded requests; any copy sent by a client is removed.
 pub const VERIFIED_KEY_ID: HeaderName = HeaderName::from_static("x-gate-verified-key-id");
+/// Set by the gate on forwarded requests: the caller that holds the key that verified
+/// (`shared` for the environment's secrets); any copy sent by a client is removed.
+pub const VERIFIED_CALLER: HeaderName = HeaderName::from_static("x-gate-verified-caller");
 /// Every `X-Gate-*` header shares this prefix (header names are lowercase in `http`).
 pub const HEADER_PREFIX: &str = "x-gate-";
 
-/// First line of every signed string: names the algorithm and the version.
+/// First line of every version 1 signed string: names the algorithm and the version.
 pub const ALGORITHM: &str = "GATE-HMAC-SHA256";
+/// First line of every version 2 signed string; the algorithm is its second line.
+pub const SCHEME_V2: &str = "GATE-SIG-V2";
+/// The `X-Gate-Version` value of version 2.
+pub const VERSION_2: &str = "2";
 /// Length of a SHA-256 / HMAC-SHA256 output in bytes.
 pub const DIGEST_LEN: usize = 32;
+/// Length of an Ed25519 signature in bytes.
+pub const ED25519_SIGNATURE_LEN: usize = 64;
 /// Most entries `X-Gate-Signatures` may hold.
 pub const MAX_SIGNATURES: usize = 4;
 
@@ -103,13 +114,18 @@ const NOT_HEX: u8 = 0xff;
 
 /// Decode exactly 64 lowercase hex digits; uppercase and any other length are malformed.
 pub fn decode_hex32(text: impl AsRef<[u8]>) -> Option<[u8; DIGEST_LEN]> {
-    let bytes = text.as_ref();
-    if bytes.len() != 2 * DIGEST_LEN {
-        return None;
-    }
     let mut out = [0u8; DIGEST_LEN];
+    decode_hex_into(text.as_ref(), &mut out).then_some(out)
+}
+
+/// Decode lowercase hex of exactly `2 * out.len()` digits into `out`; false (with `out` in
+/// an unspecified state) for uppercase, any other character or any other length.
+pub fn decode_hex_into(text: &[u8], out: &mut [u8]) -> bool {
+    if text.len() != 2 * out.len() {
+        return false;
+    }
     let mut invalid = 0u8;
-    for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+    for (slot, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
         let (high, low) = (
             HEX_VALUES[usize::from(pair[0])],
             HEX_VALUES[usize::from(pair[1])],
@@ -118,7 +134,15 @@ pub fn decode_hex32(text: impl AsRef<[u8]>) -> Option<[u8; DIGEST_LEN]> {
         invalid |= high | low;
         *slot = high << 4 | (low & 0x0f);
     }
-    (invalid & 0x80 == 0).then_some(out)
+    invalid & 0x80 == 0
+}
+
+/// Lowercase hex of any bytes as a `String` (for the signer and the CLI).
+pub fn hex_string(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; 2 * bytes.len()];
+    hex_into(&mut out, bytes);
+    // hex_into writes ASCII digits only.
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// Write `bytes` as lowercase hex into `out`, two digits a byte (as far as `out` reaches).
@@ -174,10 +198,11 @@ impl<'a> SignedString<'a> {
         target.split_once('?').unwrap_or((target, ""))
     }
 
-    /// Feed the eight lines for `key_id` into `sink`. The lines are gathered in a stack buffer,
-    /// so a MAC sees one update instead of fifteen small ones; nothing is allocated. A string
-    /// too long for the buffer (long paths or queries) is fed a piece at a time.
-    pub fn write(&self, key_id: &str, mut sink: impl FnMut(&[u8])) {
+    /// Feed the eight lines of version 1 for `key_id` into `sink`. The lines are gathered in a
+    /// stack buffer, so a MAC sees one update instead of fifteen small ones; nothing is
+    /// allocated. A string too long for the buffer (long paths or queries) is fed a piece at a
+    /// time.
+    pub fn write(&self, key_id: &str, sink: impl FnMut(&[u8])) {
         let lines: [&[u8]; 7] = [
             ALGORITHM.as_bytes(),
             key_id.as_bytes(),
@@ -187,33 +212,104 @@ impl<'a> SignedString<'a> {
             self.path.as_bytes(),
             self.query.as_bytes(),
         ];
-        let len = lines.iter().map(|line| line.len() + 1).sum::<usize>() + 2 * DIGEST_LEN;
-        let mut buffer = [0u8; 320];
-        if len > buffer.len() {
-            for line in lines {
-                sink(line);
-                sink(b"\n");
-            }
-            sink(&hex32(self.body_digest));
-            return;
-        }
-        let mut at = 0;
-        for line in lines {
-            buffer[at..at + line.len()].copy_from_slice(line);
-            buffer[at + line.len()] = b'\n';
-            at += line.len() + 1;
-        }
-        hex_into(&mut buffer[at..len], self.body_digest);
-        sink(&buffer[..len]);
+        write_lines(&lines, self.body_digest, sink);
     }
 
-    /// The signed string for `key_id` as text, for the CLI, test vectors and debugging.
+    /// Feed the ten lines of version 2 into `sink`: the scheme, the key's algorithm, its id,
+    /// the gate's audience, then the request as in version 1. Gathered as [`Self::write`]
+    /// gathers version 1.
+    pub fn write_v2(&self, v2: V2Line<'_>, sink: impl FnMut(&[u8])) {
+        let lines: [&[u8]; 9] = [
+            SCHEME_V2.as_bytes(),
+            v2.algorithm.as_bytes(),
+            v2.key_id.as_bytes(),
+            v2.audience.as_bytes(),
+            self.timestamp.as_bytes(),
+            self.nonce.as_bytes(),
+            self.method.as_bytes(),
+            self.path.as_bytes(),
+            self.query.as_bytes(),
+        ];
+        write_lines(&lines, self.body_digest, sink);
+    }
+
+    /// Call `f` with the whole version 2 signed string as one slice, as a signature scheme
+    /// that takes the message whole (Ed25519) needs it: from a stack buffer when it fits,
+    /// else from one allocation.
+    pub fn with_v2<R>(&self, v2: V2Line<'_>, f: impl FnOnce(&[u8]) -> R) -> R {
+        let mut stack = [0u8; 1024];
+        let mut at = 0;
+        let mut heap: Option<Vec<u8>> = None;
+        self.write_v2(v2, |piece| match &mut heap {
+            Some(heap) => heap.extend_from_slice(piece),
+            None if at + piece.len() <= stack.len() => {
+                stack[at..at + piece.len()].copy_from_slice(piece);
+                at += piece.len();
+            }
+            None => {
+                let mut grown = Vec::with_capacity(2 * (at + piece.len()));
+                grown.extend_from_slice(&stack[..at]);
+                grown.extend_from_slice(piece);
+                heap = Some(grown);
+            }
+        });
+        match &heap {
+            Some(heap) => f(heap),
+            None => f(&stack[..at]),
+        }
+    }
+
+    /// The version 1 signed string for `key_id` as text, for the CLI, test vectors and
+    /// debugging.
     pub fn render(&self, key_id: &str) -> String {
         let mut out = Vec::with_capacity(256);
         self.write(key_id, |piece| out.extend_from_slice(piece));
         // Every line is valid UTF-8 (str slices and hex digits), so the join is too.
         String::from_utf8(out).expect("signed string pieces are UTF-8")
     }
+
+    /// The version 2 signed string as text.
+    pub fn render_v2(&self, v2: V2Line<'_>) -> String {
+        let mut out = Vec::with_capacity(256);
+        self.write_v2(v2, |piece| out.extend_from_slice(piece));
+        // Every line is valid UTF-8 (str slices and hex digits), so the join is too.
+        String::from_utf8(out).expect("signed string pieces are UTF-8")
+    }
+}
+
+/// The lines version 2 adds in front of the request's: the algorithm of the key (never taken
+/// from the request), its id, and the audience of the gate the request is meant for.
+#[derive(Debug, Clone, Copy)]
+pub struct V2Line<'a> {
+    /// `hmac-sha256` or `ed25519`.
+    pub algorithm: &'a str,
+    /// The key's id.
+    pub key_id: &'a str,
+    /// The gate's `GATE_AUDIENCE`.
+    pub audience: &'a str,
+}
+
+/// Feed `lines`, each followed by `\n`, then the body digest in hex, into `sink`: in one piece
+/// from a stack buffer when it fits, else a piece at a time.
+fn write_lines(lines: &[&[u8]], body_digest: &[u8; DIGEST_LEN], mut sink: impl FnMut(&[u8])) {
+    let len = lines.iter().map(|line| line.len() + 1).sum::<usize>() + 2 * DIGEST_LEN;
+    let mut buffer = [0u8; 384];
+    if len > buffer.len() {
+        for line in lines {
+            sink(line);
+            sink(b"\n");
+        }
+        sink(&hex32(body_digest));
+        return;
+    }
+    let mut at = 0;
+    for line in lines {
+        buffer[at..at + line.len()].copy_from_slice(line);
+        buffer[at + line.len()] = b'\n';
+        at += line.len() + 1;
+    }
+    hex_into(&mut buffer[at..len], body_digest);
+    sink(&buffer[..len]);
 }
 
 #[cfg(test)]
@@ -356,6 +452,37 @@ mod tests {
             "GATE-HMAC-SHA256\n\n1764000000\nnonce-0123456789\nGET\n/a%2Fb\nx=1+2\n\
              e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn version_2_signed_string_has_ten_lines_and_comes_whole_for_ed25519() {
+        let digest = body_digest(b"{}");
+        let s = SignedString {
+            timestamp: "1764000000",
+            nonce: "nonce-0123456789",
+            method: "POST",
+            path: "/tools/call",
+            query: "x=1",
+            body_digest: &digest,
+        };
+        let line = V2Line {
+            algorithm: "ed25519",
+            key_id: "lg-2026-12",
+            audience: "tool-gate",
+        };
+        let expected = "GATE-SIG-V2\ned25519\nlg-2026-12\ntool-gate\n1764000000\nnonce-0123456789\n\
+                        POST\n/tools/call\nx=1\n\
+                        44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+        assert_eq!(s.render_v2(line), expected);
+        assert_eq!(s.with_v2(line, |whole| whole.to_vec()), expected.as_bytes());
+        // Past the stack buffer, the whole string still comes as one slice.
+        let path = format!("/{}", "p".repeat(2000));
+        let long = SignedString { path: &path, ..s };
+        assert_eq!(
+            long.with_v2(line, |whole| whole.to_vec()),
+            long.render_v2(line).as_bytes()
+        );
+        assert!(long.render_v2(line).contains(&path));
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! - requests the gate does not forward whatever their signature (CONNECT, more than one
 //!   `Host`, a `host` that contradicts HTTP/2's `:authority`, a target in no forwardable
 //!   form): [`check_request`];
-//! - signature checks: [`Gate::admit`] calls [`verify::check_headers`] (headers only, before
-//!   the body is read), then [`verify::Pending::verify`], the window again with the clock read
-//!   after the body, and [`ReplayStore::admit_prefetched`];
+//! - signature checks: [`Gate::admit`] takes the keys in force once
+//!   ([`KeysInForce::current`]), calls [`verify::check_headers`] (headers only, before the body
+//!   is read), then [`verify::Pending::observations`] and [`verify::Pending::verify`], the
+//!   window again with the clock read after the body, and [`ReplayStore::admit_prefetched`];
 //! - which of the client's headers go upstream: [`client_header`] (the gate's own headers
 //!   dropped in every spelling, the ones it sets or vouches for kept whatever `Connection`
 //!   names), applied as [`crate::upstream`] encodes the head;
@@ -35,10 +36,10 @@ use hyper::body::Incoming;
 use crate::budget::{ConnectionBudget, Exhausted, Reservation};
 use crate::clock::unix_now;
 use crate::config::Config;
-use crate::keyring::Slot;
 use crate::logging::Throttle;
 use crate::metrics::{Metrics, OtherReason, Outcome};
 use crate::protocol;
+use crate::reload::{Generation, KeysInForce};
 use crate::replay::{Admission, Admitted, ReplayError, ReplayStore};
 use crate::upstream::{self, Disposition, Outgoing, UpstreamBody, UpstreamError};
 use crate::verify::{self, ClaimedKeyIds, Reason, RequestLine};
@@ -52,9 +53,6 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Real-IP`: a client address header the gate does not maintain, so a client's is dropped.
 pub const REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-/// `X-Gate-Verified-Caller`: the gate's statement of the verified caller; a client's copy is
-/// dropped in every spelling.
-const VERIFIED_CALLER: &str = "x-gate-verified-caller";
 /// Names whose spellings with `_` for `-` are dropped, besides every `X-Gate-*` name: the
 /// headers the gate sets or vouches for, which a server reading `_` as `-` (CGI, WSGI) would
 /// otherwise take from the client.
@@ -186,8 +184,8 @@ impl Refusal {
 /// Why a request may go upstream. Only [`Gate::admit`] builds one for a signed path.
 #[derive(Debug)]
 enum Pass {
-    /// Signature verified and nonce fresh.
-    Verified(Admitted),
+    /// Signature verified and nonce fresh, by a key of this generation.
+    Verified(Admitted, Arc<Generation>),
     /// An unsigned path (`GATE_UNSIGNED_PATHS`).
     Exempt,
     /// Report-only mode: failed checks were counted and logged, and the request goes on.
@@ -224,8 +222,8 @@ pub struct Gate {
     metrics: Metrics,
     replay: ReplayStore,
     upstream: upstream::Pool,
-    /// `X-Gate-Verified-Key-Id` values, indexed by [`Slot`], built at start-up.
-    verified_key_ids: [Option<HeaderValue>; 2],
+    /// The keys in force, replaced whole by a reload ([`crate::reload`]).
+    keys: Arc<KeysInForce>,
     request_ids: RequestIds,
     draining: AtomicBool,
     /// One log line a second for requests refused while the replay store is unavailable.
@@ -237,20 +235,14 @@ impl Gate {
     /// connections from a task of its own).
     pub fn new(config: Config, metrics: Metrics) -> Gate {
         let upstream = upstream::Pool::new(&config.upstream.authority);
-        let header_value = |slot| {
-            config.keyring.key(slot).map(|key| {
-                // Key ids are validated to `A-Z a-z 0-9 . _ : -`: always a valid header value.
-                HeaderValue::from_str(key.id()).expect("key ids are header-safe")
-            })
-        };
-        let verified_key_ids = Slot::ALL.map(header_value);
+        let keys = Arc::new(KeysInForce::new(config.keyring.clone(), &metrics));
         let replay = ReplayStore::new(&config, metrics.replay_store());
         Gate {
             config,
             metrics,
             replay,
             upstream,
-            verified_key_ids,
+            keys,
             request_ids: RequestIds::new(),
             draining: AtomicBool::new(false),
             store_refusal_log: Throttle::new(std::time::Duration::from_secs(1)),
@@ -260,6 +252,11 @@ impl Gate {
     /// The metrics this gate counts into.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The keys in force, which the reload task replaces.
+    pub fn keys(&self) -> &Arc<KeysInForce> {
+        &self.keys
     }
 
     /// The Prometheus exposition of [`Gate::metrics`], with the replay cache's size read now:
@@ -296,7 +293,7 @@ impl Gate {
         // client's copies can neither reach the upstream nor count as a repeated `X-Gate-*`
         // header; spellings with `_` are dropped when the request is encoded.
         parts.headers.remove(protocol::VERIFIED_KEY_ID);
-        parts.headers.remove(VERIFIED_CALLER);
+        parts.headers.remove(protocol::VERIFIED_CALLER);
         let request_id = match parts.headers.get(REQUEST_ID) {
             // A copy, not a slice of hyper's read buffer (see `Gate::forward`).
             Some(id) => {
@@ -362,13 +359,16 @@ impl Gate {
             self.metrics.clock_skew(skew);
         }
         let config = &self.config;
-        let checked =
-            verify::check_headers(&parts.headers, &config.keyring, config.clock_skew_secs, now)
-                .map(|pending| {
-                    // The replay table's slot loads while the body is read and hashed.
-                    let prefetched = self.replay.prefetch(pending.nonce());
-                    (pending, prefetched)
-                });
+        // One generation of keys for the whole request: verified, counted and forwarded with
+        // the keys of one moment, whatever a reload does meanwhile.
+        let generation = self.keys.current();
+        let keyring = generation.keyring();
+        let checked = verify::check_headers(&parts.headers, keyring, config.clock_skew_secs, now)
+            .map(|pending| {
+                // The replay table's slot loads while the body is read and hashed.
+                let prefetched = self.replay.prefetch(pending.nonce());
+                (pending, prefetched)
+            });
         if let Err(reason) = checked {
             self.signature_failure(reason, parts, peer, request_id)?;
         }
@@ -382,7 +382,13 @@ impl Gate {
             path: parts.uri.path(),
             query: parts.uri.query().unwrap_or(""),
         };
-        let verified = match pending.verify(request, &protocol::body_digest(&body)) {
+        let digest = protocol::body_digest(&body);
+        for (key, valid) in pending.observations(request, &digest).iter() {
+            if let Some(counters) = generation.counters(key) {
+                counters.observed(valid);
+            }
+        }
+        let verified = match pending.verify(request, &digest) {
             Ok(verified) => verified,
             Err(reason) => {
                 self.signature_failure(reason, parts, peer, request_id)?;
@@ -402,8 +408,13 @@ impl Gate {
         };
         match admitted {
             Ok(admitted) => {
-                self.metrics.verified(admitted.slot());
-                Ok((Pass::Verified(admitted), body))
+                if let Some(slot) = admitted.slot() {
+                    self.metrics.verified(slot);
+                }
+                if let Some(counters) = generation.counters(admitted.key()) {
+                    counters.admitted();
+                }
+                Ok((Pass::Verified(admitted, generation), body))
             }
             Err(ReplayError::Replayed) => {
                 self.signature_failure(Reason::ReplayedNonce, parts, peer, request_id)?;
@@ -529,7 +540,9 @@ impl Gate {
 
     /// Send the request upstream: method, path, query, headers and body unchanged except the
     /// hop-by-hop headers, the headers [`client_header`] drops, `X-Forwarded-For`,
-    /// `X-Gate-Verified-Key-Id` and `request_id`, an `X-Request-Id` the gate generated. The
+    /// `X-Gate-Verified-Key-Id` and `X-Gate-Verified-Caller` of the key that admitted a verified
+    /// request (from the generation that verified it), and `request_id`, an `X-Request-Id` the
+    /// gate generated. The
     /// target goes in origin form (an absolute-form target's path and query, `/` for an empty
     /// path: what was verified), and `Host` is the target's authority when it has one (HTTP/2's
     /// `:authority`, an absolute-form URI's), else the client's. Returns the outcome to count
@@ -546,14 +559,17 @@ impl Gate {
         Outcome,
         impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + use<>,
     ) {
-        let (outcome, verified_key_id) = match pass {
-            Pass::Verified(admitted) => (
-                Outcome::Forwarded,
-                self.verified_key_ids[admitted.slot() as usize].as_ref(),
-            ),
-            Pass::ReportOnly => (Outcome::Forwarded, None),
-            Pass::Exempt => (Outcome::Exempt, None),
+        let (outcome, generation, admitted) = match &pass {
+            Pass::Verified(admitted, generation) => {
+                (Outcome::Forwarded, Some(generation), Some(*admitted))
+            }
+            Pass::ReportOnly => (Outcome::Forwarded, None, None),
+            Pass::Exempt => (Outcome::Exempt, None, None),
         };
+        // The key that admitted the request, in the generation that verified it.
+        let key = generation
+            .zip(admitted)
+            .and_then(|(generation, admitted)| generation.keyring().at(admitted.key()));
         let forwarded_for = if parts.headers.contains_key(FORWARDED_FOR) {
             // Earlier proxies' addresses stay, joined into one field with the peer's.
             append_forwarded_for(&mut parts.headers, &peer.forwarded_for);
@@ -563,7 +579,8 @@ impl Gate {
         };
         let added = [
             forwarded_for.map(|value| (FORWARDED_FOR, value.as_bytes())),
-            verified_key_id.map(|value| (protocol::VERIFIED_KEY_ID, value.as_bytes())),
+            key.map(|key| (protocol::VERIFIED_KEY_ID, key.verified_key_id().as_bytes())),
+            key.map(|key| (protocol::VERIFIED_CALLER, key.verified_caller().as_bytes())),
             request_id.map(|value| (REQUEST_ID, value)),
         ];
         // RFC 9112 section 3.2.2 and RFC 9113 section 8.3.1: the target's authority is the
@@ -670,7 +687,9 @@ fn client_header(name: &HeaderName) -> Disposition {
         };
     }
     if name.starts_with(protocol::HEADER_PREFIX) {
-        return if name == protocol::VERIFIED_KEY_ID.as_str() || name == VERIFIED_CALLER {
+        return if name == protocol::VERIFIED_KEY_ID.as_str()
+            || name == protocol::VERIFIED_CALLER.as_str()
+        {
             Disposition::Drop
         } else {
             Disposition::EndToEnd

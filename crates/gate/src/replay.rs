@@ -48,7 +48,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::config::Config;
-use crate::keyring::Slot;
+use crate::keyring::{KeyIndex, Slot};
 use crate::metrics::ReplayStoreMetrics;
 use crate::verify::Verified;
 
@@ -105,13 +105,25 @@ impl StoreFailure {
 /// as verified. Built only by this module's stores, when they admit a [`Verified`] request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admitted {
-    slot: Slot,
+    key: KeyIndex,
 }
 
 impl Admitted {
-    /// The secret that verified.
-    pub fn slot(&self) -> Slot {
-        self.slot
+    /// The proof for a request that verified and whose nonce was fresh.
+    pub(crate) fn new(verified: &Verified<'_>) -> Admitted {
+        Admitted {
+            key: verified.key_index(),
+        }
+    }
+
+    /// The key that verified, in the keyring that verified the request.
+    pub fn key(&self) -> KeyIndex {
+        self.key
+    }
+
+    /// The environment secret that verified; `None` for a registry key.
+    pub fn slot(&self) -> Option<Slot> {
+        self.key.slot()
     }
 }
 

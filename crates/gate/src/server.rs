@@ -42,6 +42,7 @@ use crate::config::{Config, vars};
 use crate::logging::Throttle;
 use crate::metrics::Metrics;
 use crate::proxy::{Gate, Peer, Refusal, ResponseBody};
+use crate::reload;
 
 /// Pending-connection queue length for listeners the gate binds itself.
 const BACKLOG: i32 = 1024;
@@ -147,9 +148,21 @@ pub async fn run(
         config.max_body_bytes.saturating_mul(BODIES_PER_CONNECTION),
     );
     let max_connections = config.max_connections;
+    // Installed before the gate listens: from then on a SIGHUP reloads the keys instead of
+    // ending the process. Installing fails only without a signal driver, which the runtime has.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("SIGHUP handler");
+    let (key_source, key_files) = (config.key_source.clone(), config.key_files.clone());
     let metrics = Metrics::new(&config);
     let gate = Arc::new(Gate::new(config, metrics));
     let ready = Arc::new(AtomicBool::new(false));
+    let reloader = tokio::spawn(reload::watch(
+        Arc::clone(gate.keys()),
+        key_source,
+        key_files,
+        gate.metrics().clone(),
+        hangup,
+    ));
 
     tracing::info!(
         proxy_addr = %proxy.local_addr()?,
@@ -255,6 +268,7 @@ pub async fn run(
         }
     };
     admin_task.abort();
+    reloader.abort();
     Ok(drain)
 }
 

@@ -1,10 +1,18 @@
-//! Verification of signature version 1 (docs/protocol.md section 6), as pure functions: request
+//! Verification of signature versions 1 and 2 (docs/protocol.md), as pure functions: request
 //! headers, body digest, keyring and `now` in; a [`Verified`] proof or a [`Reason`] out. No
-//! clock, no I/O, no tokio, no allocation.
+//! clock, no I/O, no tokio, no allocation (an Ed25519 check of a signed string longer than
+//! 1 KiB aside).
 //!
 //! Verification has two stages because header-only failures are rejected before the
 //! body is read: [`check_headers`] (missing, malformed, stale, key id checks) returns a
-//! [`Pending`], and [`Pending::verify`] takes the body digest and checks the MACs.
+//! [`Pending`], and [`Pending::verify`] takes the body digest and checks the signatures.
+//! [`Pending::observations`] checks, on the same inputs, the signatures that name observe keys,
+//! which are counted but never admit a request.
+//!
+//! Version 1 (no `X-Gate-Version`) verifies with the environment's secrets only, as it always
+//! has. Version 2 (`X-Gate-Version: 2`) names its key in every candidate and is checked with
+//! that key's algorithm, over a signed string that holds the algorithm, the key id and the
+//! gate's audience.
 
 use std::fmt;
 
@@ -12,8 +20,8 @@ use http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
-use crate::keyring::{Key, Keyring, Slot};
-use crate::protocol::{self, DIGEST_LEN, MAX_SIGNATURES, SignedString};
+use crate::keyring::{Key, KeyIndex, Keyring, Slot};
+use crate::protocol::{self, DIGEST_LEN, ED25519_SIGNATURE_LEN, MAX_SIGNATURES, SignedString};
 
 pub mod malformed;
 
@@ -26,11 +34,13 @@ pub enum Reason {
     MalformedSignature,
     /// Timestamp further than the skew window from now, either way.
     StaleTimestamp,
-    /// Strict mode and no candidate carries a key id.
+    /// Version 1 in strict mode and no candidate carries a key id; version 2 and a candidate
+    /// without one.
     MissingKeyId,
-    /// Strict mode and no candidate names a configured key id.
+    /// Version 1 in strict mode and no candidate names a configured key id; version 2 and no
+    /// candidate names a configured key, or the gate has no audience.
     UnknownKeyId,
-    /// No candidate verifies.
+    /// No candidate verifies with a key that grants access.
     BadSignature,
     /// The signature verified but its nonce was already accepted within its window.
     ReplayedNonce,
@@ -73,12 +83,65 @@ impl fmt::Display for Reason {
     }
 }
 
+/// The signature version a request claims with `X-Gate-Version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// No `X-Gate-Version`: the eight-line signed string, environment secrets only.
+    V1,
+    /// `X-Gate-Version: 2`: the ten-line signed string bound to the key's algorithm and the
+    /// gate's audience.
+    V2,
+}
+
+/// A signature's bytes as sent: 32 (HMAC-SHA256) or, in version 2, 64 (Ed25519).
+#[derive(Clone, Copy)]
+struct Tag {
+    bytes: [u8; ED25519_SIGNATURE_LEN],
+    len: u8,
+}
+
+impl Tag {
+    const EMPTY: Tag = Tag {
+        bytes: [0; ED25519_SIGNATURE_LEN],
+        len: 0,
+    };
+
+    /// Decode lowercase hex of 64 digits, or in version 2 also of 128.
+    fn decode(text: &[u8], version: Version) -> Option<Tag> {
+        let len = match (text.len(), version) {
+            (64, _) => DIGEST_LEN,
+            (128, Version::V2) => ED25519_SIGNATURE_LEN,
+            _ => return None,
+        };
+        let mut tag = Tag::EMPTY;
+        protocol::decode_hex_into(text, &mut tag.bytes[..len]).then_some(())?;
+        tag.len = len as u8;
+        Some(tag)
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// The 32 bytes of a version 1 tag; `None` for a 64-byte one.
+    fn digest(&self) -> Option<&[u8; DIGEST_LEN]> {
+        self.as_slice().try_into().ok()
+    }
+}
+
+impl fmt::Debug for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A signature is not a secret, but logs never need one: show its length only.
+        write!(f, "Tag({} bytes)", self.len)
+    }
+}
+
 /// One signature the request offers: the header pair or an `X-Gate-Signatures` entry.
 #[derive(Debug, Clone, Copy)]
 struct Candidate<'a> {
     /// The key id the signature claims; `None` only for a header pair without `X-Gate-Key-Id`.
     key_id: Option<&'a str>,
-    tag: [u8; DIGEST_LEN],
+    tag: Tag,
 }
 
 /// Most candidates a request can carry: the header pair plus a full `X-Gate-Signatures`.
@@ -94,7 +157,7 @@ struct Candidates<'a> {
 impl<'a> Candidates<'a> {
     const EMPTY: Candidate<'static> = Candidate {
         key_id: None,
-        tag: [0; DIGEST_LEN],
+        tag: Tag::EMPTY,
     };
 
     fn new() -> Self {
@@ -118,17 +181,21 @@ impl<'a> Candidates<'a> {
 /// The parsed signature headers of one request.
 #[derive(Debug, Clone, Copy)]
 struct Claim<'a> {
+    version: Version,
     timestamp_text: &'a str,
     timestamp: u64,
     nonce: &'a str,
     candidates: Candidates<'a>,
 }
 
-/// A request whose headers passed every check; the MACs are checked once the body is read.
+/// A request whose headers passed every check; the signatures are checked once the body is
+/// read.
 #[derive(Debug)]
 pub struct Pending<'a> {
     claim: Claim<'a>,
     keyring: &'a Keyring,
+    /// Some candidate names an observe key (version 2 only).
+    observed: bool,
 }
 
 /// Proof that a request's signature verified. Only [`Pending::verify`] can build one, and the
@@ -137,18 +204,24 @@ pub struct Pending<'a> {
 #[derive(Debug)]
 pub struct Verified<'a> {
     key: &'a Key,
+    index: KeyIndex,
     nonce: &'a str,
     timestamp: u64,
 }
 
 impl<'a> Verified<'a> {
-    /// The configured key whose secret verified.
+    /// The configured key that verified (the first candidate's, in order, that grants access).
     pub fn key(&self) -> &'a Key {
         self.key
     }
 
-    /// Current or previous secret.
-    pub fn slot(&self) -> Slot {
+    /// Where that key sits in the keyring that verified the request.
+    pub fn key_index(&self) -> KeyIndex {
+        self.index
+    }
+
+    /// Current or previous environment secret; `None` for a registry key.
+    pub fn slot(&self) -> Option<Slot> {
         self.key.slot()
     }
 
@@ -186,16 +259,69 @@ pub fn check_headers<'a>(
     if claim.timestamp.abs_diff(now) > skew_window {
         return Err(Reason::StaleTimestamp);
     }
-    if keyring.strict_key_id() {
-        let mut named = claim.candidates.as_slice().iter().filter_map(|c| c.key_id);
-        if named.clone().next().is_none() {
-            return Err(Reason::MissingKeyId);
+    let candidates = claim.candidates.as_slice();
+    let mut observed = false;
+    match claim.version {
+        Version::V1 if keyring.strict_key_id() => {
+            let mut named = candidates.iter().filter_map(|c| c.key_id);
+            if named.clone().next().is_none() {
+                return Err(Reason::MissingKeyId);
+            }
+            let env = keyring.env_keys();
+            if !named.any(|id| env.iter().any(|key| key.id() == id)) {
+                return Err(Reason::UnknownKeyId);
+            }
         }
-        if !named.any(|id| keyring.keys().any(|key| key.id() == id)) {
-            return Err(Reason::UnknownKeyId);
+        Version::V1 => {}
+        Version::V2 => {
+            if candidates.iter().any(|c| c.key_id.is_none()) {
+                return Err(Reason::MissingKeyId);
+            }
+            if keyring.audience().is_none() {
+                return Err(Reason::UnknownKeyId);
+            }
+            let mut known = false;
+            for key in candidates.iter().filter_map(|c| keyring.find(c.key_id?)) {
+                known = true;
+                observed |= key.1.observe();
+            }
+            if !known {
+                return Err(Reason::UnknownKeyId);
+            }
         }
     }
-    Ok(Pending { claim, keyring })
+    Ok(Pending {
+        claim,
+        keyring,
+        observed,
+    })
+}
+
+/// What [`Pending::observations`] found: for each candidate naming an observe key, that key
+/// and whether its signature verified. A fixed array, like the candidates.
+#[derive(Debug, Clone, Copy)]
+pub struct Observations {
+    items: [(Option<KeyIndex>, bool); MAX_CANDIDATES],
+    len: usize,
+}
+
+impl Observations {
+    const NONE: Observations = Observations {
+        items: [(None, false); MAX_CANDIDATES],
+        len: 0,
+    };
+
+    /// Each observed key and whether its signature verified, in candidate order.
+    pub fn iter(&self) -> impl Iterator<Item = (KeyIndex, bool)> + '_ {
+        self.items[..self.len]
+            .iter()
+            .filter_map(|(index, valid)| Some(((*index)?, *valid)))
+    }
+
+    /// True when no candidate named an observe key.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 impl<'a> Pending<'a> {
@@ -205,32 +331,100 @@ impl<'a> Pending<'a> {
         self.claim.nonce
     }
 
-    /// Check every candidate's MAC; the current secret wins when several verify.
-    pub fn verify(
-        self,
-        request: RequestLine<'_>,
-        body_digest: &[u8; DIGEST_LEN],
-    ) -> Result<Verified<'a>, Reason> {
-        let signed = SignedString {
+    /// The signature version the request claims.
+    pub fn version(&self) -> Version {
+        self.claim.version
+    }
+
+    /// The request's signed string, without the lines that depend on the key.
+    fn signed<'s>(
+        &'s self,
+        request: RequestLine<'s>,
+        body_digest: &'s [u8; DIGEST_LEN],
+    ) -> SignedString<'s> {
+        SignedString {
             timestamp: self.claim.timestamp_text,
             nonce: self.claim.nonce,
             method: request.method,
             path: request.path,
             query: request.query,
             body_digest,
+        }
+    }
+
+    /// Check every candidate that names an observe key, for
+    /// `sig_gate_identity_observed_total`. Pure, like [`Pending::verify`]; the answer to the
+    /// request does not depend on it.
+    pub fn observations(
+        &self,
+        request: RequestLine<'_>,
+        body_digest: &[u8; DIGEST_LEN],
+    ) -> Observations {
+        let mut found = Observations::NONE;
+        let Some(audience) = self.keyring.audience().filter(|_| self.observed) else {
+            return found;
         };
-        let strict = self.keyring.strict_key_id();
-        for key in self.keyring.keys() {
-            for candidate in self.claim.candidates.as_slice() {
-                if strict && candidate.key_id != Some(key.id()) {
-                    continue;
+        let signed = self.signed(request, body_digest);
+        for candidate in self.claim.candidates.as_slice() {
+            let Some((index, key)) = candidate.key_id.and_then(|id| self.keyring.find(id)) else {
+                continue;
+            };
+            if key.observe() {
+                let valid = key.verifies_v2(&signed, audience, candidate.tag.as_slice());
+                found.items[found.len] = (Some(index), valid);
+                found.len += 1;
+            }
+        }
+        found
+    }
+
+    /// Check the candidates' signatures. Version 1: with the environment's secrets, the
+    /// current secret winning when several verify. Version 2: each candidate with the key it
+    /// names, in order (header pair, then list order), observe keys skipped; the first that
+    /// verifies names the caller.
+    pub fn verify(
+        self,
+        request: RequestLine<'_>,
+        body_digest: &[u8; DIGEST_LEN],
+    ) -> Result<Verified<'a>, Reason> {
+        let signed = self.signed(request, body_digest);
+        let keyring = self.keyring;
+        let verified = |index: KeyIndex, key: &'a Key| Verified {
+            key,
+            index,
+            nonce: self.claim.nonce,
+            timestamp: self.claim.timestamp,
+        };
+        match self.claim.version {
+            Version::V1 => {
+                let strict = keyring.strict_key_id();
+                for (index, key) in keyring.env_keys().iter().enumerate() {
+                    for candidate in self.claim.candidates.as_slice() {
+                        if strict && candidate.key_id != Some(key.id()) {
+                            continue;
+                        }
+                        let Some(tag) = candidate.tag.digest() else {
+                            continue;
+                        };
+                        if key.verifies(&signed, candidate.key_id.unwrap_or(""), tag) {
+                            return Ok(verified(keyring.index_of(index, key), key));
+                        }
+                    }
                 }
-                if key.verifies(&signed, candidate.key_id.unwrap_or(""), &candidate.tag) {
-                    return Ok(Verified {
-                        key,
-                        nonce: self.claim.nonce,
-                        timestamp: self.claim.timestamp,
-                    });
+            }
+            Version::V2 => {
+                // check_headers let no version 2 request through without an audience.
+                let audience = keyring.audience().ok_or(Reason::UnknownKeyId)?;
+                for candidate in self.claim.candidates.as_slice() {
+                    let Some((index, key)) = candidate.key_id.and_then(|id| keyring.find(id))
+                    else {
+                        continue;
+                    };
+                    if !key.observe()
+                        && key.verifies_v2(&signed, audience, candidate.tag.as_slice())
+                    {
+                        return Ok(verified(index, key));
+                    }
                 }
             }
         }
@@ -287,6 +481,7 @@ struct GateHeaders<'a> {
     nonce: Option<&'a HeaderValue>,
     signature: Option<&'a HeaderValue>,
     signatures: Option<&'a HeaderValue>,
+    version: Option<&'a HeaderValue>,
     /// Some `X-Gate-*` header appears more than once.
     repeated: bool,
 }
@@ -306,6 +501,7 @@ impl<'a> GateHeaders<'a> {
                 "nonce" => &mut found.nonce,
                 "signature" => &mut found.signature,
                 "signatures" => &mut found.signatures,
+                "version" => &mut found.version,
                 _ => {
                     // Any other X-Gate-* name must not repeat either (rare: one lookup).
                     found.repeated |= headers.get_all(name).iter().nth(1).is_some();
@@ -328,6 +524,11 @@ fn parse(headers: &HeaderMap) -> Result<Claim<'_>, Reason> {
     if found.repeated {
         return Err(Reason::MalformedSignature);
     }
+    let version = match found.version.map(HeaderValue::as_bytes) {
+        None => Version::V1,
+        Some(value) if value == protocol::VERSION_2.as_bytes() => Version::V2,
+        Some(_) => return Err(Reason::MalformedSignature),
+    };
     // Each value is checked against its own syntax, all of it ASCII, as bytes: one pass over
     // each, where `HeaderValue::to_str` would add another.
     let timestamp_value = found
@@ -348,7 +549,7 @@ fn parse(headers: &HeaderMap) -> Result<Claim<'_>, Reason> {
             Some(_) => return Err(Reason::MalformedSignature),
             None => None,
         };
-        let tag = protocol::decode_hex32(signature).ok_or(Reason::MalformedSignature)?;
+        let tag = Tag::decode(signature.as_bytes(), version).ok_or(Reason::MalformedSignature)?;
         candidates.push(Candidate { key_id, tag });
     }
     if let Some(json) = text(found.signatures)? {
@@ -358,7 +559,8 @@ fn parse(headers: &HeaderMap) -> Result<Claim<'_>, Reason> {
             if !protocol::is_key_id(entry.key_id) {
                 return Err(Reason::MalformedSignature);
             }
-            let tag = protocol::decode_hex32(entry.signature).ok_or(Reason::MalformedSignature)?;
+            let tag = Tag::decode(entry.signature.as_bytes(), version)
+                .ok_or(Reason::MalformedSignature)?;
             candidates.push(Candidate {
                 key_id: Some(entry.key_id),
                 tag,
@@ -366,6 +568,7 @@ fn parse(headers: &HeaderMap) -> Result<Claim<'_>, Reason> {
         }
     }
     Ok(Claim {
+        version,
         timestamp_text: ascii(timestamp_value)?,
         timestamp,
         nonce: ascii(nonce)?,
@@ -447,6 +650,9 @@ impl<'de> Deserialize<'de> for Entries<'de> {
 }
 
 #[cfg(test)]
+mod v2_tests;
+
+#[cfg(test)]
 mod tests {
     use http::{HeaderName, HeaderValue};
     use proptest::prelude::*;
@@ -503,7 +709,7 @@ mod tests {
     fn outcome(headers: &HeaderMap, keyring: &Keyring) -> Result<Slot, Reason> {
         check_headers(headers, keyring, SKEW, NOW)?
             .verify(LINE, &protocol::body_digest(b"{}"))
-            .map(|v| v.slot())
+            .map(|v| v.slot().expect("test keyrings hold environment keys only"))
     }
 
     fn with(mut headers: HeaderMap, name: HeaderName, value: &str) -> HeaderMap {
@@ -827,7 +1033,7 @@ mod tests {
             let line = RequestLine { method: &method, path: &path, query: query.as_deref().unwrap_or("") };
             let verified = check_headers(&headers, &keyring, SKEW, NOW)
                 .and_then(|p| p.verify(line, &protocol::body_digest(&body)));
-            prop_assert_eq!(verified.map(|v| v.slot()), Ok(Slot::Current));
+            prop_assert_eq!(verified.map(|v| v.slot()), Ok(Some(Slot::Current)));
         }
 
         #[test]

@@ -431,6 +431,13 @@ impl GateProcess {
             .map_err(|e| HarnessError::new(format!("{}: SIGTERM", self.name), e))
     }
 
+    /// Send SIGHUP to the generation's process group: the gate reloads its keys.
+    pub fn hang_up(&self) -> Result<(), HarnessError> {
+        self.group
+            .signal(Signal::SIGHUP)
+            .map_err(|e| HarnessError::new(format!("{}: SIGHUP", self.name), e))
+    }
+
     /// Wait for the process to exit and return its exit code (`None`: killed by a signal). If
     /// it has not exited within `within` it is killed and this is an error.
     pub async fn wait_exit(&mut self, within: Duration) -> Result<Option<i32>, HarnessError> {

@@ -171,9 +171,7 @@ impl NonceCache {
         // A plain store under the lock, where a shared total would take a locked instruction
         // per admission (and a cache line bouncing between the worker threads).
         shard.entries.store(table.len, Ordering::Relaxed);
-        result.map(|()| Admitted {
-            slot: verified.slot(),
-        })
+        result.map(|()| Admitted::new(&verified))
     }
 
     /// Start loading the slot where [`NonceCache::admit`] will look for `nonce`, so that the

@@ -128,13 +128,13 @@ impl RedisStore {
         let ttl_ms = ttl_ms(verified.timestamp(), shared.keep_ms, unix_now_ms());
         let mut command = redis::cmd("SET");
         command.arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms);
-        let slot = verified.slot();
+        let admitted = Admitted::new(&verified);
         Box::pin(async move {
             let started = Instant::now();
             let answer = shared.run(&command).await;
             shared.metrics.operation(started.elapsed().as_secs_f64());
             match answer {
-                Ok(Value::Okay) => Ok(Admitted { slot }),
+                Ok(Value::Okay) => Ok(admitted),
                 Ok(Value::Nil) => Err(ReplayError::Replayed),
                 Ok(other) => {
                     let kind = StoreFailure::Reply;

@@ -65,7 +65,9 @@ fn verified(pending: Pending<'_>) -> Verified<'_> {
 /// Verify a fresh request with `nonce` at `timestamp` and offer it to the cache at `now`.
 fn admit(cache: &NonceCache, nonce: &str, timestamp: u64, now: u64) -> Result<Slot, ReplayError> {
     checked(nonce, timestamp, now, |pending| {
-        cache.admit(verified(pending), now).map(|a| a.slot())
+        cache
+            .admit(verified(pending), now)
+            .map(|a| a.slot().expect("an environment key"))
     })
 }
 
@@ -122,7 +124,7 @@ fn admit_prefetched(
         let own = cache.prefetch(pending.nonce());
         cache
             .admit_prefetched(verified(pending), prefetched.unwrap_or(&own), now)
-            .map(|a| a.slot())
+            .map(|a| a.slot().expect("an environment key"))
     })
 }
 
@@ -165,7 +167,7 @@ fn the_store_answers_as_its_memory_table() {
         checked(nonce, T0, now, |pending| {
             let prefetched = store.prefetch(pending.nonce());
             match store.admit_prefetched(verified(pending), &prefetched, now) {
-                Admission::Ready(answer) => answer.map(|a| a.slot()),
+                Admission::Ready(answer) => answer.map(|a| a.slot().expect("an environment key")),
                 Admission::Pending(_) => panic!("the memory table answers at once"),
             }
         })
