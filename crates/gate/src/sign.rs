@@ -185,11 +185,20 @@ fn pem_private_key(pem: &str) -> Option<Vec<u8>> {
     STANDARD.decode(base64).ok()
 }
 
-/// A new Ed25519 private key as PKCS#8 PEM, and its public key.
+/// The DER of an Ed25519 `PrivateKeyInfo` (RFC 8410, section 7), version 1, up to the 32-byte
+/// seed that follows: what `openssl genpkey -algorithm ed25519` writes.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// A new Ed25519 private key as PKCS#8 PEM, and its public key. The key is written in the
+/// version 1 form OpenSSL writes (the seed alone), which every PKCS#8 reader accepts; ring's
+/// own `generate_pkcs8` writes version 2 (with the public key), which OpenSSL and the Python
+/// `cryptography` package refuse.
 pub fn generate_ed25519() -> Result<(zeroize::Zeroizing<String>, PublicKey), KeyFileError> {
-    let rng = ring::rand::SystemRandom::new();
-    let der = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyFileError::NotEd25519)?;
-    let der = zeroize::Zeroizing::new(der.as_ref().to_vec());
+    let mut der = zeroize::Zeroizing::new(ED25519_PKCS8_V1_PREFIX.to_vec());
+    der.resize(ED25519_PKCS8_V1_PREFIX.len() + 32, 0);
+    crate::random::fill(&mut der[ED25519_PKCS8_V1_PREFIX.len()..]);
     let body = zeroize::Zeroizing::new(STANDARD.encode(der.as_slice()));
     let mut pem = zeroize::Zeroizing::new(String::from("-----BEGIN PRIVATE KEY-----\n"));
     for line in body.as_bytes().chunks(64) {
@@ -359,6 +368,18 @@ pub fn new_nonce() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_ed25519_keys_are_pkcs8_version_1_as_openssl_writes_them() {
+        let (pem, public) = generate_ed25519().expect("a key");
+        let der = pem_private_key(&pem).expect("a PRIVATE KEY block");
+        assert_eq!(der.len(), 48);
+        assert_eq!(der[..16], ED25519_PKCS8_V1_PREFIX);
+        let again = SigningKey::ed25519_pem("again", &pem).expect("reads back");
+        assert_eq!(again.public_key(), Some(public));
+        let (other, _) = generate_ed25519().expect("a key");
+        assert_ne!(*pem, *other, "every key is new");
+    }
     use crate::keyring::{Secret, Slot};
 
     fn key(slot: Slot, id: &str, secret: &str) -> Key {
