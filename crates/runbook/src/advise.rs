@@ -76,18 +76,34 @@ pub const TRIGGERS: [Trigger; 7] = [
 ];
 
 /// The phased rollout printed when migration is advised (runbook: "dual-sign verify first,
-/// then enforce per-service asymmetric identity"), ending with the shared secret's retirement.
-pub const MIGRATION_PLAN: [&str; 3] = [
-    "Dual-sign verify first: run the overlap with TOOL_GATE_DUAL_SIGN=true on every signer and \
-     INTERSERVICE_HMAC_SECRET_PREV set on every gate; once \
-     sig_gate_invalid_request_signature_total stays flat, set \
-     INTERSERVICE_HMAC_STRICT_KEY_ID=true so every key id is bound to its secret.",
-    "Then enforce per-service asymmetric identity, one service at a time: an Ed25519 keypair \
-     per service with key ids (verifiers hold public keys only), or mTLS with SPIFFE/SPIRE \
-     workload identities. Keep HMAC verification on until every caller presents its own \
-     identity (sig-gate's signature v1 is HMAC only; the new verifier is a separate step).",
-    "Retire the shared secret: unset INTERSERVICE_HMAC_SECRET_PREV, turn \
-     TOOL_GATE_DUAL_SIGN off, then remove INTERSERVICE_HMAC_SECRET from every signer and gate.",
+/// then enforce per-service asymmetric identity"), as this product does it: each caller gets an
+/// Ed25519 key in the gate's registry, first as an `observe` key (verified and counted, never
+/// granting access), then enforced, then the shared secret is retired. docs/operations.md,
+/// "Migrating to per-service Ed25519 identity", walks through the same steps.
+pub const MIGRATION_PLAN: [&str; 6] = [
+    "Give every gate an audience and a key registry: GATE_AUDIENCE=<this service's name> and \
+     GATE_KEYS_FILE=/etc/sig-gate/keys.toml (the shared secret keeps working: it is caller \
+     `shared` in every version). Reloads need no restart: SIGHUP, or just update the files.",
+    "For each calling service: `sig-gate keygen --ed25519 --out <caller>.pem` (PKCS#8, mode \
+     0600; prints the public key), store the PEM as that caller's Secret, and add to the \
+     registry: [[key]] id = \"<caller>-ed25519-1\", caller = \"<caller>\", alg = \"ed25519\", \
+     public_key = \"<printed key>\", observe = true.",
+    "Dual-sign: each caller signs version 2 with the shared secret and adds the observe \
+     signature: GATE_SIGNING_KEY_ID=<the shared secret's key id, e.g. current>, \
+     GATE_SIGNING_KEY_FILE=<file holding the shared secret>, GATE_AUDIENCE=<the gate's \
+     audience>, GATE_OBSERVE_KEY_ID=<caller>-ed25519-1, GATE_OBSERVE_KEY_FILE=<caller>.pem \
+     (sig-gate sign, the Python or TypeScript client).",
+    "Verify before enforcing: sig_gate_identity_observed_total{caller,key_id,result} must show \
+     only result=\"valid\" for every caller, under real traffic, for at least a day; any \
+     `invalid` names the caller to fix first.",
+    "Enforce, one caller at a time: in the registry set observe = false for its key, and switch \
+     the caller to GATE_SIGNING_KEY_ID=<caller>-ed25519-1, GATE_SIGNING_KEY_FILE=<caller>.pem, \
+     GATE_SIGNING_ALG=ed25519 (version 2); sig_gate_verified_key_total{caller,key_id,alg} shows \
+     the key admitting its requests, and X-Gate-Verified-Caller now names the service.",
+    "Retire the shared secret once sig_gate_verified_key_total{caller=\"shared\"} stays flat: \
+     unset INTERSERVICE_HMAC_SECRET and INTERSERVICE_HMAC_SECRET_PREV on every gate (a reload \
+     with the registry holding every caller's key) and remove them from every signer; a \
+     shared-secret request is then refused (401).",
 ];
 
 /// What to keep doing when migration is not advised (runbook: "Keep HMAC for the current
@@ -952,11 +968,25 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("Verdict: MIGRATE"), "{table}");
-        assert!(table.contains("1. Dual-sign verify first"), "{table}");
-        assert!(table.contains("TOOL_GATE_DUAL_SIGN=true"), "{table}");
-        assert!(table.contains("2. Then enforce per-service asymmetric identity"));
-        assert!(table.contains("Ed25519") && table.contains("SPIFFE/SPIRE"));
-        assert!(table.contains("3. Retire the shared secret"), "{table}");
+        // The product's own migration: the commands, registry lines, signer variables and the
+        // metric to read before enforcing, in the runbook's order.
+        for (step, text) in [
+            (1, "GATE_KEYS_FILE"),
+            (2, "sig-gate keygen --ed25519 --out"),
+            (3, "Dual-sign"),
+            (4, "Verify before enforcing"),
+            (5, "Enforce"),
+            (6, "Retire the shared secret"),
+        ] {
+            let line = table
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{step}. ")))
+                .unwrap_or_else(|| panic!("step {step}: {table}"));
+            assert!(line.contains(text), "step {step}: {line}");
+        }
+        assert!(table.contains("observe = true") && table.contains("GATE_OBSERVE_KEY_FILE"));
+        assert!(table.contains(r#"sig_gate_identity_observed_total{caller,key_id,result}"#));
+        assert!(table.contains("GATE_SIGNING_ALG=ed25519"), "{table}");
         // Nothing is unset: no row says so and no note asks for more values.
         let rows_and_note = table
             .split("Verdict:")
