@@ -80,7 +80,7 @@ lint: $(TOOLS)/bin/cargo-deny ## rustfmt, clippy (warnings are errors), hadolint
 
 bench: ## criterion verify ratio, then the load benchmark vs nginx and HAProxy -> docs/benchmarks.md
 	$(CARGO) bench --locked -p gate --bench verify
-	python3 scripts/verify-ratio.py target/criterion/verify_1KiB_POST
+	python3 scripts/verify-ratio.py target/criterion/verify_1KiB_POST target/criterion/verify_ed25519_v2_1KiB_POST
 	bench/bench.sh  # load benchmark vs nginx and HAProxy -> docs/benchmarks.md (BENCH_QUICK=1: smoke run)
 
 soak: ## 10 min of signed load, upstream faults, client resets -> docs/soak.md (not in CI; SOAK_SECONDS=N)

@@ -53,6 +53,8 @@ mod head;
 mod pool;
 #[doc(hidden)]
 #[cfg(any(test, feature = "testing"))]
+// The unit tests use only its chunked decoder; the rest is for the differential test and fuzzing.
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub mod testing;
 #[cfg(test)]
 mod tests;
