@@ -4,8 +4,8 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use libfuzzer_sys::fuzz_target;
 use gate::upstream_testing as testing;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // First two bytes: read sizes; the rest: the body as sent.

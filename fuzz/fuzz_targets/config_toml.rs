@@ -14,8 +14,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use libfuzzer_sys::fuzz_target;
 use gate::config::{vars, Config};
+use libfuzzer_sys::fuzz_target;
 
 /// The secret value: long enough to be accepted, and with a part no other text contains.
 const SECRET: &str = "fuzz-secret-Zq7Xw9Kp-0123456789abcdefghij";

@@ -10,12 +10,12 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use http::{HeaderMap, HeaderName, HeaderValue};
-use libfuzzer_sys::fuzz_target;
 use gate::keyring::{Key, Keyring, Secret, Slot};
 use gate::protocol::{self, SignedString};
 use gate::sign::{self, Signer};
 use gate::verify::{self, ClaimedKeyIds, RequestLine};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use libfuzzer_sys::fuzz_target;
 
 const NOW: u64 = 1_700_000_000;
 const SKEW: u64 = 300;

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use gate::clock::unix_now;
 use gate::keyring::{Key, Keyring, Secret, Slot};
 use gate::protocol;
-use gate::clock::unix_now;
 use gate::replay::{NonceCache, ReplayError};
 use gate::sign::{Request, Signer, header_map};
 use gate::verify::{self, RequestLine};
