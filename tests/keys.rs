@@ -213,11 +213,7 @@ async fn version_2_reaches_the_upstream_with_the_callers_identity_and_forged_cop
     let reply = send(gate.addr, "GET", "/x", &headers, "").await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.json()["reason"], "bad_signature");
-    assert_eq!(
-        upstream.total(),
-        count,
-        "a refused request reaches nobody"
-    );
+    assert_eq!(upstream.total(), count, "a refused request reaches nobody");
 
     // Each key's admissions, by caller, key id and algorithm; the observe key at 0.
     let metrics = gate.metrics().await;
