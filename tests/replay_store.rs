@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use runbook::process::{GateEnv, Launcher, Workdir};
+use runbook::redis::{RedisCluster, RedisServer, free_port};
 use runbook::upstream::RecordingUpstream;
-use support::redis::{RedisCluster, RedisServer};
 use support::{Reply, SECRET, TestGate, send, sign, sign_at};
 
 const STORE: &str = "GATE_REPLAY_STORE";
@@ -426,7 +426,7 @@ async fn a_slow_answer_within_the_budget_passes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gate_starts_with_redis_down_and_serves_once_it_is_up() {
-    let port = support::redis::free_port(false).expect("a free port");
+    let port = free_port(false).expect("a free port");
     let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let url = format!("redis://127.0.0.1:{port}");
     let budget = FAULT_BUDGET.as_millis().to_string();
