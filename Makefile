@@ -42,7 +42,8 @@ test-python: ## the Python signer: vectors, unit tests, live interop with the re
 	scripts/test-python.sh
 	scripts/test-python-package.sh
 
-test-runbook: debug-bin ## rotation drill and game-day scorecard in quick mode, real processes
+test-runbook: debug-bin ## rotation drill and game-day scorecard in quick mode, real processes (installs redis-server when missing)
+	scripts/install-redis.sh
 	$(BIN) drill --quick
 	$(BIN) scorecard --quick
 

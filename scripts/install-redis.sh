@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install Debian's redis-server (redis-server and redis-cli) when either is missing, for the
-# replay store's tests (tests/replay_store.rs), which start their own servers on loopback.
-# Called by `make test-rust`; works as root on a fresh Debian machine with no stdin (CI=true).
+# replay store's tests (tests/replay_store.rs) and the scorecard's replay store scenarios, which
+# start their own servers on loopback. Called by `make test-rust` and `make test-runbook`; works
+# as root on a fresh Debian machine with no stdin (CI=true).
 #
 # The package's maintainer scripts would start a system Redis on 127.0.0.1:6379: a policy-rc.d
 # that denies every start prevents that while we install (removed again if we created it), and

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use runbook::process::{GateEnv, Launcher, Workdir};
+use runbook::redis::{RedisCluster, RedisServer, free_port};
 use runbook::upstream::RecordingUpstream;
-use support::redis::{RedisCluster, RedisServer};
 use support::{Reply, SECRET, TestGate, send, sign, sign_at};
 
 const STORE: &str = "GATE_REPLAY_STORE";
@@ -100,7 +100,7 @@ async fn until_metric(gate: &TestGate, series: &str, value: f64, within: Duratio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gates_sharing_redis_refuse_a_replay_at_either_and_after_a_restart() {
-    let redis = RedisServer::start(&[]);
+    let redis = RedisServer::start(&[]).expect("redis-server starts");
     let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let store = [
         (STORE, redis.url()),
@@ -134,6 +134,7 @@ async fn gates_sharing_redis_refuse_a_replay_at_either_and_after_a_restart() {
     let key = format!("team-a:nonce:{}", nonce_of(&request));
     let pttl: i64 = redis
         .cli(&["PTTL", &key])
+        .expect("redis-cli")
         .parse()
         .expect("PTTL is a number");
     let after_ms = unix_now_ms();
@@ -145,7 +146,7 @@ async fn gates_sharing_redis_refuse_a_replay_at_either_and_after_a_restart() {
         expiry_ms - after_ms,
         expiry_ms - before_ms
     );
-    assert_eq!(redis.cli(&["GET", &key]), "1");
+    assert_eq!(redis.cli(&["GET", &key]).expect("redis-cli"), "1");
     assert_replayed(&post(&a, &request).await, "again to the same gate");
     assert_replayed(&post(&b, &request).await, "to the other gate");
     assert_eq!(
@@ -270,7 +271,7 @@ fn check_refusals(sent: &[Sent], upstream: &RecordingUpstream) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_under_load_fails_closed_and_recovers_without_a_restart() {
-    let mut redis = RedisServer::start(&[]);
+    let mut redis = RedisServer::start(&[]).expect("redis-server starts");
     let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let budget = FAULT_BUDGET.as_millis().to_string();
     let url = redis.url();
@@ -328,7 +329,7 @@ async fn redis_killed_under_load_fails_closed_and_recovers_without_a_restart() {
     until_metric(&gate, UP, 0.0, Duration::from_secs(5)).await;
 
     // Back on the same port: requests pass again, the same gate.
-    redis.restart(None);
+    redis.restart(None).expect("redis-server starts again");
     until_a_request_passes(&gate, Duration::from_secs(10)).await;
     until_metric(&gate, UP, 1.0, Duration::from_secs(5)).await;
     let request = signed();
@@ -338,7 +339,7 @@ async fn redis_killed_under_load_fails_closed_and_recovers_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_redis_fails_closed_within_the_budget() {
-    let redis = RedisServer::start(&[]);
+    let redis = RedisServer::start(&[]).expect("redis-server starts");
     let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let budget = FAULT_BUDGET.as_millis().to_string();
     let url = redis.url();
@@ -351,7 +352,12 @@ async fn a_stalled_redis_fails_closed_within_the_budget() {
     let seen_before = upstream.total();
 
     // Every command, ours and the probe's, waits 8 s.
-    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "8000", "ALL"]), "OK");
+    assert_eq!(
+        redis
+            .cli(&["CLIENT", "PAUSE", "8000", "ALL"])
+            .expect("redis-cli"),
+        "OK"
+    );
     let paused = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let running = tokio::spawn(load(gate.addr, 4, Arc::clone(&stop)));
@@ -392,7 +398,7 @@ async fn a_stalled_redis_fails_closed_within_the_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_answer_within_the_budget_passes() {
-    let redis = RedisServer::start(&[]);
+    let redis = RedisServer::start(&[]).expect("redis-server starts");
     let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let url = redis.url();
     let gate = TestGate::start(
@@ -402,7 +408,12 @@ async fn a_slow_answer_within_the_budget_passes() {
     .await;
     until_a_request_passes(&gate, Duration::from_secs(10)).await;
     // Slower than the client library's own default (500 ms), well within this budget.
-    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1200", "ALL"]), "OK");
+    assert_eq!(
+        redis
+            .cli(&["CLIENT", "PAUSE", "1200", "ALL"])
+            .expect("redis-cli"),
+        "OK"
+    );
     let started = Instant::now();
     let reply = post(&gate, &signed()).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -415,7 +426,7 @@ async fn a_slow_answer_within_the_budget_passes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gate_starts_with_redis_down_and_serves_once_it_is_up() {
-    let port = support::redis::free_port(false);
+    let port = free_port(false).expect("a free port");
     let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let url = format!("redis://127.0.0.1:{port}");
     let budget = FAULT_BUDGET.as_millis().to_string();
@@ -449,14 +460,14 @@ async fn the_gate_starts_with_redis_down_and_serves_once_it_is_up() {
         .await;
     assert!(connection >= 1.0 && connection + timeout == 3.0);
 
-    let _redis = RedisServer::start_on(port, &[]);
+    let _redis = RedisServer::start_on(port, &[]).expect("redis-server starts");
     until_a_request_passes(&gate, Duration::from_secs(10)).await;
     until_metric(&gate, UP, 1.0, Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_only_forwards_through_store_faults_and_counts_them() {
-    let mut redis = RedisServer::start(&[]);
+    let mut redis = RedisServer::start(&[]).expect("redis-server starts");
     let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let budget = FAULT_BUDGET.as_millis().to_string();
     let url = redis.url();
@@ -488,7 +499,12 @@ async fn report_only_forwards_through_store_faults_and_counts_them() {
         .await;
 
     // Stalled, then killed: forwarded without the verified headers, and counted.
-    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "3000", "ALL"]), "OK");
+    assert_eq!(
+        redis
+            .cli(&["CLIENT", "PAUSE", "3000", "ALL"])
+            .expect("redis-cli"),
+        "OK"
+    );
     let mut faults = 0.0;
     for fault in ["stalled", "killed"] {
         if fault == "killed" {
@@ -532,7 +548,7 @@ async fn report_only_forwards_through_store_faults_and_counts_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_cluster_shares_nonces_between_gates() {
-    let cluster = RedisCluster::start();
+    let cluster = RedisCluster::start().expect("the cluster forms");
     let upstream = RecordingUpstream::start().await.expect("upstream starts");
     // One gate knows a single seed, the other all three.
     let one_seed = cluster.url(&[0]);
@@ -562,12 +578,13 @@ async fn a_redis_cluster_shares_nonces_between_gates() {
     let holding = cluster
         .nodes
         .iter()
-        .filter(|node| node.cli(&["DBSIZE"]) != "0")
+        .filter(|node| node.cli(&["DBSIZE"]).expect("redis-cli") != "0")
         .count();
     assert!(holding >= 2, "keys on {holding} of 3 masters");
     let key = format!("sig-gate:nonce:{}", nonce_of(&requests[0]));
     let pttl: i64 = cluster.nodes[0]
         .cli(&["-c", "PTTL", &key])
+        .expect("redis-cli")
         .parse()
         .expect("PTTL is a number");
     assert!((200_000..=301_000).contains(&pttl), "PTTL {pttl}");
@@ -589,7 +606,7 @@ async fn a_redis_cluster_shares_nonces_between_gates() {
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(reply.text(), UNAVAILABLE);
     }
-    cluster.restart();
+    cluster.restart().expect("the cluster forms again");
     for gate in [&a, &b] {
         until_a_request_passes(gate, Duration::from_secs(30)).await;
     }
@@ -600,11 +617,11 @@ const PASSWORD: &str = "st0re-Pa55word-7c1e";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_password_never_shows() {
-    let mut redis = RedisServer::start(&["--requirepass", PASSWORD]);
+    let mut redis = RedisServer::start(&["--requirepass", PASSWORD]).expect("redis-server starts");
     let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let workdir = Workdir::create("replay-store-test").expect("workdir");
     let launcher = Launcher::new(env!("CARGO_BIN_EXE_sig-gate").into(), &workdir);
-    let url = format!("redis://default:{PASSWORD}@127.0.0.1:{}", redis.port);
+    let url = format!("redis://default:{PASSWORD}@127.0.0.1:{}", redis.port());
     let env = GateEnv::new(&upstream.url())
         .set("INTERSERVICE_HMAC_SECRET", SECRET)
         .set(STORE, url.clone())
@@ -625,7 +642,7 @@ async fn a_store_password_never_shows() {
     assert!(
         config
             .stdout
-            .contains(&format!("redis://default:***@127.0.0.1:{}/0", redis.port)),
+            .contains(&format!("redis://default:***@127.0.0.1:{}/0", redis.port())),
         "{}",
         config.stdout
     );
@@ -643,7 +660,9 @@ async fn a_store_password_never_shows() {
     checked.push(format!("log: {}", gate.log_tail().join("\n")));
 
     // The store changes its password under the gate: authentication fails from then on.
-    redis.restart(Some(&["--requirepass", "another-password-123"]));
+    redis
+        .restart(Some(&["--requirepass", "another-password-123"]))
+        .expect("redis-server starts again");
     let reply = post(&view, &signed()).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     checked.push(format!("refusal: {}", reply.text()));

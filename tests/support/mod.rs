@@ -1,10 +1,9 @@
 //! Shared fixtures for black-box tests: a real gate on 127.0.0.1 port 0, a signer, a
-//! one-request HTTP client and a `/metrics` reader; real Redis servers and a Redis Cluster in
-//! `redis.rs`. The upstream they stand in front of is the runbook's
-//! [`runbook::upstream::RecordingUpstream`], the one every tool and test shares.
+//! one-request HTTP client and a `/metrics` reader. The upstream they stand in front of is the
+//! runbook's [`runbook::upstream::RecordingUpstream`], and the real Redis servers and Redis
+//! Cluster are the runbook's too ([`runbook::redis`]): one implementation every tool and test
+//! shares.
 #![allow(dead_code)] // each test binary uses a different part of the fixtures
-
-pub mod redis;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

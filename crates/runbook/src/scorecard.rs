@@ -6,14 +6,19 @@
 //! The field: a gate after retirement (new secret only, strict key ids off, a 16 KiB body
 //! limit, a 1 s upstream timeout, the default 300 s clock-skew window), a gate in the overlap
 //! with strict key ids, a report-only gate, and for the shutdown scenario a gate of its own;
-//! the attacks on the request path (`scorecard/attacks.rs`) start two more.
+//! the attacks on the request path (`scorecard/attacks.rs`) start two more, the identity
+//! scenarios three with a key registry, and the replay store scenarios two replicas sharing a
+//! `redis-server` they start.
 //! Scenarios run one after another, so each one's counter deltas are its own.
 //!
 //! This file is the engine: the field, the order of play, the checks scenarios share and the
 //! report. The scenarios live by kind: `scorecard/signatures.rs` (skew, replay, tampering, key
 //! ids, body limit, malformed headers), `scorecard/attacks.rs` (the request path itself),
-//! `scorecard/faults.rs` (upstream down or slow, report-only mode, a rejection spike) and
-//! `scorecard/shutdown.rs` (SIGTERM under load, a bad redeploy).
+//! `scorecard/identity.rs` (signature version 2 and the key registry: audiences, reload, the
+//! caller header, algorithm confusion, observe keys, claimed key ids), `scorecard/store.rs`
+//! (the shared replay store on Redis: replicas, restarts, an outage), `scorecard/faults.rs`
+//! (upstream down or slow, report-only mode, a rejection spike) and `scorecard/shutdown.rs`
+//! (SIGTERM under load, a bad redeploy).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,8 +39,10 @@ use gate::verify::Reason;
 
 mod attacks;
 mod faults;
+mod identity;
 mod shutdown;
 mod signatures;
+mod store;
 
 use faults::{report_only, spike, upstream_down, upstream_slow};
 use shutdown::{bad_redeploy, sigterm};
@@ -313,6 +320,8 @@ async fn play(field: &mut Field) -> Vec<Scenario> {
         malformed(field).await,
     );
     attacks::play(field, &mut scenario).await;
+    identity::play(field, &mut scenario).await;
+    store::play(field, &mut scenario).await;
     scenario("upstream down, then recovering", upstream_down(field).await);
     scenario("upstream too slow", upstream_slow(field).await);
     scenario("report-only mode", report_only(field).await);

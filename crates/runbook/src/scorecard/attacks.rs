@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request};
+use http::{HeaderMap, HeaderName, Method, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::task::JoinSet;
 
@@ -526,20 +526,67 @@ async fn oversized_head(field: &Field) -> Result<Vec<Check>, HarnessError> {
     Ok(checks)
 }
 
-/// Whether a header name is `X-Gate-Verified-Key-Id` in some spelling: any case, `_` for `-`
-/// (what CGI-style frameworks fold both to).
-fn spells_verified_key_id(name: &str) -> bool {
-    name.replace('_', "-")
-        .eq_ignore_ascii_case(protocol::VERIFIED_KEY_ID.as_str())
+/// Whether a header name is `header` in some spelling: any case, `_` for `-` (what CGI-style
+/// frameworks fold both to).
+fn spells(name: &str, header: &HeaderName) -> bool {
+    name.replace('_', "-").eq_ignore_ascii_case(header.as_str())
 }
 
-/// The spellings of `X-Gate-Verified-Key-Id` among `headers`, with their values.
-fn verified_key_id_copies(headers: &HeaderMap) -> Vec<String> {
+/// The spellings of `header` among `headers`, with their values.
+fn copies(headers: &HeaderMap, header: &HeaderName) -> Vec<String> {
     headers
         .iter()
-        .filter(|(name, _)| spells_verified_key_id(name.as_str()))
+        .filter(|(name, _)| spells(name.as_str(), header))
         .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap_or("?")))
         .collect()
+}
+
+/// One request of a spoofing scenario: what it shows, the gate it goes to, the call, and the
+/// value the gate itself sets on it (`None` where it sets none: exempt and report-only).
+pub(super) type SpoofCase<'a> = (&'a str, &'a GateProcess, &'a Call, Option<&'a str>);
+
+/// Send each case's call with the `spoofs` header lines added (copies of `header`, a header
+/// the gate sets, in other spellings), on a raw connection so every spelling goes out as
+/// written; then check that the upstream got no client copy of `header` in any spelling,
+/// only the gate's own value where it sets one.
+pub(super) async fn spoofed(
+    field: &Field,
+    header: &HeaderName,
+    spoofs: &[&str],
+    cases: &[SpoofCase<'_>],
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for &(what, gate, call, own) in cases {
+        let addr = gate.proxy_addr();
+        let wire = spoofs
+            .iter()
+            .fold(call.wire(addr), |wire, spoof| wire.line(*spoof));
+        let reply = raw_exchange(addr, &wire.bytes()).await;
+        checks.push(answer_or_error(what, &reply, "200"));
+        let seen = field.upstream.seen(call.path());
+        let expected = match own {
+            Some(value) => format!("only the gate's own {header}: {value}"),
+            None => "no copy in any spelling".to_owned(),
+        };
+        let copies = copies(&seen.headers, header);
+        let observed = if seen.count == 0 {
+            "never reached the upstream".to_owned()
+        } else {
+            match (copies.as_slice(), own) {
+                ([], _) => "no copy in any spelling".to_owned(),
+                ([only], Some(value)) if *only == format!("{header}: {value}") => {
+                    format!("only the gate's own {header}: {value}")
+                }
+                _ => format!("upstream received {}", copies.join(", ")),
+            }
+        };
+        checks.push(Check::equal(
+            format!("upstream copies, {what}"),
+            expected,
+            observed,
+        ));
+    }
+    checks
 }
 
 /// A client's `X-Gate-Verified-Key-Id`, spelt with underscores or in any case, must never
@@ -572,38 +619,7 @@ async fn spoofed_verified_key_id(field: &Field, arena: &Arena) -> Result<Vec<Che
             Some(field.new.key_id()),
         ),
     ];
-    let mut checks = Vec::new();
-    for (what, gate, call, key_id) in cases {
-        let addr = gate.proxy_addr();
-        let wire = spoofs
-            .iter()
-            .fold(call.wire(addr), |wire, spoof| wire.line(*spoof));
-        let reply = raw_exchange(addr, &wire.bytes()).await;
-        checks.push(answer_or_error(what, &reply, "200"));
-        let seen = field.upstream.seen(call.path());
-        let expected = match key_id {
-            Some(id) => format!("only the gate's own x-gate-verified-key-id: {id}"),
-            None => "no copy in any spelling".to_owned(),
-        };
-        let copies = verified_key_id_copies(&seen.headers);
-        let observed = if seen.count == 0 {
-            "never reached the upstream".to_owned()
-        } else {
-            match (copies.as_slice(), key_id) {
-                ([], _) => "no copy in any spelling".to_owned(),
-                ([only], Some(id)) if *only == format!("x-gate-verified-key-id: {id}") => {
-                    format!("only the gate's own x-gate-verified-key-id: {id}")
-                }
-                _ => format!("upstream received {}", copies.join(", ")),
-            }
-        };
-        checks.push(Check::equal(
-            format!("upstream copies, {what}"),
-            expected,
-            observed,
-        ));
-    }
-    Ok(checks)
+    Ok(spoofed(field, &protocol::VERIFIED_KEY_ID, &spoofs, &cases).await)
 }
 
 /// `GET http://host/path?query` (absolute form), signed for the path and query: the upstream
@@ -1138,16 +1154,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn verified_key_id_spellings() {
+    fn spellings_of_the_headers_the_gate_sets() {
+        let key_id = &protocol::VERIFIED_KEY_ID;
         for name in [
             "x-gate-verified-key-id",
             "X_Gate_Verified_Key_Id",
             "x_gate_verified-key_id",
         ] {
-            assert!(spells_verified_key_id(name), "{name}");
+            assert!(spells(name, key_id), "{name}");
         }
-        assert!(!spells_verified_key_id("x-gate-verified-key-ids"));
-        assert!(!spells_verified_key_id("x-gate-key-id"));
+        assert!(!spells("x-gate-verified-key-ids", key_id));
+        assert!(!spells("x-gate-key-id", key_id));
+        let caller = &protocol::VERIFIED_CALLER;
+        assert!(spells("X_GATE_VERIFIED_CALLER", caller));
+        assert!(!spells("x-gate-verified-key-id", caller));
     }
 
     #[test]
