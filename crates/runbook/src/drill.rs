@@ -13,8 +13,9 @@
 //! (requests signed the ways the runbook says must be accepted or rejected), lets the stream
 //! run, and compares each serving gate's own `/metrics` over the step's window with what the
 //! step expects: verified requests per secret slot or per key, every invalid-signature reason,
-//! the configuration and keys it reports. Any non-2xx answer or connection error on the stream
-//! fails the drill.
+//! the configuration and keys it reports (every switch of the client first waits until the
+//! requests it sent the old way have answered, so a window holds the new mode only). Any
+//! non-2xx answer or connection error on the stream fails the drill.
 //!
 //! Phases: 1 current state (old secret), 2 overlap (new + previous, strict key ids off),
 //! 3 overlap with strict key ids, 4 retirement (new only), 5 rollback rehearsal (back into the
@@ -78,6 +79,10 @@ const READY_WITHIN: Duration = Duration::from_secs(10);
 /// How long a Secret update may take to be reloaded: the documented 10 seconds, with room for
 /// a debug build on a busy machine. The check shows the time it took.
 const RELOAD_WITHIN: Duration = Duration::from_secs(30);
+
+/// How long a switch of the client waits for the requests it sent the old way: past the
+/// stream's own request timeout, after which they have failed anyway.
+const SETTLE_WITHIN: Duration = Duration::from_secs(6);
 
 /// The replicas' names in the report, in round-robin order.
 const REPLICA_NAMES: [&str; 2] = ["A", "B"];
@@ -624,6 +629,7 @@ async fn redeploy(
     let registry = publish(rig, step, live)?;
     if client_first && let Some(load) = &live.load {
         load.set_signer(step.client.clone());
+        load.settle(SETTLE_WITHIN).await;
     }
     let env = step
         .deployment
@@ -643,6 +649,7 @@ async fn redeploy(
         Some(load) => {
             load.set_signer(step.client.clone());
             load.set_targets(vec![rig.proxy]);
+            load.settle(SETTLE_WITHIN).await;
         }
         None => {
             let stream = Load::start(rig.proxy, rig.settings.rate, step.client.clone(), "drill");
@@ -785,6 +792,7 @@ async fn secret_update(
     ));
     if let Some(load) = &live.load {
         load.set_signer(step.client.clone());
+        load.settle(SETTLE_WITHIN).await;
     }
     Ok(())
 }
@@ -863,6 +871,7 @@ async fn replicas(
         .ok_or_else(|| HarnessError::new(step.label, "the stream is not running"))?;
     load.set_signer(step.client.clone());
     load.set_targets(targets.clone());
+    load.settle(SETTLE_WITHIN).await;
     run.replicas = targets;
     live.reloading = None;
     let previous = std::mem::replace(&mut live.gates, started);

@@ -98,7 +98,32 @@ impl Load {
 
     /// From now on, sign with `signer` (the client's own rollout step).
     pub fn set_signer(&self, signer: Signer) {
+        let _record = self.shared.record.lock().expect("load record lock");
         *self.shared.signer.write().expect("signer lock") = Arc::new(signer);
+    }
+
+    /// Wait until every request in flight now has finished (at most `within`): after
+    /// [`Load::set_signer`] or [`Load::set_targets`], no request of the old mode is left to be
+    /// counted by a gate from then on. Whether they all finished in time.
+    pub async fn settle(&self, within: Duration) -> bool {
+        let waiting: Vec<u64> = {
+            let record = self.shared.record.lock().expect("load record lock");
+            record.in_flight.keys().copied().collect()
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            let left = {
+                let record = self.shared.record.lock().expect("load record lock");
+                waiting.iter().any(|seq| record.in_flight.contains_key(seq))
+            };
+            if !left {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// From now on, send request `N` to `targets[N % targets.len()]`: round-robin, as a load
@@ -106,6 +131,7 @@ impl Load {
     /// targets).
     pub fn set_targets(&self, targets: Vec<SocketAddr>) {
         if !targets.is_empty() {
+            let _record = self.shared.record.lock().expect("load record lock");
             *self.shared.targets.write().expect("targets lock") = Arc::new(targets);
         }
     }
@@ -205,24 +231,26 @@ async fn schedule(rate: u32, path: String, shared: Arc<Shared>) {
             () = shared.stop.notified() => break,
         };
         seq += 1;
-        let signer = Arc::clone(&shared.signer.read().expect("signer lock"));
-        let target = {
-            let targets = shared.targets.read().expect("targets lock");
-            // set_targets keeps the list non-empty; the remainder is below its length.
-            targets[(seq % targets.len() as u64) as usize]
-        };
-        let phase = shared.phase.load(Ordering::Relaxed);
-        let call = Call::new(Method::POST, format!("{path}?seq={seq}"))
-            .body(Bytes::from(format!(r#"{{"seq":{seq}}}"#)))
-            .signed(&signer);
-        let (http, shared) = (http.clone(), Arc::clone(&shared));
         let started = Instant::now();
-        shared
-            .record
-            .lock()
-            .expect("load record lock")
-            .in_flight
-            .insert(seq, (started, target));
+        // The request is signed and entered in flight under the record's lock, which
+        // `set_signer` and `set_targets` take too: once they return, every request of the old
+        // mode is in flight or finished, which is what `settle` waits on.
+        let (call, target, phase) = {
+            let mut record = shared.record.lock().expect("load record lock");
+            let signer = Arc::clone(&shared.signer.read().expect("signer lock"));
+            let target = {
+                let targets = shared.targets.read().expect("targets lock");
+                // set_targets keeps the list non-empty; the remainder is below its length.
+                targets[(seq % targets.len() as u64) as usize]
+            };
+            let phase = shared.phase.load(Ordering::Relaxed);
+            let call = Call::new(Method::POST, format!("{path}?seq={seq}"))
+                .body(Bytes::from(format!(r#"{{"seq":{seq}}}"#)))
+                .signed(&signer);
+            record.in_flight.insert(seq, (started, target));
+            (call, target, phase)
+        };
+        let (http, shared) = (http.clone(), Arc::clone(&shared));
         tokio::spawn(async move {
             let result = http.send(call.request(target), REQUEST_TIMEOUT).await;
             let finished = Instant::now();
