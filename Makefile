@@ -87,7 +87,8 @@ bench: ## criterion verify ratio, then the load benchmark vs nginx and HAProxy -
 soak: ## 10 min of signed load, upstream faults, client resets -> docs/soak.md (not in CI; SOAK_SECONDS=N)
 	CARGO=$(CARGO) python3 scripts/soak.py
 
-hmac-rotation-drill: debug-bin ## the runbook's rotation, redeploys under load, zero failed requests
+hmac-rotation-drill: debug-bin ## the runbook's rotation by redeploys, by Secret reloads, and on two replicas sharing Redis, under load, zero failed requests
+	scripts/install-redis.sh
 	$(BIN) drill
 
 game-day-scorecard: debug-bin ## attack and fault scenarios against the real gate, scored

@@ -1,6 +1,7 @@
 //! Black-box tests of `sig-gate drill` and `sig-gate scorecard` as an operator (and outside
 //! tests) run them: exit codes, and `--json` printing exactly one JSON object with the
-//! documented fields (README, "Commands"). The quick runs start real gate processes on loopback.
+//! documented fields (README, "Commands"). The quick runs start real gate processes on loopback
+//! (and the drill a redis-server, which `make test-rust` installs with scripts/install-redis.sh).
 
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -75,9 +76,15 @@ fn quick_drill_passes_with_the_documented_json() {
             "2 overlap",
             "3 overlap, strict key ids",
             "4 retirement",
-            "5 rollback rehearsal"
+            "5 rollback rehearsal",
+            "6 keys in a mounted Secret",
+            "7 overlap by Secret update",
+            "8 retirement by Secret update and SIGHUP",
+            "9 two replicas sharing Redis",
         ]
     );
+    assert_eq!(report["reloads"], 2, "{report}");
+    assert_eq!(report["redeploys"], 7, "{report}");
     for phase in phases {
         assert_eq!(phase["passed"], true, "{phase}");
         assert!(phase["rate"].as_f64().expect("rate") >= 200.0, "{phase}");

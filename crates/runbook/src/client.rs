@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::HarnessError;
 use gate::clock::unix_now;
 use gate::keyring::{Key, Secret, Slot};
-use gate::sign::{self, Signer};
+use gate::sign::{self, Signer, SigningKey};
 
 /// Request body type of every client in the harness: a full buffer or a chunked stream.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -89,6 +89,24 @@ impl Credential {
     /// client sends during the overlap window with `TOOL_GATE_DUAL_SIGN=true`).
     pub fn dual_signer(&self, previous: &Credential) -> Signer {
         Signer::new(self.key(Slot::Current), Some(previous.key(Slot::Previous)))
+    }
+
+    /// This credential as a version 2 HMAC signing key (its label is the key id).
+    pub fn signing_key(&self) -> SigningKey {
+        SigningKey::hmac(&self.key_id, &Secret::new(self.secret.as_bytes()))
+    }
+
+    /// A version 2 signer with this credential, for the gate whose audience is `audience`.
+    pub fn signer_v2(&self, audience: &str) -> Signer {
+        Signer::v2(self.signing_key(), audience)
+    }
+
+    /// A version 2 signer that signs with this credential and `previous` (both in
+    /// `X-Gate-Signatures`, this one also in the header pair): the overlap window's client
+    /// when the keys come from a key registry.
+    pub fn dual_signer_v2(&self, previous: &Credential, audience: &str) -> Signer {
+        self.signer_v2(audience)
+            .also_signing_with(previous.signing_key())
     }
 }
 

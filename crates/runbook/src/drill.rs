@@ -2,23 +2,33 @@
 //! runbook, rehearsed with real `sig-gate serve` processes and a real upstream on loopback,
 //! under a continuous stream of signed requests from a client that follows its own rollout.
 //!
-//! The drill binds the proxy socket once and hands it to every gate generation as fd 3
-//! (`LISTEN_FDS=1`), as systemd socket activation would. A redeploy starts the new generation,
-//! waits for its `/readyz`, switches the client to its next signing mode while both
-//! generations serve (so either order of signer and gate redeploys is exercised), then
-//! SIGTERMs the old generation, which drains and must exit 0. Each phase then sends probes
+//! The drill binds the proxy socket once and hands it to every redeployed gate generation as
+//! fd 3 (`LISTEN_FDS=1`), as systemd socket activation would. A redeploy starts the new
+//! generation, waits for its `/readyz`, switches the client to its next signing mode while both
+//! generations serve (so either order of signer and gate redeploys is exercised), then SIGTERMs
+//! the old generation, which drains and must exit 0. A Secret update publishes a new version of
+//! a mounted Secret the way the kubelet does (a `..data` symlink swapped to a new directory);
+//! the one running gate must reload it (on the file change, or on SIGHUP), stay the same
+//! process, and count the reload before the client switches. Each step then sends probes
 //! (requests signed the ways the runbook says must be accepted or rejected), lets the stream
-//! run, and compares the gate's own `/metrics` over the phase's window with what the phase
-//! expects: verified requests per secret slot, every invalid-signature reason, the configuration
-//! it reports. Any non-2xx answer or connection error on the stream fails the drill.
+//! run, and compares each serving gate's own `/metrics` over the step's window with what the
+//! step expects: verified requests per secret slot or per key, every invalid-signature reason,
+//! the configuration and keys it reports (every switch of the client first waits until the
+//! requests it sent the old way have answered, so a window holds the new mode only). Any
+//! non-2xx answer or connection error on the stream fails the drill.
 //!
 //! Phases: 1 current state (old secret), 2 overlap (new + previous, strict key ids off),
 //! 3 overlap with strict key ids, 4 retirement (new only), 5 rollback rehearsal (back into the
-//! overlap, then back to the old secret alone).
+//! overlap, then back to the old secret alone), all by redeploys; then the rotation again
+//! without restarts: 6 the handover to keys in a mounted Secret (a key registry, version 2
+//! signatures), 7 overlap by a Secret update (file watch), 8 retirement by a Secret update and
+//! SIGHUP; and 9 two replicas sharing one Redis replay store, the stream round-robin between
+//! them, a request accepted by one replayed to the other.
 //!
-//! This file runs the drill and renders its report; `drill/plan.rs` holds the five phases (the
-//! deployments, signing modes and probes), `drill/score.rs` turns a phase's probes, `/metrics`
-//! and stream samples into its checks and summary.
+//! This file runs the drill and renders its report; `drill/plan.rs` holds the phases (the
+//! deployments, how each is put in place, signing modes and probes), `drill/score.rs` turns a
+//! phase's probes, `/metrics` and stream samples into its checks and summary,
+//! `drill/mount.rs` is the mounted Secret and `drill/redis.rs` the Redis of phase 9.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,17 +48,21 @@ use crate::report::{self, Entry, Totals};
 use crate::upstream::RecordingUpstream;
 use crate::{Check, HarnessError};
 
+mod mount;
 mod plan;
+mod redis;
 mod score;
 
-use plan::{Expect, Names, Step, plan};
+use mount::MountedSecret;
+use plan::{Change, Expect, Names, REGISTRY, Step, plan};
+use redis::{REDIS_SERVER, Redis};
 use score::{describe_probe, exit_check, expected_probe, metric_checks, summarise};
 
 /// The stream's floor, from the runbook: at least 200 signed requests a second.
 pub const MIN_RATE: u32 = 200;
 
-/// Seconds each phase runs under load in full mode (five phases and six redeploys fit well
-/// inside the 90 s budget).
+/// Seconds each phase runs under load in full mode (nine phases, the redeploys and the reloads
+/// fit well inside two minutes).
 const FULL_PHASE_SECS: u64 = 9;
 /// Seconds each phase runs with `--quick`.
 const QUICK_PHASE_SECS: u64 = 2;
@@ -58,6 +72,20 @@ const BOTH_SERVING: Duration = Duration::from_millis(250);
 
 /// Drain limit given to every generation (`GATE_SHUTDOWN_GRACE_SECS`).
 const GRACE_SECS: u64 = 10;
+
+/// How long a new generation may take to answer `/readyz` 200 (and a replica to see Redis).
+const READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long a Secret update may take to be reloaded: the documented 10 seconds, with room for
+/// a debug build on a busy machine. The check shows the time it took.
+const RELOAD_WITHIN: Duration = Duration::from_secs(30);
+
+/// How long a switch of the client waits for the requests it sent the old way: past the
+/// stream's own request timeout, after which they have failed anyway.
+const SETTLE_WITHIN: Duration = Duration::from_secs(6);
+
+/// The replicas' names in the report, in round-robin order.
+const REPLICA_NAMES: [&str; 2] = ["A", "B"];
 
 /// Flags of `sig-gate drill`.
 #[derive(Debug, Args)]
@@ -148,8 +176,11 @@ pub struct Stream {
     pub stream_requests: usize,
     /// Target rate of the stream, requests per second.
     pub rate_target: u32,
-    /// Gate generations replaced under load.
+    /// Gate generations replaced under load (redeploys, and the switch to the replicas).
     pub redeploys: usize,
+    /// Secret updates made under load, each one the running gate must reload without a
+    /// restart.
+    pub reloads: usize,
 }
 
 impl Totals for Stream {
@@ -159,7 +190,7 @@ impl Totals for Stream {
 /// What a phase's entry tells beyond its name (for example `2 overlap`), verdict and checks.
 #[derive(Debug, Serialize)]
 pub struct PhaseDetail {
-    /// The gate configuration(s) deployed in this phase.
+    /// The gate configuration(s) in force in this phase.
     pub gate: String,
     /// How the client signs in this phase.
     pub client: String,
@@ -187,6 +218,7 @@ impl Stream {
             stream_requests: 0,
             rate_target: settings.rate,
             redeploys: 0,
+            reloads: 0,
         }
     }
 }
@@ -195,8 +227,9 @@ impl Report {
     /// The tables an operator reads.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "HMAC rotation drill: real gates on one inherited socket, a signed stream of {} \
-             req/s, redeployed between phases\n\n",
+            "HMAC rotation drill: real gates under a signed stream of {} req/s; phases 1-5 \
+             redeploy on one inherited socket, 6-8 update a mounted Secret that one gate \
+             reloads, 9 runs two replicas sharing Redis\n\n",
             self.totals.rate_target
         );
         let rows: Vec<Vec<String>> = self
@@ -243,8 +276,9 @@ impl Report {
         out.push_str(
             "\nrequests: the stream plus the phase's probes; rejected: probes the runbook says \
              must be rejected; failed: stream requests answered non-2xx or lost to a connection \
-             error.\n/metrics checks compare two scrapes of the phase's own gate: after the \
-             previous generation exited, and at the end of the phase.\n",
+             error.\n/metrics checks compare two scrapes of each gate serving the step: once \
+             the step is in force (the previous generation exited, or the reload counted), and \
+             at the end of the step.\n",
         );
         for phase in &self.entries {
             out.push_str(&format!(
@@ -269,7 +303,7 @@ impl Report {
         }
         out.push_str(&format!(
             "\n{}: {}/{} phases passed; {} of {} stream requests failed across {} redeploys \
-             ({:.1} s)\n",
+             and {} reloads ({:.1} s)\n",
             if self.passed {
                 "DRILL PASSED"
             } else {
@@ -280,6 +314,7 @@ impl Report {
             self.totals.failed_requests,
             self.totals.stream_requests,
             self.totals.redeploys,
+            self.totals.reloads,
             self.duration_secs
         ));
         out
@@ -289,13 +324,13 @@ impl Report {
 /// Everything the phases share.
 struct Rig {
     launcher: Launcher,
-    /// The proxy socket every generation inherits; the drill never accepts on it.
+    /// The proxy socket every redeployed generation inherits; the drill never accepts on it.
     listener: std::net::TcpListener,
     proxy: SocketAddr,
     upstream: RecordingUpstream,
     http: Http,
     settings: Settings,
-    _workdir: Workdir,
+    workdir: Workdir,
 }
 
 impl Rig {
@@ -316,7 +351,7 @@ impl Rig {
             upstream,
             http: Http::new(Duration::from_secs(2)),
             settings: settings.clone(),
-            _workdir: workdir,
+            workdir,
         })
     }
 
@@ -327,12 +362,40 @@ impl Rig {
     }
 }
 
+/// What runs between steps: the serving gates, the stream, the mounted Secret, the Redis.
+#[derive(Default)]
+struct Live {
+    /// One generation on the shared socket, or the replicas.
+    gates: Vec<GateProcess>,
+    load: Option<Load>,
+    mount: Option<MountedSecret>,
+    redis: Option<Redis>,
+    /// The gate that reads the mounted Secret, while it serves.
+    reloading: Option<Reloading>,
+}
+
+/// The one gate of the reload phases: its pid at the handover, and the reloads it has counted
+/// (its `sig_gate_reload_total{result="ok"}`, which a restarted process would count from 0).
+struct Reloading {
+    pid: Option<u32>,
+    reloads: i64,
+}
+
 /// What happened in one phase, before it is summarised.
 #[derive(Default)]
 struct PhaseRun {
     checks: Vec<Check>,
     replies: Vec<Reply>,
     started: Option<Instant>,
+    /// The replicas' proxy addresses, when the phase runs replicas.
+    replicas: Vec<SocketAddr>,
+}
+
+/// What the steps changed, for the totals.
+#[derive(Default)]
+struct Counts {
+    redeploys: usize,
+    reloads: usize,
 }
 
 /// Run the whole drill. Never fails: a harness error ends the drill early and fails it.
@@ -345,50 +408,47 @@ pub async fn drill(settings: &Settings) -> Report {
     };
     let phases = plan(&names);
     let mut runs: Vec<PhaseRun> = phases.iter().map(|_| PhaseRun::default()).collect();
-    let mut redeploys = 0;
+    let mut counts = Counts::default();
     let mut error = None;
     let mut samples = Vec::new();
 
     match Rig::new(settings).await {
         Err(err) => error = Some(err.to_string()),
         Ok(rig) => {
-            let mut live: Option<GateProcess> = None;
-            let mut load: Option<Load> = None;
+            let mut live = Live::default();
             'phases: for (index, (phase, run)) in phases.iter().zip(&mut runs).enumerate() {
                 rig.progress(&format!("phase {}", phase.name));
                 run.started = Some(Instant::now());
-                if let Some(load) = &load {
+                if let Some(load) = &live.load {
                     load.set_phase(index);
                 }
-                let dwell_total = settings.phase;
                 for (number, step) in phase.steps.iter().enumerate() {
-                    let dwell = dwell_total * step.share / 100;
+                    let dwell = settings.phase * step.share / 100;
                     let at = (index, number);
-                    let outcome =
-                        run_step(&rig, step, at, dwell, live.take(), &mut load, run).await;
-                    match outcome {
-                        Ok((gate, replaced)) => {
-                            live = Some(gate);
-                            redeploys += usize::from(replaced);
-                        }
-                        Err((still_live, err)) => {
-                            live = still_live;
-                            error = Some(format!("{}: {err}", phase.name));
-                            run.checks
-                                .push(Check::broken(step.label, "the step runs", &err));
-                            break 'phases;
-                        }
+                    if let Err(err) =
+                        run_step(&rig, step, at, dwell, &mut live, run, &mut counts).await
+                    {
+                        error = Some(format!("{}: {err}", phase.name));
+                        run.checks
+                            .push(Check::broken(step.label, "the step runs", &err));
+                        break 'phases;
                     }
                 }
             }
-            if let Some(load) = load {
+            if let Some(load) = live.load.take() {
                 samples = load.stop().await;
             }
-            if let Some(mut gate) = live {
+            let last = runs.iter_mut().rev().find(|r| r.started.is_some());
+            let mut exits = Vec::new();
+            for mut gate in std::mem::take(&mut live.gates) {
                 let exit = gate.stop(Duration::from_secs(GRACE_SECS + 5)).await;
-                if let Some(run) = runs.iter_mut().rev().find(|r| r.started.is_some()) {
-                    run.checks.push(exit_check(&gate, exit));
-                }
+                exits.push(exit_check(&gate, exit));
+            }
+            if let Some(run) = last {
+                run.checks.extend(exits);
+            }
+            if let Some(redis) = live.redis.take() {
+                redis.stop().await;
             }
             rig.progress("done");
         }
@@ -407,7 +467,8 @@ pub async fn drill(settings: &Settings) -> Report {
             failed_requests,
             stream_requests: samples.len(),
             rate_target: settings.rate,
-            redeploys,
+            redeploys: counts.redeploys,
+            reloads: counts.reloads,
         },
         duration_secs: report::tenths(started.elapsed()),
         error,
@@ -415,21 +476,18 @@ pub async fn drill(settings: &Settings) -> Report {
     }
 }
 
-/// Deploy one generation: start it on the shared socket, wait until ready, switch the client,
-/// SIGTERM the previous generation and check it drained, then probe, dwell under load, and
-/// compare the generation's `/metrics` over the window with what the step expects. Returns the
-/// new live generation and whether it replaced one; on a harness error, the generation that
-/// still serves (if any) and the error.
+/// Put one step in force (see [`Change`]), then probe, dwell under load, and compare each
+/// serving gate's `/metrics` over the window with what the step expects. A harness error ends
+/// the step; `live` keeps whatever still serves.
 async fn run_step(
     rig: &Rig,
     step: &Step,
     (phase, number): (usize, usize),
     dwell: Duration,
-    previous: Option<GateProcess>,
-    load: &mut Option<Load>,
+    live: &mut Live,
     run: &mut PhaseRun,
-) -> Result<(GateProcess, bool), (Option<GateProcess>, HarnessError)> {
-    let env = step.deployment.env(&rig.upstream.url());
+    counts: &mut Counts,
+) -> Result<(), HarnessError> {
     let multi = number > 0 || step.share < 100;
     let name = if multi {
         format!(
@@ -447,88 +505,412 @@ async fn run_step(
             what.to_owned()
         }
     };
-    let gate = match rig
-        .launcher
-        .start_running(&name, &env, Some(&rig.listener))
-        .await
-    {
-        Ok(gate) => gate,
-        Err(err) => return Err((previous, err)),
-    };
-    if let Err(err) = gate.wait_ready(Duration::from_secs(10)).await {
-        return Err((previous, err));
+    match step.change {
+        Change::Redeploy { client_first } => {
+            if redeploy(rig, step, &name, client_first, live, run, &named).await? {
+                counts.redeploys += 1;
+            }
+        }
+        Change::SecretUpdate { hangup } => {
+            secret_update(step, hangup, live, run, &named).await?;
+            counts.reloads += 1;
+        }
+        Change::Replicas => {
+            replicas(rig, step, phase, live, run, &named).await?;
+            counts.redeploys += 1;
+        }
     }
+    let load = live
+        .load
+        .as_ref()
+        .ok_or_else(|| HarnessError::new(step.label, "the stream is not running"))?;
+    let replicated = step.change == Change::Replicas;
+    let targets: Vec<SocketAddr> = if replicated {
+        live.gates.iter().map(GateProcess::proxy_addr).collect()
+    } else {
+        vec![rig.proxy]
+    };
+
+    let mut firsts = Vec::new();
+    for gate in &live.gates {
+        firsts.push(timed_scrape(gate).await?);
+    }
+    let gates = live.gates.len().max(1);
+    let mut expected_accepted = vec![BTreeMap::<String, i64>::new(); gates];
+    let mut expected_rejected = vec![BTreeMap::<&'static str, i64>::new(); gates];
+    let mut calls: Vec<Call> = Vec::new();
+    for (n, probe) in step.probes.iter().enumerate() {
+        let call = match probe.replays.and_then(|i| calls.get(i)) {
+            Some(original) => original.clone(),
+            None => Call::signed_post(
+                format!("/drill/phase{}/step{number}/probe{n}", phase + 1),
+                &probe.signer,
+            ),
+        };
+        let replica = probe.replica.min(targets.len() - 1);
+        let path = call.path().to_owned();
+        let before = rig.upstream.seen(&path).count;
+        let observed = match rig.http.call(targets[replica], &call).await {
+            Ok(reply) => {
+                let seen = rig.upstream.seen(&path);
+                let observed = describe_probe(
+                    &reply,
+                    seen.count.saturating_sub(before),
+                    seen.verified_key_id.as_deref(),
+                );
+                run.replies.push(reply);
+                observed
+            }
+            Err(err) => format!("error: {err}"),
+        };
+        let gate = replica.min(gates - 1);
+        match &probe.expect {
+            Expect::Accepted { key_id } => {
+                *expected_accepted[gate].entry(key_id.clone()).or_default() += 1;
+            }
+            Expect::Rejected(reason) => {
+                *expected_rejected[gate].entry(reason.as_str()).or_default() += 1;
+            }
+        }
+        run.checks.push(Check::equal(
+            named(&format!("probe {}", probe.name)),
+            expected_probe(&probe.expect),
+            observed,
+        ));
+        calls.push(call);
+    }
+
+    if let Some((first, _)) = firsts.first() {
+        let elapsed = first.at.elapsed();
+        if elapsed < dwell {
+            tokio::time::sleep(dwell - elapsed).await;
+        }
+    }
+    for (index, (gate, first)) in live.gates.iter().zip(&firsts).enumerate() {
+        let second = timed_scrape(gate).await?;
+        let bounds = if replicated {
+            load.counted_between_at(gate.proxy_addr(), first.1, second.1)
+        } else {
+            load.counted_between(first.1, second.1)
+        };
+        let prefix = if replicated {
+            format!(
+                "replica {}: ",
+                REPLICA_NAMES[index.min(REPLICA_NAMES.len() - 1)]
+            )
+        } else {
+            String::new()
+        };
+        let named_here = |what: &str| named(&format!("{prefix}{what}"));
+        run.checks.extend(metric_checks(
+            step,
+            &named_here,
+            &first.0,
+            &second.0,
+            bounds,
+            &expected_accepted[index.min(gates - 1)],
+            &expected_rejected[index.min(gates - 1)],
+        ));
+    }
+    Ok(())
+}
+
+/// Start a generation on the shared socket, wait until ready, switch the client, SIGTERM the
+/// generations before it and check each drained. A deployment on the mounted Secret gets its
+/// files published first. Whether it replaced a generation.
+async fn redeploy(
+    rig: &Rig,
+    step: &Step,
+    name: &str,
+    client_first: bool,
+    live: &mut Live,
+    run: &mut PhaseRun,
+    named: &dyn Fn(&str) -> String,
+) -> Result<bool, HarnessError> {
+    let registry = publish(rig, step, live)?;
+    if client_first && let Some(load) = &live.load {
+        load.set_signer(step.client.clone());
+        load.settle(SETTLE_WITHIN).await;
+    }
+    let env = step
+        .deployment
+        .env(&rig.upstream.url(), &registry.to_string_lossy(), None);
+    let gate = rig
+        .launcher
+        .start_running(name, &env, Some(&rig.listener))
+        .await?;
+    gate.wait_ready(READY_WITHIN).await?;
     run.checks.push(Check::new(
         named(&format!("{name} ready")),
         "/readyz 200",
         "/readyz 200",
         true,
     ));
-    match load {
-        Some(load) => load.set_signer(step.client.clone()),
+    match &live.load {
+        Some(load) => {
+            load.set_signer(step.client.clone());
+            load.set_targets(vec![rig.proxy]);
+            load.settle(SETTLE_WITHIN).await;
+        }
         None => {
             let stream = Load::start(rig.proxy, rig.settings.rate, step.client.clone(), "drill");
-            stream.set_phase(phase);
-            *load = Some(stream);
+            stream.set_phase(0);
+            live.load = Some(stream);
         }
     }
-    let replaced = previous.is_some();
-    if let Some(mut old) = previous {
-        tokio::time::sleep(BOTH_SERVING).await;
+    live.reloading = step.deployment.mounted().then(|| Reloading {
+        pid: gate.pid(),
+        reloads: 0,
+    });
+    let previous = std::mem::replace(&mut live.gates, vec![gate]);
+    let replaced = !previous.is_empty();
+    drain(previous, run).await;
+    Ok(replaced)
+}
+
+/// SIGTERM each of `gates` after both old and new have served a moment; check each exits 0.
+async fn drain(gates: Vec<GateProcess>, run: &mut PhaseRun) {
+    if gates.is_empty() {
+        return;
+    }
+    tokio::time::sleep(BOTH_SERVING).await;
+    for mut old in gates {
         let exit = old.stop(Duration::from_secs(GRACE_SECS + 5)).await;
         run.checks.push(exit_check(&old, exit));
     }
+}
 
-    let first = match timed_scrape(&gate).await {
-        Ok(scrape) => scrape,
-        Err(err) => return Err((Some(gate), err)),
+/// Write the step's Secret version unless it is the one in force; the registry's path.
+fn publish(rig: &Rig, step: &Step, live: &mut Live) -> Result<std::path::PathBuf, HarnessError> {
+    let files = step.deployment.files();
+    if files.is_empty() {
+        return Ok(std::path::PathBuf::new());
+    }
+    let fail = |e: std::io::Error| HarnessError::new("updating the mounted Secret", e);
+    if live.mount.is_none() {
+        live.mount = Some(MountedSecret::create(rig.workdir.path().join("secret")).map_err(fail)?);
+    }
+    let mount = live.mount.as_mut().expect("created above");
+    if !mount.holds(&files) {
+        mount.update(files).map_err(fail)?;
+    }
+    Ok(mount.path(REGISTRY))
+}
+
+/// Publish the step's Secret version to the running gate, SIGHUP it when the step says so,
+/// wait until it reloaded, and check it is the same process as at the handover.
+async fn secret_update(
+    step: &Step,
+    hangup: bool,
+    live: &mut Live,
+    run: &mut PhaseRun,
+    named: &dyn Fn(&str) -> String,
+) -> Result<(), HarnessError> {
+    let (Some(gate), 1) = (live.gates.first(), live.gates.len()) else {
+        return Err(HarnessError::new(
+            step.label,
+            "needs exactly one serving gate",
+        ));
     };
-    let mut expected_accepted = [0i64; 2];
-    let mut expected_rejected: BTreeMap<&'static str, i64> = BTreeMap::new();
-    for (n, probe) in step.probes.iter().enumerate() {
-        let path = format!("/drill/phase{}/step{number}/probe{n}", phase + 1);
-        let call = Call::signed_post(path.clone(), &probe.signer);
-        let (expected, observed) = match rig.http.call(rig.proxy, &call).await {
-            Ok(reply) => {
-                let seen = rig.upstream.seen(&path);
-                let observed = describe_probe(&reply, seen.count, seen.verified_key_id.as_deref());
-                run.replies.push(reply);
-                (expected_probe(&probe.expect), observed)
-            }
-            Err(err) => (expected_probe(&probe.expect), format!("error: {err}")),
-        };
-        match &probe.expect {
-            Expect::Accepted { slot, .. } => expected_accepted[*slot as usize] += 1,
-            Expect::Rejected(reason) => *expected_rejected.entry(reason.as_str()).or_default() += 1,
+    let Some(reloading) = live.reloading.as_mut() else {
+        return Err(HarnessError::new(
+            step.label,
+            "the serving gate does not read the mounted Secret",
+        ));
+    };
+    let before = gate.scrape().await?;
+    let reloads = |scrape: &Scrape, result: &str| {
+        scrape
+            .value_or_zero("sig_gate_reload_total", &[("result", result)])
+            .round() as i64
+    };
+    let (ok_before, errors_before) = (reloads(&before, "ok"), reloads(&before, "error"));
+    // The drill never restarts it; these show the gate did not restart either (a wrapper
+    // given as --gate-bin could): one `listening` line, and counters that never reset.
+    let started = log_lines(gate, "listening", None);
+    run.checks.push(Check::equal(
+        named(&format!(
+            "the gate of the handover (pid {}) still serving: `listening` log lines",
+            pid_text(reloading.pid)
+        )),
+        1,
+        started,
+    ));
+    run.checks.push(Check::equal(
+        named(concat!(
+            "/metrics sig_gate_reload_total{result=\"ok\"} before the update ",
+            "(every update since the handover; a restart would reset it)"
+        )),
+        reloading.reloads,
+        ok_before,
+    ));
+
+    let mount = live
+        .mount
+        .as_mut()
+        .ok_or_else(|| HarnessError::new(step.label, "no mounted Secret"))?;
+    let triggered = reload_lines(gate, hangup);
+    let updated = Instant::now();
+    mount
+        .update(step.deployment.files())
+        .map_err(|e| HarnessError::new("updating the mounted Secret", e))?;
+    if hangup {
+        gate.hang_up()?;
+    }
+    let trigger = if hangup { "SIGHUP" } else { "key file changed" };
+    let after = loop {
+        let now = gate.scrape().await?;
+        if reloads(&now, "ok") > ok_before && reload_lines(gate, hangup) > triggered {
+            break now;
         }
-        run.checks.push(Check::equal(
-            named(&format!("probe {}", probe.name)),
-            expected,
-            observed,
+        if reloads(&now, "error") > errors_before {
+            break now;
+        }
+        if updated.elapsed() > RELOAD_WITHIN {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = updated.elapsed();
+    let ok_after = reloads(&after, "ok");
+    reloading.reloads = ok_after;
+    run.checks.push(Check::new(
+        named("/metrics sig_gate_reload_total{result=\"ok\"}: the update reloaded"),
+        format!(
+            "{} or more (documented: in force within 10 s)",
+            ok_before + 1
+        ),
+        format!("{ok_after} after {:.1} s", took.as_secs_f64()),
+        ok_after > ok_before,
+    ));
+    run.checks.push(Check::equal(
+        named("/metrics sig_gate_reload_total{result=\"error\"}"),
+        errors_before,
+        reloads(&after, "error"),
+    ));
+    let logged = reload_lines(gate, hangup) > triggered;
+    run.checks.push(Check::new(
+        named("the gate's log: keys reloaded"),
+        format!("trigger {trigger}"),
+        if logged {
+            format!("trigger {trigger}")
+        } else {
+            format!(
+                "no `keys reloaded` line by {trigger}; last lines: {}",
+                gate.log_tail().join(" | ")
+            )
+        },
+        logged,
+    ));
+    if let Some(load) = &live.load {
+        load.set_signer(step.client.clone());
+        load.settle(SETTLE_WITHIN).await;
+    }
+    Ok(())
+}
+
+fn pid_text(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "(exited)".to_owned(), |pid| pid.to_string())
+}
+
+/// How many `keys reloaded` lines the gate's log holds with the trigger a SIGHUP (`hangup`)
+/// or a changed file gives.
+fn reload_lines(gate: &GateProcess, hangup: bool) -> usize {
+    let trigger = if hangup { "SIGHUP" } else { "key file changed" };
+    log_lines(gate, "keys reloaded", Some(trigger))
+}
+
+/// How many lines of the gate's log (its latest lines, JSON) have this message and, when
+/// given, this `trigger` field.
+fn log_lines(gate: &GateProcess, message: &str, trigger: Option<&str>) -> usize {
+    gate.log_tail()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| {
+            event.get("message").and_then(|m| m.as_str()) == Some(message)
+                && trigger.is_none_or(|t| event.get("trigger").and_then(|v| v.as_str()) == Some(t))
+        })
+        .count()
+}
+
+/// Start a Redis and two replicas sharing it, each on its own port with the mounted Secret;
+/// once both are ready and see the store, send the stream round-robin to them and drain the
+/// generation on the shared socket.
+async fn replicas(
+    rig: &Rig,
+    step: &Step,
+    phase: usize,
+    live: &mut Live,
+    run: &mut PhaseRun,
+    named: &dyn Fn(&str) -> String,
+) -> Result<(), HarnessError> {
+    let registry = publish(rig, step, live)?;
+    // A missing server is an error naming scripts/install-redis.sh: the step fails.
+    let redis = Redis::start(REDIS_SERVER, rig.workdir.path()).await?;
+    run.checks.push(Check::new(
+        named("redis-server on a free loopback port"),
+        "answers PING",
+        format!("{} answers PING", redis.url()),
+        true,
+    ));
+    let env = step.deployment.env(
+        &rig.upstream.url(),
+        &registry.to_string_lossy(),
+        Some(&redis.url()),
+    );
+    live.redis = Some(redis);
+    let start = |replica: &str| {
+        let name = format!("phase {} replica {replica}", phase + 1);
+        let env = &env;
+        async move {
+            let gate = rig.launcher.start_running(&name, env, None).await?;
+            gate.wait_ready(READY_WITHIN).await?;
+            wait_store_up(&gate).await?;
+            Ok::<_, HarnessError>(gate)
+        }
+    };
+    let [a, b] = REPLICA_NAMES;
+    let (a, b) = tokio::try_join!(start(a), start(b))?;
+    let started = vec![a, b];
+    for gate in &started {
+        run.checks.push(Check::new(
+            named(&format!("{} ready", gate.name())),
+            "/readyz 200, sig_gate_replay_store_up 1",
+            "/readyz 200, sig_gate_replay_store_up 1",
+            true,
         ));
     }
-
-    let elapsed = first.0.at.elapsed();
-    if elapsed < dwell {
-        tokio::time::sleep(dwell - elapsed).await;
-    }
-    let second = match timed_scrape(&gate).await {
-        Ok(scrape) => scrape,
-        Err(err) => return Err((Some(gate), err)),
-    };
-    let bounds = load
+    let targets: Vec<SocketAddr> = started.iter().map(GateProcess::proxy_addr).collect();
+    let load = live
+        .load
         .as_ref()
-        .map_or((0, 0), |load| load.counted_between(first.1, second.1));
-    run.checks.extend(metric_checks(
-        step,
-        &named,
-        &first.0,
-        &second.0,
-        bounds,
-        expected_accepted,
-        &expected_rejected,
-    ));
-    Ok((gate, replaced))
+        .ok_or_else(|| HarnessError::new(step.label, "the stream is not running"))?;
+    load.set_signer(step.client.clone());
+    load.set_targets(targets.clone());
+    load.settle(SETTLE_WITHIN).await;
+    run.replicas = targets;
+    live.reloading = None;
+    let previous = std::mem::replace(&mut live.gates, started);
+    drain(previous, run).await;
+    Ok(())
+}
+
+/// Wait until the gate reports its replay store up (it connects at start-up).
+async fn wait_store_up(gate: &GateProcess) -> Result<(), HarnessError> {
+    let deadline = Instant::now() + READY_WITHIN;
+    loop {
+        let up = gate.scrape().await?.value("sig_gate_replay_store_up", &[]);
+        if up == Some(1.0) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(HarnessError::new(
+                format!("{}: sig_gate_replay_store_up", gate.name()),
+                format!("{up:?}, not 1 within {} s", READY_WITHIN.as_secs()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A scrape with the instants its request was sent and its answer arrived.

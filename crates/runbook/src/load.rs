@@ -3,8 +3,9 @@
 //! unless the gate is slower than the concurrency allows), a fresh nonce and timestamp per
 //! request, and a signer the caller swaps as the client follows its own rollout (dual-sign
 //! during the overlap). Every request is recorded with its phase, start, end and failure (any
-//! non-2xx status or connection error), so a report can count failures and latencies per phase
-//! and bound how many requests a gate generation counted between two scrapes.
+//! non-2xx status or connection error) and the gate it went to, so a report can count failures
+//! and latencies per phase and bound how many requests a gate counted between two scrapes. The
+//! stream goes to one address, or round-robin to several (replicas behind a load balancer).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ const POOL_IDLE: Duration = Duration::from_millis(500);
 pub struct Sample {
     /// The phase that was current when the request started.
     pub phase: usize,
+    /// Where it was sent.
+    pub target: SocketAddr,
     /// When it was sent.
     pub started: Instant,
     /// When its answer (or error) arrived.
@@ -53,17 +56,19 @@ impl Sample {
 
 struct Shared {
     signer: RwLock<Arc<Signer>>,
+    /// Never empty: [`Load::set_targets`] refuses an empty list.
+    targets: RwLock<Arc<Vec<SocketAddr>>>,
     phase: AtomicUsize,
     record: Mutex<Record>,
     stop: Notify,
 }
 
-/// Finished requests, and the start of each request still in flight (keyed by sequence
-/// number): a request in flight may already have been counted by the gate.
+/// Finished requests, and the start and target of each request still in flight (keyed by
+/// sequence number): a request in flight may already have been counted by the gate.
 #[derive(Default)]
 struct Record {
     finished: Vec<Sample>,
-    in_flight: HashMap<u64, Instant>,
+    in_flight: HashMap<u64, (Instant, SocketAddr)>,
 }
 
 /// The running stream.
@@ -78,12 +83,13 @@ impl Load {
     pub fn start(target: SocketAddr, rate: u32, signer: Signer, path_prefix: &str) -> Load {
         let shared = Arc::new(Shared {
             signer: RwLock::new(Arc::new(signer)),
+            targets: RwLock::new(Arc::new(vec![target])),
             phase: AtomicUsize::new(0),
             record: Mutex::default(),
             stop: Notify::new(),
         });
         let path = format!("/{}/load", path_prefix.trim_matches('/'));
-        let scheduler = tokio::spawn(schedule(target, rate.max(1), path, Arc::clone(&shared)));
+        let scheduler = tokio::spawn(schedule(rate.max(1), path, Arc::clone(&shared)));
         Load {
             shared,
             scheduler: Some(scheduler),
@@ -92,7 +98,42 @@ impl Load {
 
     /// From now on, sign with `signer` (the client's own rollout step).
     pub fn set_signer(&self, signer: Signer) {
+        let _record = self.shared.record.lock().expect("load record lock");
         *self.shared.signer.write().expect("signer lock") = Arc::new(signer);
+    }
+
+    /// Wait until every request in flight now has finished (at most `within`): after
+    /// [`Load::set_signer`] or [`Load::set_targets`], no request of the old mode is left to be
+    /// counted by a gate from then on. Whether they all finished in time.
+    pub async fn settle(&self, within: Duration) -> bool {
+        let waiting: Vec<u64> = {
+            let record = self.shared.record.lock().expect("load record lock");
+            record.in_flight.keys().copied().collect()
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            let left = {
+                let record = self.shared.record.lock().expect("load record lock");
+                waiting.iter().any(|seq| record.in_flight.contains_key(seq))
+            };
+            if !left {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// From now on, send request `N` to `targets[N % targets.len()]`: round-robin, as a load
+    /// balancer in front of replicas does. An empty list is ignored (the stream keeps its
+    /// targets).
+    pub fn set_targets(&self, targets: Vec<SocketAddr>) {
+        if !targets.is_empty() {
+            let _record = self.shared.record.lock().expect("load record lock");
+            *self.shared.targets.write().expect("targets lock") = Arc::new(targets);
+        }
     }
 
     /// Record requests started from now on under `phase`.
@@ -117,12 +158,39 @@ impl Load {
         first: (Instant, Instant),
         second: (Instant, Instant),
     ) -> (usize, usize) {
+        self.bounds(None, first, second)
+    }
+
+    /// [`Load::counted_between`] for the requests sent to `target` only: what one of several
+    /// replicas counted.
+    pub fn counted_between_at(
+        &self,
+        target: SocketAddr,
+        first: (Instant, Instant),
+        second: (Instant, Instant),
+    ) -> (usize, usize) {
+        self.bounds(Some(target), first, second)
+    }
+
+    fn bounds(
+        &self,
+        target: Option<SocketAddr>,
+        first: (Instant, Instant),
+        second: (Instant, Instant),
+    ) -> (usize, usize) {
         let record = self.shared.record.lock().expect("load record lock");
-        let (lower, upper) = counted_between(&record.finished, first, second);
+        let to_target = |addr: &SocketAddr| target.is_none_or(|t| t == *addr);
+        let finished: Vec<Sample> = record
+            .finished
+            .iter()
+            .filter(|s| to_target(&s.target))
+            .cloned()
+            .collect();
+        let (lower, upper) = counted_between(&finished, first, second);
         let in_flight = record
             .in_flight
             .values()
-            .filter(|started| **started <= second.1)
+            .filter(|(started, addr)| *started <= second.1 && to_target(addr))
             .count();
         (lower, upper + in_flight)
     }
@@ -145,7 +213,7 @@ impl Drop for Load {
     }
 }
 
-async fn schedule(target: SocketAddr, rate: u32, path: String, shared: Arc<Shared>) {
+async fn schedule(rate: u32, path: String, shared: Arc<Shared>) {
     let http = Http::new(POOL_IDLE);
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut ticks = tokio::time::interval(Duration::from_secs(1) / rate);
@@ -163,19 +231,26 @@ async fn schedule(target: SocketAddr, rate: u32, path: String, shared: Arc<Share
             () = shared.stop.notified() => break,
         };
         seq += 1;
-        let signer = Arc::clone(&shared.signer.read().expect("signer lock"));
-        let phase = shared.phase.load(Ordering::Relaxed);
-        let call = Call::new(Method::POST, format!("{path}?seq={seq}"))
-            .body(Bytes::from(format!(r#"{{"seq":{seq}}}"#)))
-            .signed(&signer);
-        let (http, shared) = (http.clone(), Arc::clone(&shared));
         let started = Instant::now();
-        shared
-            .record
-            .lock()
-            .expect("load record lock")
-            .in_flight
-            .insert(seq, started);
+        // The request is signed and entered in flight under the record's lock, which
+        // `set_signer` and `set_targets` take too: once they return, every request of the old
+        // mode is in flight or finished, which is what `settle` waits on.
+        let (call, target, phase) = {
+            let mut record = shared.record.lock().expect("load record lock");
+            let signer = Arc::clone(&shared.signer.read().expect("signer lock"));
+            let target = {
+                let targets = shared.targets.read().expect("targets lock");
+                // set_targets keeps the list non-empty; the remainder is below its length.
+                targets[(seq % targets.len() as u64) as usize]
+            };
+            let phase = shared.phase.load(Ordering::Relaxed);
+            let call = Call::new(Method::POST, format!("{path}?seq={seq}"))
+                .body(Bytes::from(format!(r#"{{"seq":{seq}}}"#)))
+                .signed(&signer);
+            record.in_flight.insert(seq, (started, target));
+            (call, target, phase)
+        };
+        let (http, shared) = (http.clone(), Arc::clone(&shared));
         tokio::spawn(async move {
             let result = http.send(call.request(target), REQUEST_TIMEOUT).await;
             let finished = Instant::now();
@@ -188,6 +263,7 @@ async fn schedule(target: SocketAddr, rate: u32, path: String, shared: Arc<Share
             record.in_flight.remove(&seq);
             record.finished.push(Sample {
                 phase,
+                target,
                 started,
                 finished,
                 failure,
@@ -297,6 +373,7 @@ mod tests {
         let at = |ms| t0 + Duration::from_millis(ms);
         let sample = |start, end| Sample {
             phase: 0,
+            target: "127.0.0.1:1".parse().expect("literal"),
             started: at(start),
             finished: at(end),
             failure: None,
@@ -320,6 +397,7 @@ mod tests {
         let samples: Vec<Sample> = (0..10)
             .map(|i| Sample {
                 phase: 1,
+                target: "127.0.0.1:1".parse().expect("literal"),
                 started: t0,
                 finished: t0 + Duration::from_millis(i + 1),
                 failure: (i == 3).then(|| "status 401 bad_signature".to_owned()),

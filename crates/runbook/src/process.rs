@@ -380,6 +380,11 @@ impl GateProcess {
         &self.name
     }
 
+    /// Its process id (`None` once it has been waited for).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Its proxy listener (the shared one when inherited).
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy_addr

@@ -5,8 +5,8 @@
 //! `--json` prints it as one object whose keys are, in order: `passed`, the totals' fields,
 //! `duration_secs`, `error` (only when set) and the entries under the command's own key
 //! ([`Totals::ENTRIES`]: `phases` for the drill, `scenarios` for the scorecard); each entry is
-//! `name`, `passed`, the details' fields, `checks`. docs/operations.md documents the
-//! scorecard's shape; tests/runbook.rs checks both.
+//! `name`, `passed`, the details' fields, `checks`. docs/operations.md documents both
+//! shapes; tests/runbook.rs checks both.
 
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};

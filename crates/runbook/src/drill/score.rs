@@ -3,9 +3,10 @@
 //! for the report.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
-use super::plan::{Expect, Names, Phase, Step};
-use super::{MIN_RATE, PhaseDetail, PhaseReport, PhaseRun, Settings};
+use super::plan::{CALLER, Deployment, Expect, Names, Phase, Step};
+use super::{MIN_RATE, PhaseDetail, PhaseReport, PhaseRun, REPLICA_NAMES, Settings};
 use crate::client::Reply;
 use crate::exposition::Scrape;
 use crate::load::{Sample, Stats};
@@ -58,14 +59,15 @@ pub(super) fn exit_check(gate: &GateProcess, exit: Result<Option<i32>, HarnessEr
     )
 }
 
-/// Compare the generation's counters over the window with the step's expectations.
+/// Compare one gate's counters over the window with the step's expectations: `accepted` are
+/// the probes that gate must have admitted, by key id; `rejected` its probes' reasons.
 pub(super) fn metric_checks(
     step: &Step,
     named: &dyn Fn(&str) -> String,
     first: &Scrape,
     second: &Scrape,
     (lower, upper): (usize, usize),
-    accepted: [i64; 2],
+    accepted: &BTreeMap<String, i64>,
     rejected: &BTreeMap<&'static str, i64>,
 ) -> Vec<Check> {
     let (lower, upper) = (lower as i64, upper as i64);
@@ -83,19 +85,48 @@ pub(super) fn metric_checks(
             passed,
         )
     };
-    for slot in Slot::ALL {
-        let name = named(&format!(
-            "/metrics sig_gate_verified_total{{slot=\"{}\"}}",
-            slot.as_str()
+    let deployment = &step.deployment;
+    if deployment.mounted() {
+        // Registry keys are counted per key; the slot counter is the environment secrets'.
+        for key_id in deployment.registry_keys().keys() {
+            let name = named(&format!(
+                "/metrics sig_gate_verified_key_total{{key_id=\"{key_id}\"}}"
+            ));
+            let observed =
+                second.count_delta(first, "sig_gate_verified_key_total", &[("key_id", key_id)]);
+            let probes = accepted.get(key_id).copied().unwrap_or(0);
+            checks.push(if *key_id == step.client_key {
+                within(name, probes, observed)
+            } else {
+                Check::equal(name, probes, observed)
+            });
+        }
+        checks.push(Check::equal(
+            named("/metrics sig_gate_verified_total (both slots: no environment secret)"),
+            0,
+            (second.sum("sig_gate_verified_total") - first.sum("sig_gate_verified_total")).round()
+                as i64,
         ));
-        let observed =
-            second.count_delta(first, "sig_gate_verified_total", &[("slot", slot.as_str())]);
-        let probes = accepted[slot as usize];
-        checks.push(if slot == step.client_slot {
-            within(name, probes, observed)
-        } else {
-            Check::equal(name, probes, observed)
-        });
+    } else {
+        let client_slot = deployment.slot_of(&step.client_key);
+        for slot in Slot::ALL {
+            let name = named(&format!(
+                "/metrics sig_gate_verified_total{{slot=\"{}\"}}",
+                slot.as_str()
+            ));
+            let observed =
+                second.count_delta(first, "sig_gate_verified_total", &[("slot", slot.as_str())]);
+            let probes: i64 = accepted
+                .iter()
+                .filter(|(key_id, _)| deployment.slot_of(key_id) == Some(slot))
+                .map(|(_, n)| n)
+                .sum();
+            checks.push(if client_slot == Some(slot) {
+                within(name, probes, observed)
+            } else {
+                Check::equal(name, probes, observed)
+            });
+        }
     }
     let forwarded = second.count_delta(
         first,
@@ -104,7 +135,7 @@ pub(super) fn metric_checks(
     );
     checks.push(within(
         named("/metrics sig_gate_requests_total{outcome=\"forwarded\"}"),
-        accepted.iter().sum(),
+        accepted.values().sum(),
         forwarded,
     ));
 
@@ -142,7 +173,7 @@ pub(super) fn metric_checks(
             .round() as i64,
     ));
 
-    let expected_info = step.deployment.info();
+    let expected_info = deployment.info();
     let observed_info: BTreeMap<String, String> = second
         .labels("sig_gate_config_info")
         .map(|labels| {
@@ -158,7 +189,60 @@ pub(super) fn metric_checks(
         labels_text(&expected_info),
         labels_text(&observed_info),
     ));
+    if deployment.mounted() {
+        checks.push(Check::equal(
+            named("/metrics sig_gate_key_info (the keys in force)"),
+            keys_text(&deployment.registry_keys()),
+            keys_text(&key_info(second)),
+        ));
+    }
+    if let Deployment::Mounted { redis: true, .. } = deployment {
+        checks.push(Check::equal(
+            named("/metrics sig_gate_replay_store_up"),
+            1,
+            second
+                .value_or_zero("sig_gate_replay_store_up", &[])
+                .round() as i64,
+        ));
+    }
     checks
+}
+
+/// `sig_gate_key_info` as `key_id -> fingerprint`, for the drill's caller's HMAC keys; any
+/// other key shows as `key_id -> caller/alg/observe` so that a wrong label fails the check.
+fn key_info(scrape: &Scrape) -> BTreeMap<String, String> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.name == "sig_gate_key_info" && s.value == 1.0)
+        .map(|s| {
+            let label = |name: &str| s.labels.get(name).cloned().unwrap_or_default();
+            let value = if label("caller") == CALLER
+                && label("alg") == "hmac-sha256"
+                && label("observe") == "false"
+            {
+                label("fingerprint")
+            } else {
+                format!(
+                    "{}/{}/observe={}",
+                    label("caller"),
+                    label("alg"),
+                    label("observe")
+                )
+            };
+            (label("key_id"), value)
+        })
+        .collect()
+}
+
+fn keys_text(keys: &BTreeMap<String, String>) -> String {
+    if keys.is_empty() {
+        return "(no keys)".to_owned();
+    }
+    keys.iter()
+        .map(|(id, fingerprint)| format!("{id} ({fingerprint})"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn counts_text<K: std::fmt::Display>(counts: &BTreeMap<K, i64>) -> String {
@@ -235,6 +319,9 @@ pub(super) fn summarise(
             format!("{rate:.0} req/s"),
             rate >= f64::from(MIN_RATE),
         ));
+        if !run.replicas.is_empty() {
+            checks.push(round_robin(&run.replicas, &stream));
+        }
     } else {
         checks.push(Check::new(
             "phase ran",
@@ -259,6 +346,30 @@ pub(super) fn summarise(
         },
         checks,
     }
+}
+
+/// Whether the stream alternated between the replicas: request N goes to replica N mod 2, so
+/// their counts differ by at most one, and each got some.
+fn round_robin(replicas: &[SocketAddr], stream: &[&Sample]) -> Check {
+    let counts: Vec<usize> = replicas
+        .iter()
+        .map(|addr| stream.iter().filter(|s| s.target == *addr).count())
+        .collect();
+    let (least, most) = (
+        counts.iter().copied().min().unwrap_or(0),
+        counts.iter().copied().max().unwrap_or(0),
+    );
+    Check::new(
+        "stream: round-robin over the replicas",
+        "each replica gets every other request (counts differ by at most 1)",
+        counts
+            .iter()
+            .zip(REPLICA_NAMES)
+            .map(|(n, name)| format!("replica {name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        least > 0 && most - least <= 1,
+    )
 }
 
 /// Requests per second over the span of the phase's stream: from its first request's start to
