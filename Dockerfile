@@ -2,7 +2,7 @@
 #
 # sig-gate container image: the HMAC-verifying sidecar (docs/operations.md).
 #
-# Build:  docker build -t sig-gate:0.1.0 .
+# Build:  docker build --build-arg SIG_GATE_COMMIT="$(git rev-parse --short HEAD)" -t sig-gate:0.1.0 .
 # Run:    docker run --rm -p 8080:8080 -p 9090:9090 \
 #           -e INTERSERVICE_HMAC_SECRET_FILE=/run/secrets/hmac -v "$PWD/hmac:/run/secrets/hmac:ro" \
 #           -e GATE_UPSTREAM=http://tool-gate:8081 sig-gate:0.1.0
@@ -19,7 +19,10 @@ ARG RUST_VERSION=1.95.0
 # Debian bookworm, like the runtime image below, so the binary links against the same glibc.
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
-# .dockerignore is an allowlist: only the manifest, the lock file and the Rust sources.
+# .dockerignore is an allowlist: only the manifests, the lock file, build.rs and the Rust
+# sources. No .git: build.rs takes the commit `sig-gate --version` prints from this argument
+# (docker build --build-arg SIG_GATE_COMMIT="$(git rev-parse --short HEAD)" .); "unknown" without it.
+ARG SIG_GATE_COMMIT=unknown
 COPY . .
 # --locked: the exact dependency versions of Cargo.lock, or fail. The caches keep the
 # registry and incremental artefacts between builds; the binary is copied out of the cache

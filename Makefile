@@ -20,8 +20,8 @@ FUZZ_SMOKE_SECONDS ?= 5
 CARGO_FUZZ := $(CURDIR)/$(TOOLS)/bin/cargo-fuzz
 HAVE_NIGHTLY := $(shell rustup run $(NIGHTLY) rustc --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help build run test test-rust test-python test-runbook test-deploy test-fuzz fuzz fuzz-run lint bench \
-	hmac-rotation-drill game-day-scorecard hmac-migration-advice soak debug-bin
+.PHONY: help build run test test-rust test-python test-typescript test-runbook test-deploy test-fuzz fuzz fuzz-run lint bench \
+	hmac-rotation-drill game-day-scorecard hmac-migration-advice soak debug-bin prometheus-rules
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 24
@@ -32,7 +32,7 @@ build: ## release binary at target/release/sig-gate (the Dockerfile runs the sam
 run: debug-bin ## sig-gate demo: the gate in front of a built-in echo upstream on loopback
 	$(BIN) demo
 
-test: test-rust test-python test-runbook test-deploy test-fuzz ## every test: Rust, Python client, drills (quick), deploy files and alert rules, fuzz smoke run
+test: test-rust test-python test-typescript test-runbook test-deploy test-fuzz ## every test: Rust, Python and TypeScript clients, drills (quick), deploy files and alert rules, fuzz smoke run
 
 test-rust: ## unit, property, vector, allocation and black-box tests of every crate of the workspace (installs redis-server when missing)
 	scripts/install-redis.sh
@@ -42,6 +42,9 @@ test-python: ## the Python signer: vectors, unit tests, live interop with the re
 	scripts/test-python.sh
 	scripts/test-python-package.sh
 
+test-typescript: debug-bin ## the TypeScript signer: vectors, adapters, live interop with the real gate, the packed package (Node.js >= 18, npm ci)
+	SIG_GATE_SKIP_BUILD=1 scripts/test-typescript.sh
+
 test-runbook: debug-bin ## rotation drill and game-day scorecard in quick mode, real processes (installs redis-server when missing)
 	scripts/install-redis.sh
 	$(BIN) drill --quick
@@ -49,6 +52,9 @@ test-runbook: debug-bin ## rotation drill and game-day scorecard in quick mode, 
 
 test-deploy: ## Prometheus rules, kustomize overlays, dashboard, units, Prometheus end to end
 	scripts/test-deploy.sh
+
+prometheus-rules: ## deploy/prometheus/prometheusrule.yaml from alerts.yml; RUNBOOK_BASE_URL=https://... sets the runbook links' base
+	python3 scripts/prometheus-rules.py $(if $(RUNBOOK_BASE_URL),--runbook-base-url '$(RUNBOOK_BASE_URL)')
 
 test-fuzz: ## every fuzz target for FUZZ_SMOKE_SECONDS (5) each; skipped without a nightly toolchain
 	@$(MAKE) --no-print-directory fuzz-run FUZZ_TIME=$(FUZZ_SMOKE_SECONDS)
@@ -79,10 +85,8 @@ lint: $(TOOLS)/bin/cargo-deny ## rustfmt, clippy (warnings are errors), hadolint
 	scripts/lint-deploy.sh
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(CARGO) deny --locked check --hide-inclusion-graph bans licenses sources
 
-bench: ## criterion verify ratio, then the load benchmark vs nginx and HAProxy -> docs/benchmarks.md
-	$(CARGO) bench --locked -p gate --bench verify
-	python3 scripts/verify-ratio.py target/criterion/verify_1KiB_POST target/criterion/verify_ed25519_v2_1KiB_POST
-	bench/bench.sh  # load benchmark vs nginx and HAProxy -> docs/benchmarks.md (BENCH_QUICK=1: smoke run)
+bench: ## criterion verify ratios, then the load benchmark vs nginx and HAProxy, Redis and Ed25519 rows -> docs/benchmarks.md (BENCH_QUICK=1: smoke run)
+	CARGO=$(CARGO) bench/bench.sh
 
 soak: ## 10 min of signed load, upstream faults, client resets -> docs/soak.md (not in CI; SOAK_SECONDS=N)
 	CARGO=$(CARGO) python3 scripts/soak.py

@@ -10,15 +10,26 @@ use gate::config::ConfigError;
 use runbook::{ToolError, advise, drill, scorecard};
 
 pub mod check_config;
+pub mod completions;
 pub mod demo;
 pub mod keygen;
+pub mod man;
 pub mod probe;
 pub mod serve;
 pub mod sign;
 
+/// What `sig-gate --version` prints after the name: the package version and the commit the
+/// binary was built from (`build.rs` explains where the commit comes from).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SIG_GATE_BUILD_COMMIT"),
+    ")"
+);
+
 /// sig-gate: a verifying reverse proxy for HMAC-signed internal requests.
 #[derive(Debug, Parser)]
-#[command(name = "sig-gate", version, about, long_about = None)]
+#[command(name = "sig-gate", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -46,6 +57,10 @@ pub enum Command {
     Drill(drill::DrillArgs),
     /// Run attack and fault scenarios against real gates and score them; exit 1 if one fails.
     Scorecard(scorecard::ScorecardArgs),
+    /// Print a shell completion script (bash, elvish, fish, powershell, zsh).
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory.
+    Man(man::ManArgs),
 }
 
 /// Why a subcommand could not do its work; [`CliError::exit_code`] maps it to the exit code.
@@ -94,20 +109,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Advise(args) => Ok(advise::run(args)?),
         Command::Drill(args) => Ok(drill::run(args)?),
         Command::Scorecard(args) => Ok(scorecard::run(args)?),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     }
 }
 
-/// The tokio runtime the long-running subcommands share: one worker per CPU this process may
-/// run on. With a single CPU (a sidecar with a one-core limit, or pinned), the current-thread
-/// scheduler does the same work without cross-thread wake-ups or work-stealing queues.
+/// The runtime the long-running subcommands run on: one thread, the current-thread scheduler.
+/// For `serve` and `demo` it carries the signal handler, the admin listener and the drain;
+/// requests are served by the gate's workers (`GATE_WORKERS`), each on a runtime of its own
+/// (`gate::server`).
 pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut builder = if cpus == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    builder
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|err| CliError::Failed(format!("cannot start the runtime: {err}")))

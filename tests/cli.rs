@@ -1,6 +1,6 @@
 //! The real `sig-gate` binary: configuration refusals (exit 2, one line naming the variable),
-//! `check-config`, `keygen`, `sign` flag errors, `probe`, and `serve` exiting 0 after a drain
-//! or 1 when the grace period runs out.
+//! `check-config`, `keygen`, `sign` flag errors, `probe`, `--version`, `completions` and `man`,
+//! `serve` exiting 0 after a drain or 1 when the grace period runs out, and its access log.
 
 mod support;
 
@@ -44,6 +44,9 @@ fn bad_configuration_exits_2_with_one_line_naming_the_variable() {
         (&[ok, ("GATE_LISTEN", "nowhere")], "GATE_LISTEN"),
         (&[ok, ("GATE_UPSTREAM", "ftp://x")], "GATE_UPSTREAM"),
         (&[ok, ("GATE_CLOCK_SKEW_SECS", "0")], "GATE_CLOCK_SKEW_SECS"),
+        (&[ok, ("GATE_WORKERS", "0")], "GATE_WORKERS"),
+        (&[ok, ("GATE_WORKERS", "all")], "GATE_WORKERS"),
+        (&[ok, ("GATE_WORKERS", "100000")], "GATE_WORKERS"),
         (
             &[ok, ("GATE_CONFIG", "/does/not/exist.toml")],
             "GATE_CONFIG",
@@ -165,6 +168,8 @@ fn every_subcommand_has_help() {
         "demo",
         "probe",
         "advise",
+        "completions",
+        "man",
     ] {
         let output = sig_gate(&[sub, "--help"], &[]);
         assert!(output.status.success(), "{sub} --help");
@@ -180,6 +185,19 @@ struct Served {
     child: Child,
     proxy: String,
     admin: String,
+    /// Workers, as the `listening` line reports them.
+    workers: u64,
+    /// Every log line after `listening`, handed over once the process has closed stderr.
+    log: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Served {
+    /// SIGTERM, wait for exit 0, and return the log lines written after `listening`.
+    fn stop(mut self) -> Vec<String> {
+        terminate(&self.child);
+        assert_eq!(self.child.wait().expect("exit").code(), Some(0));
+        self.log.join().expect("log reader")
+    }
 }
 
 fn serve(upstream: &str, vars: &[(&str, &str)]) -> Served {
@@ -204,28 +222,61 @@ fn serve_with(mut command: Command, upstream: &str, vars: &[(&str, &str)]) -> Se
         .spawn()
         .expect("spawn serve");
     let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
-    let listening = loop {
+    let Listening {
+        proxy,
+        admin,
+        workers,
+    } = loop {
         let line = lines
             .next()
             .expect("serve logs until listening")
             .expect("utf-8 log");
-        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if event["message"] == "listening" {
-            break event;
+        if let Some(addresses) = listening(&line) {
+            break addresses;
         }
     };
-    std::thread::spawn(move || lines.for_each(drop));
+    let log = std::thread::spawn(move || lines.map(|line| line.expect("utf-8 log")).collect());
     Served {
         child,
-        proxy: listening["proxy_addr"]
-            .as_str()
-            .expect("proxy_addr")
-            .to_owned(),
-        admin: listening["admin_addr"]
-            .as_str()
-            .expect("admin_addr")
-            .to_owned(),
+        proxy,
+        admin,
+        workers,
+        log,
     }
+}
+
+/// What a `listening` line reports.
+struct Listening {
+    proxy: String,
+    admin: String,
+    workers: u64,
+}
+
+/// The proxy and admin addresses and the workers of a `listening` line, JSON or text.
+fn listening(line: &str) -> Option<Listening> {
+    if let Ok(event) = serde_json::from_str::<serde_json::Value>(line) {
+        let field = |name: &str| event[name].as_str().map(str::to_owned);
+        if event["message"] != "listening" {
+            return None;
+        }
+        return Some(Listening {
+            proxy: field("proxy_addr")?,
+            admin: field("admin_addr")?,
+            workers: event["workers"].as_u64()?,
+        });
+    }
+    if !line.contains(" listening ") {
+        return None;
+    }
+    let field = |name: &str| {
+        let start = line.find(&format!("{name}="))? + name.len() + 1;
+        line[start..].split_whitespace().next().map(str::to_owned)
+    };
+    Some(Listening {
+        proxy: field("proxy_addr")?,
+        admin: field("admin_addr")?,
+        workers: field("workers")?.parse().ok()?,
+    })
 }
 
 fn terminate(child: &Child) {
@@ -288,11 +339,12 @@ async fn sigterm_with_a_request_outliving_the_grace_period_exits_1() {
 }
 
 #[tokio::test]
-async fn on_one_cpu_the_gate_serves_and_drains_on_the_current_thread_runtime() {
+async fn on_one_cpu_the_gate_serves_and_drains_on_one_worker() {
     let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let mut pinned = Command::new("taskset");
     pinned.args(["-c", "0", BIN]);
     let mut served = serve_with(pinned, &upstream.url(), &[]);
+    assert_eq!(served.workers, 1, "one CPU: one worker by default");
     let addr = served.proxy.parse().expect("addr");
     let headers = sign(SECRET, "current", "POST", "/one-cpu", b"{}");
     let reply = support::send(addr, "POST", "/one-cpu", &headers, "{}").await;
@@ -303,6 +355,41 @@ async fn on_one_cpu_the_gate_serves_and_drains_on_the_current_thread_runtime() {
         .await
         .expect("wait");
     assert_eq!(code, Some(0));
+}
+
+#[test]
+fn workers_default_to_the_cpus_the_process_may_use() {
+    let shown = |command: &mut Command, vars: &[(&str, &str)]| {
+        let output = command
+            .arg("check-config")
+            .env_clear()
+            .env("INTERSERVICE_HMAC_SECRET", SECRET)
+            .envs(vars.iter().copied())
+            .current_dir(std::env::temp_dir())
+            .output()
+            .expect("check-config");
+        assert_eq!(output.status.code(), Some(0));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let line = stdout
+            .lines()
+            .find(|line| line.trim_start().starts_with("GATE_WORKERS "))
+            .unwrap_or_else(|| panic!("GATE_WORKERS shown: {stdout}"))
+            .to_owned();
+        line.split_whitespace().nth(1).expect("a value").to_owned()
+    };
+    // The child inherits this process's CPU affinity and cgroup.
+    let usable = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(shown(&mut Command::new(BIN), &[]), usable.to_string());
+    assert_eq!(
+        shown(Command::new("taskset").args(["-c", "0", BIN]), &[]),
+        "1",
+        "pinned to one CPU"
+    );
+    assert_eq!(
+        shown(&mut Command::new(BIN), &[("GATE_WORKERS", "3")]),
+        "3",
+        "set explicitly"
+    );
 }
 
 /// A private temporary directory, removed when dropped.
@@ -560,4 +647,313 @@ async fn what_sign_prints_passes_a_gate_with_the_registry_and_check_config_lists
             "{stderr}"
         );
     }
+}
+
+#[test]
+fn version_names_the_package_version_and_the_commit() {
+    let output = sig_gate(&["--version"], &[]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    let prefix = format!("sig-gate {} (commit ", env!("CARGO_PKG_VERSION"));
+    let commit = text
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(")\n"))
+        .unwrap_or_else(|| panic!("not `{prefix}COMMIT)`: {text:?}"));
+    // Built from a git checkout: a commit of it, HEAD or (when a commit landed while the tests
+    // ran) one of HEAD's ancestors. Without git, whatever the build was given.
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+    };
+    if git(&["rev-parse", "--git-dir"]).is_some() {
+        assert!(
+            git(&["merge-base", "--is-ancestor", commit, "HEAD"]).is_some(),
+            "{commit} is not HEAD or one of its ancestors"
+        );
+    } else {
+        assert!(!commit.is_empty() && !commit.contains(char::is_whitespace));
+    }
+}
+
+#[test]
+fn completions_are_scripts_the_shell_loads() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let output = sig_gate(&["completions", shell], &[]);
+        assert!(output.status.success(), "{shell}");
+        let script = String::from_utf8(output.stdout).expect("utf-8");
+        assert!(
+            script.contains("check-config") && script.contains("completions"),
+            "{shell}: the subcommands are completed"
+        );
+    }
+    // bash itself: the script parses, and registers a completion for `sig-gate`.
+    let script = sig_gate(&["completions", "bash"], &[]).stdout;
+    let file =
+        std::env::temp_dir().join(format!("sig-gate-completion-{}.bash", std::process::id()));
+    std::fs::write(&file, script).expect("write script");
+    let loaded = Command::new("bash")
+        .args([
+            "--norc",
+            "-c",
+            "source \"$1\" && complete -p sig-gate",
+            "bash",
+        ])
+        .arg(&file)
+        .output()
+        .expect("run bash");
+    std::fs::remove_file(&file).expect("remove script");
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    assert!(String::from_utf8_lossy(&loaded.stdout).contains("sig-gate"));
+    assert_eq!(
+        sig_gate(&["completions", "tcsh"], &[]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn man_prints_the_page_or_writes_one_per_command() {
+    let output = sig_gate(&["man"], &[]);
+    assert!(output.status.success());
+    let page = String::from_utf8(output.stdout).expect("utf-8");
+    assert!(page.contains(".TH sig-gate 1"), "{page:.400}");
+    assert!(page.contains("check\\-config") && page.contains(env!("CARGO_PKG_VERSION")));
+
+    let dir = std::env::temp_dir().join(format!("sig-gate-man-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create dir");
+    let dir_text = dir.to_str().expect("utf-8 path");
+    assert!(
+        sig_gate(&["man", "--out-dir", dir_text], &[])
+            .status
+            .success()
+    );
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .expect("read dir")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    pages.sort();
+    std::fs::remove_dir_all(&dir).expect("remove dir");
+    for expected in [
+        "sig-gate.1",
+        "sig-gate-serve.1",
+        "sig-gate-sign.1",
+        "sig-gate-man.1",
+    ] {
+        assert!(
+            pages.iter().any(|p| p == expected),
+            "{expected} in {pages:?}"
+        );
+    }
+    let missing = sig_gate(&["man", "--out-dir", "/nonexistent/man1"], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--out-dir"));
+}
+
+/// The parsed JSON log lines of a stopped gate.
+async fn stop_and_read_log(served: Served) -> Vec<serde_json::Value> {
+    let lines = tokio::task::spawn_blocking(move || served.stop())
+        .await
+        .expect("stop");
+    lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("JSON: {line}")))
+        .collect()
+}
+
+fn events<'a>(log: &'a [serde_json::Value], message: &str) -> Vec<&'a serde_json::Value> {
+    log.iter().filter(|e| e["message"] == message).collect()
+}
+
+#[tokio::test]
+async fn the_access_log_has_one_line_per_request_carrying_its_request_id() {
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
+    let served = serve(&upstream.url(), &[("GATE_ACCESS_LOG", "true")]);
+    let addr = served.proxy.parse().expect("addr");
+    let target = "/tools/list?token=query-stays-out-of-the-log";
+    let mut headers = sign(SECRET, "current", "GET", target, b"");
+    headers.push(("X-Request-Id", "client-chosen-id".into()));
+    let forwarded = support::send(addr, "GET", target, &headers, "").await;
+    assert_eq!(forwarded.status, http::StatusCode::OK);
+    let refused = support::send(addr, "POST", "/tools/call?x=1", &[], "{}").await;
+    assert_eq!(refused.status, http::StatusCode::UNAUTHORIZED);
+    let refused_id = refused.headers["x-request-id"].to_str().expect("ASCII");
+
+    let log = stop_and_read_log(served).await;
+    let access = events(&log, "access");
+    assert_eq!(access.len(), 2, "one line per request: {access:?}");
+    let ok = access[0];
+    assert_eq!(ok["level"], "INFO");
+    assert_eq!(ok["request_id"], "client-chosen-id");
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["path"], "/tools/list");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["upstream_status"], 200);
+    assert_eq!(ok["caller"], "shared");
+    assert_eq!(ok["key_id"], "current");
+    assert!(
+        ok["duration_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+        "{ok}"
+    );
+
+    let no = access[1];
+    assert_eq!(no["request_id"], refused_id);
+    assert_eq!(
+        (&no["method"], &no["path"], &no["status"]),
+        (&"POST".into(), &"/tools/call".into(), &401.into())
+    );
+    for absent in ["caller", "key_id", "upstream_status"] {
+        assert!(
+            no.get(absent).is_none(),
+            "{absent} on an unverified request: {no}"
+        );
+    }
+    // The rejection's own line names the same request.
+    let rejection = events(&log, "invalid request signature");
+    assert_eq!(rejection.len(), 1);
+    assert_eq!(rejection[0]["request_id"], refused_id);
+    let everything = log.iter().map(ToString::to_string).collect::<String>();
+    assert!(
+        !everything.contains("query-stays-out-of-the-log"),
+        "a query was logged"
+    );
+    assert!(!everything.contains(SECRET), "a secret was logged");
+}
+
+#[tokio::test]
+async fn upstream_failures_are_logged_with_the_request_id() {
+    // A port nothing listens on: bound, then let go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port");
+    let served = serve(&format!("http://{closed}"), &[("GATE_ACCESS_LOG", "yes")]);
+    let addr = served.proxy.parse().expect("addr");
+    let headers = sign(SECRET, "current", "GET", "/down", b"");
+    let reply = support::send(addr, "GET", "/down", &headers, "").await;
+    assert_eq!(reply.status, http::StatusCode::BAD_GATEWAY);
+    let id = reply.headers["x-request-id"]
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+
+    let log = stop_and_read_log(served).await;
+    let unavailable = events(&log, "upstream unavailable");
+    assert_eq!(unavailable.len(), 1, "{log:?}");
+    assert_eq!(unavailable[0]["request_id"], id.as_str());
+    let access = events(&log, "access");
+    assert_eq!(access.len(), 1);
+    assert_eq!(access[0]["request_id"], id.as_str());
+    assert_eq!(access[0]["status"], 502);
+    assert_eq!(access[0]["caller"], "shared", "the request verified");
+    assert!(
+        access[0].get("upstream_status").is_none(),
+        "no upstream answer"
+    );
+}
+
+#[tokio::test]
+async fn the_access_log_is_off_by_default_and_follows_the_text_format() {
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
+    let quiet = serve(&upstream.url(), &[]);
+    let addr = quiet.proxy.parse().expect("addr");
+    let headers = sign(SECRET, "current", "GET", "/quiet", b"");
+    assert_eq!(
+        support::send(addr, "GET", "/quiet", &headers, "")
+            .await
+            .status,
+        http::StatusCode::OK
+    );
+    let log = stop_and_read_log(quiet).await;
+    assert!(events(&log, "access").is_empty(), "{log:?}");
+
+    let text = serve(
+        &upstream.url(),
+        &[("GATE_ACCESS_LOG", "true"), ("GATE_LOG_FORMAT", "text")],
+    );
+    let addr = text.proxy.parse().expect("addr");
+    let mut headers = sign(SECRET, "current", "GET", "/text", b"");
+    headers.push(("X-Request-Id", "text-id".into()));
+    assert_eq!(
+        support::send(addr, "GET", "/text", &headers, "")
+            .await
+            .status,
+        http::StatusCode::OK
+    );
+    let lines = tokio::task::spawn_blocking(move || text.stop())
+        .await
+        .expect("stop");
+    let access: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains(" access "))
+        .collect();
+    assert_eq!(access.len(), 1, "{lines:?}");
+    for field in [
+        "request_id=\"text-id\"",
+        "method=\"GET\"",
+        "path=\"/text\"",
+        "status=200",
+        "upstream_status=200",
+        "caller=\"shared\"",
+        "key_id=\"current\"",
+        "duration_ms=",
+    ] {
+        assert!(access[0].contains(field), "{field} in {}", access[0]);
+    }
+}
+
+#[tokio::test]
+async fn the_access_log_names_a_registry_key_and_its_caller() {
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
+    let dir = TempDir::new("access-registry");
+    std::fs::write(dir.join("agent"), SECRET).expect("write");
+    let registry = dir.join("keys.toml");
+    std::fs::write(
+        &registry,
+        "[[key]]\nid = \"agent-2026-12\"\ncaller = \"agent\"\nalg = \"hmac-sha256\"\nsecret_file = \"agent\"\n",
+    )
+    .expect("write");
+    let served = serve(
+        &upstream.url(),
+        &[
+            ("GATE_KEYS_FILE", registry.as_str()),
+            ("GATE_AUDIENCE", "tool-gate"),
+            ("GATE_ACCESS_LOG", "true"),
+        ],
+    );
+    let addr = served.proxy.parse().expect("addr");
+    let key_file = dir.join("agent");
+    let output = sig_gate(
+        &["sign", "--method", "POST", "--path", "/tools/call"],
+        &[
+            ("GATE_SIGNING_KEY_ID", "agent-2026-12"),
+            ("GATE_SIGNING_KEY_FILE", key_file.as_str()),
+            ("GATE_AUDIENCE", "tool-gate"),
+        ],
+    );
+    let printed = printed_headers(&output);
+    let headers: Vec<(&str, String)> = printed
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.clone()))
+        .collect();
+    let reply = support::send(addr, "POST", "/tools/call", &headers, "").await;
+    assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.text());
+
+    let log = stop_and_read_log(served).await;
+    let access = events(&log, "access");
+    assert_eq!(access.len(), 1, "{log:?}");
+    assert_eq!(access[0]["caller"], "agent");
+    assert_eq!(access[0]["key_id"], "agent-2026-12");
+    assert_eq!(access[0]["upstream_status"], 200);
 }

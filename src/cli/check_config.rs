@@ -139,6 +139,7 @@ pub fn render(config: &Config) -> String {
             vars::MAX_BUFFERED_BODY_BYTES,
             config.max_buffered_body_bytes.to_string(),
         ),
+        (vars::WORKERS, config.workers.to_string()),
         (
             vars::LOG_FORMAT,
             match config.log_format {
@@ -146,6 +147,7 @@ pub fn render(config: &Config) -> String {
                 LogFormat::Text => "text".into(),
             },
         ),
+        (vars::ACCESS_LOG, config.access_log.to_string()),
     ];
     let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
     let mut out = format!("configuration OK: {} mode\n", keyring.mode());

@@ -17,6 +17,12 @@ pub struct ServeArgs {}
 pub fn run(_args: ServeArgs) -> Result<ExitCode, CliError> {
     let config = Config::load()?;
     gate::logging::init(config.log_format);
+    // Which build runs, for whoever reads the log after a rollout.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = env!("SIG_GATE_BUILD_COMMIT"),
+        "starting"
+    );
     let listeners = Listeners::open(&config).map_err(|err| CliError::Failed(err.to_string()))?;
     let drain = super::runtime()?
         .block_on(server::run(config, listeners, server::shutdown_signal()))
