@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install Debian's redis-server (redis-server and redis-cli) when either is missing, for the
 # replay store's tests (tests/replay_store.rs) and the scorecard's replay store scenarios, which
-# start their own servers on loopback. Called by `make test-rust` and `make test-runbook`; works
-# as root on a fresh Debian machine with no stdin (CI=true).
+# start their own servers on loopback, and for `make bench`'s Redis row. Called by
+# `make test-rust`, `make test-runbook` and bench/bench.sh; works as root on a fresh Debian
+# machine with no stdin (CI=true).
 #
 # The package's maintainer scripts would start a system Redis on 127.0.0.1:6379: a policy-rc.d
 # that denies every start prevents that while we install (removed again if we created it), and

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Test every deployment file: Prometheus rules (promtool check + unit tests), the
-# Kubernetes base and rotation overlays (kustomize render + schema validation + consistency),
+# Test every deployment file: Prometheus rules (promtool check + unit tests, and their
+# PrometheusRule and PodMonitor), the Kubernetes base, the sidecar component on another team's
+# workload, the rotation overlays, the replay store component and the reload path's steps
+# (kustomize render + schema validation + consistency),
 # the Secret template, the Dockerfile and its build context, the Grafana dashboard, the
-# systemd units, and an end-to-end run in which a real Prometheus scrapes a real gate and
-# pages on a burst of badly signed requests. Called by `make test-deploy`.
+# systemd units, and an end-to-end run in which a real Prometheus scrapes real gates and
+# pages on a burst of badly signed requests, on two gates of one workload with different
+# secrets, and on a gate whose Redis replay store was killed. Called by `make test-deploy`.
 #
 # Works on a fresh Debian machine as root with no stdin (CI=true): it installs what is
-# missing (Debian's prometheus for promtool and the server; kubernetes-validate into the
+# missing (Debian's prometheus for promtool and the server, redis-server via
+# scripts/install-redis.sh; kubernetes-validate into the
 # repository's .venv) and builds target/debug/sig-gate unless SIG_GATE_BIN names a binary.
 # Ends with "N passed, M failed" and exits non-zero if any check failed.
 set -uo pipefail
@@ -106,6 +110,10 @@ if ! command -v promtool > /dev/null || ! command -v prometheus > /dev/null; the
     fi
 fi
 
+# Debian's redis-server, for the end-to-end test's replay store (started on a free loopback
+# port by the test itself; the package's own service is kept from starting).
+scripts/install-redis.sh || setup_failed "scripts/install-redis.sh (redis-server)"
+
 if [ -n "${SIG_GATE_BIN:-}" ]; then
     echo "using SIG_GATE_BIN=$SIG_GATE_BIN"
 else
@@ -119,17 +127,28 @@ echo "---- prometheus rules"
 run_check "promtool check rules deploy/prometheus/alerts.yml" promtool check rules deploy/prometheus/alerts.yml
 run_check "promtool test rules (firing and quiet cases for every alert)" \
     promtool test rules deploy/prometheus/alerts.test.yml
-run_check "alerts: required alerts, annotations, runbook anchors, metric names" \
+run_check "alerts: required alerts, annotations, absolute runbook links on one base, metric names" \
     "$PY" deploy/tests/check_static.py alerts
+run_check "prometheusrule.yaml is generated from alerts.yml (make prometheus-rules)" \
+    "$PY" scripts/prometheus-rules.py --check
+run_check "deploy/prometheus: PrometheusRule and PodMonitor, selection labels, pods selected" \
+    "$PY" deploy/tests/check_manifests.py prometheus
 
 # ----------------------------------------------------------------------------- kubernetes
 echo "---- kubernetes"
 for target in base overlap strict retire rollback; do
     run_check "kustomize render + schema + consistency: $target" "$PY" deploy/tests/check_manifests.py "$target"
 done
+run_check "sidecar component on another team's Deployment and Service" \
+    "$PY" deploy/tests/check_manifests.py component
 run_check "rollback renders exactly the base (but its phase label)" \
     "$PY" deploy/tests/check_manifests.py rollback-equals-base
 run_check "Secret template: schema, entries, no usable secret" "$PY" deploy/tests/check_manifests.py secret-template
+run_check "replay-store-redis component on the base and on another team's workload: URL from a Secret" \
+    "$PY" deploy/tests/check_manifests.py replay-store
+run_check "reload path: every step the same Deployment byte for byte, only the registry Secret differs, the gate accepts each" \
+    "$PY" deploy/tests/check_manifests.py reload
+run_check "reload path: Secret sig-gate-keys template, no usable secret" "$PY" deploy/tests/check_manifests.py keys-template
 
 # ---------------------------------------------------------------------- container image
 echo "---- container image"

@@ -2,11 +2,12 @@
 
 Usage: check_static.py CHECK, one of:
   alerts          alerts.yml: the required alerts exist, each with severity, summary,
-                  description and a runbook_url whose anchor exists in docs/operations.md;
-                  every metric name is in deploy/metrics.txt.
+                  description and an absolute runbook_url, all on one base URL that names
+                  docs/operations.md, whose anchor exists there; every metric name is in
+                  deploy/metrics.txt.
   dashboard       deploy/grafana/sig-gate.json: valid dashboard JSON (unique ids, panels on
                   the 24-column grid without overlaps, one Prometheus datasource variable,
-                  the six required views); every metric name is in deploy/metrics.txt.
+                  the nine required views); every metric name is in deploy/metrics.txt.
   dockerfile      Dockerfile: CI's compiler and build command, distroless runtime, non-root
                   numeric user, EXPOSE 8080 9090, the fixed ENTRYPOINT, a curl-free health
                   check on the admin port.
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -42,7 +44,8 @@ ALLOWED_NAMES = set(METRICS) | {h + s for h in HISTOGRAMS for s in ("_bucket", "
 METRIC_RE = re.compile(r"\bsig_gate_[a-z0-9_]+\b")
 REQUIRED_ALERTS = {
     "SigGateInvalidSignatureSpike", "SigGatePreviousSecretStillInUse", "SigGateClockSkewHigh",
-    "SigGateReplayCacheNearFull", "SigGateUpstreamErrors",
+    "SigGateReplayCacheNearFull", "SigGateUpstreamErrors", "SigGateDown", "SigGateAbsent",
+    "SigGateFingerprintMismatch", "SigGateReplayStoreDown", "SigGateReplayStoreErrors",
 }
 BUILD_COMMAND = "cargo build --release --locked"
 # `#[cfg(test)]`, then any comment or attribute lines, then `mod name {`.
@@ -84,6 +87,7 @@ def check_alerts() -> None:
     operations = REPO / "docs/operations.md"
     anchors = github_anchors(operations.read_text()) if operations.exists() else set()
     check(operations.exists(), "docs/operations.md does not exist")
+    bases = set()
     for alert in alerts:
         name = alert["alert"]
         ann = alert.get("annotations", {})
@@ -92,11 +96,15 @@ def check_alerts() -> None:
         for key in ("summary", "description", "runbook_url"):
             check(bool(ann.get(key, "").strip()), f"{name}: no {key}")
         url = ann.get("runbook_url", "")
-        doc, _, anchor = url.partition("#")
-        check(doc == "docs/operations.md" and anchor in anchors,
-              f"{name}: runbook_url {url!r} is not a heading of docs/operations.md")
+        base, _, anchor = url.partition("#")
+        bases.add(base)
+        parts = urlsplit(base)
+        check(parts.scheme in ("http", "https") and bool(parts.netloc) and base.endswith("/docs/operations.md")
+              and anchor in anchors,
+              f"{name}: runbook_url {url!r} is not an absolute link to a heading of docs/operations.md")
         bad = unknown_metrics(alert["expr"])
         check(not bad, f"{name}: metrics not exported by the gate: {sorted(bad)}")
+    check(len(bases) == 1, f"runbook_url bases {sorted(bases)}: one base for all (make prometheus-rules)")
     check(not unknown_metrics((REPO / "deploy/prometheus/alerts.test.yml").read_text()),
           f"alerts.test.yml uses unknown metrics: {sorted(unknown_metrics((REPO / 'deploy/prometheus/alerts.test.yml').read_text()))}")
 
@@ -145,7 +153,10 @@ def check_dashboard() -> None:
                          ("verified by slot", "by (slot) (rate(sig_gate_verified_total"),
                          ("clock skew", "sig_gate_clock_skew_seconds_bucket"),
                          ("latency percentiles", "histogram_quantile(0.99, sum by (le) (rate(sig_gate_request_duration_seconds_bucket"),
-                         ("replay cache fill", "sig_gate_nonce_cache_entries{namespace=~\"$namespace\", job=~\"$job\"} / sig_gate_nonce_cache_capacity")):
+                         ("replay cache fill", "sig_gate_nonce_cache_entries{namespace=~\"$namespace\", job=~\"$job\"} / sig_gate_nonce_cache_capacity"),
+                         ("replay store up per pod", "sig_gate_replay_store_up{"),
+                         ("replay store errors by kind", "by (kind) (rate(sig_gate_replay_store_errors_total"),
+                         ("replay store latency", "rate(sig_gate_replay_store_duration_seconds_bucket")):
         check(needle in joined, f"dashboard: no panel for {view}")
     everything = json.dumps(dash)
     bad = unknown_metrics(everything)

@@ -13,12 +13,22 @@ counts them) and exits non-zero if any failed. Checks, in order:
                  them and SigGateInvalidSignatureSpike stays inactive.
   alert fires    a burst of unsigned and wrongly signed requests (401s) makes
                  SigGateInvalidSignatureSpike fire, per reason, via Prometheus's HTTP API.
+  fingerprints   a second gate with another secret, scraped in the same job (one workload,
+                 half rolled out), makes SigGateFingerprintMismatch fire with the two
+                 fingerprints the gates export; once it stops, SigGateDown fires for its
+                 target and the mismatch resolves.
+  store          a gate of another job records nonces in a real redis-server on loopback;
+                 Redis killed under signed traffic: 503 for every signed request, and
+                 SigGateReplayStoreDown and SigGateReplayStoreErrors fire for that gate;
+                 Redis started again on its port: requests pass without a restart and the
+                 down alert resolves.
   dashboard      every query of deploy/grafana/sig-gate.json runs on that Prometheus and
-                 returns data.
-  drain          SIGTERM: the gate exits 0.
+                 returns data (the replay store panels from the gate on Redis).
+  drain          SIGTERM: each gate exits 0.
 
 Environment: SIG_GATE_BIN (default target/debug/sig-gate), PROMETHEUS_BIN (default
-`prometheus` on PATH). Nothing here listens on anything but 127.0.0.1.
+`prometheus` on PATH), REDIS_BIN (default `redis-server` on PATH). Nothing here listens on
+anything but 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -48,6 +58,14 @@ REPO = Path(__file__).resolve().parents[2]
 GATE_BIN = Path(os.environ.get("SIG_GATE_BIN", REPO / "target" / "debug" / "sig-gate"))
 PROMETHEUS_BIN = os.environ.get("PROMETHEUS_BIN", "prometheus")
 ALERT = "SigGateInvalidSignatureSpike"
+MISMATCH = "SigGateFingerprintMismatch"
+DOWN = "SigGateDown"
+STORE_DOWN = "SigGateReplayStoreDown"
+STORE_ERRORS = "SigGateReplayStoreErrors"
+# The scrape job of the gate whose replay store is a real Redis (a workload of its own, so its
+# secret does not count in the first job's fingerprint comparison).
+STORE_JOB = "sig-gate-store"
+REDIS_BIN = os.environ.get("REDIS_BIN", "redis-server")
 # Shortened `for` in the test copy of the rules: the expressions stay exactly as shipped.
 TEST_FOR = "2s"
 BURST_PER_REASON = 250  # rate over the 5m window ~ 250/300 s = 0.83/s, above the 0.5/s floor
@@ -109,8 +127,8 @@ def upstream():
 class Gate:
     """A `sig-gate serve` process on 127.0.0.1:0, its addresses read from its JSON log."""
 
-    def __init__(self, upstream_port: int) -> None:
-        self.secret = secrets.token_urlsafe(32)
+    def __init__(self, upstream_port: int, extra_env: dict[str, str] | None = None) -> None:
+        self.secret = secrets.token_urlsafe(32)  # each gate its own
         # Only the settings below: nothing from the caller's environment may change the
         # gate (a stray GATE_UNSIGNED_PATHS, say), and the working directory is a temporary
         # one so that no config/sig-gate.toml is picked up.
@@ -124,6 +142,7 @@ class Gate:
             "GATE_UPSTREAM": f"http://127.0.0.1:{upstream_port}",
             "GATE_LOG_FORMAT": "json",
             "GATE_SHUTDOWN_GRACE_SECS": "10",
+            **(extra_env or {}),
         }
         self.log: list[str] = []
         self.proc = subprocess.Popen([str(GATE_BIN), "serve"], env=self.env, cwd=tempfile.gettempdir(),
@@ -162,6 +181,54 @@ class Gate:
                 self.proc.kill()
                 return -9
         return self.proc.returncode
+
+
+class Redis:
+    """A `redis-server` on 127.0.0.1 on a free port, without persistence; `kill` and `start`
+    again on the same port, as an outage and its end."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--logfile", ""],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited {self.proc.returncode} on port {self.port}")
+            if self.ping():
+                return
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"redis-server did not answer PING on port {self.port} within 30 s")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: the store vanishes mid-traffic, as a crashed Redis does."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(20)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 def request(conn: http.client.HTTPConnection, path: str, headers: dict[str, str]) -> tuple[int, dict]:
@@ -269,7 +336,7 @@ def check_metrics(gate: Gate) -> None:
 
 # ----------------------------------------------------------------------------- prometheus
 class Prometheus:
-    def __init__(self, workdir: Path, admin_addr: str) -> None:
+    def __init__(self, workdir: Path, jobs: dict[str, list[str]]) -> None:
         rules = yaml.safe_load((REPO / "deploy/prometheus/alerts.yml").read_text())
         for group in rules["groups"]:
             for rule in group["rules"]:
@@ -279,7 +346,9 @@ class Prometheus:
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(workdir / "rules.yml")],
-            "scrape_configs": [{"job_name": "sig-gate", "static_configs": [{"targets": [admin_addr]}]}],
+            # One job per workload: the gates of a job are the pods of one workload.
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}
+                               for job, targets in jobs.items()],
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         self.base = f"http://127.0.0.1:{free_port()}"
@@ -316,15 +385,15 @@ class Prometheus:
     def query(self, expr: str) -> list[dict]:
         return self.api("query", query=expr)["result"]
 
-    def alert_states(self) -> list[dict]:
-        return [a for a in self.api("alerts")["alerts"] if a["labels"].get("alertname") == ALERT]
+    def alert_states(self, name: str = ALERT) -> list[dict]:
+        return [a for a in self.api("alerts")["alerts"] if a["labels"].get("alertname") == name]
 
-    def rule(self) -> dict:
+    def rule(self, name: str = ALERT) -> dict:
         for group in self.api("rules")["groups"]:
             for rule in group["rules"]:
-                if rule["name"] == ALERT:
+                if rule["name"] == name:
                     return rule
-        raise RuntimeError(f"{ALERT} is not loaded")
+        raise RuntimeError(f"{name} is not loaded")
 
     def wait_for(self, what: str, predicate, timeout: float = 60):
         deadline = time.monotonic() + timeout
@@ -374,9 +443,11 @@ def check_alert(gate: Gate, prom: Prometheus) -> None:
             'sum(rate(sig_gate_requests_total{job="sig-gate",outcome="forwarded"}[5m])) > 0'))
         # The alert's own share, as Prometheus computes it from the live gate: one series per
         # reason, all zero. This is what the rule decides on, so its silence means something.
+        # (This job only: the replay store's gate, a job of its own, has no traffic yet, so its
+        # share is 0/0.)
         share = prom.query(
-            "sum by (namespace, job, reason) (rate(sig_gate_invalid_request_signature_total[5m]))"
-            " / on (namespace, job) group_left sum by (namespace, job) (rate(sig_gate_requests_total[5m]))")
+            'sum by (namespace, job, reason) (rate(sig_gate_invalid_request_signature_total{job="sig-gate"}[5m]))'
+            ' / on (namespace, job) group_left sum by (namespace, job) (rate(sig_gate_requests_total{job="sig-gate"}[5m]))')
         values = {s["metric"]["reason"]: float(s["value"][1]) for s in share}
         record("clean traffic: Prometheus computes a zero rejection share for every reason",
                len(values) == 7 and not any(values.values()), f"{values}")
@@ -430,9 +501,137 @@ def check_alert(gate: Gate, prom: Prometheus) -> None:
     summaries = "; ".join(f"{a['labels']['reason']}: {a['annotations'].get('summary')}" for a in firing)
     record(f"alert fires: {ALERT} via Prometheus's API", True,
            f"firing {time.monotonic() - started:.1f} s after the burst ({summaries})")
-    labels_ok = all(a["labels"].get("severity") == "critical" and a["annotations"].get("runbook_url", "").startswith("docs/operations.md#")
+    labels_ok = all(a["labels"].get("severity") == "critical" and runbook_link(a, "siggateinvalidsignaturespike")
                     for a in firing)
     record("alert fires: with severity and runbook link", labels_ok, "")
+
+
+def runbook_link(alert: dict, anchor: str) -> bool:
+    """The alert links to its section of docs/operations.md with an absolute URL."""
+    url = alert["annotations"].get("runbook_url", "")
+    return url.startswith(("https://", "http://")) and url.endswith(f"/docs/operations.md#{anchor}")
+
+
+def fingerprint_of(gate: Gate) -> str:
+    with LOCAL.open(f"http://{gate.admin_addr}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(r'^sig_gate_config_info\{[^}]*\bfingerprint="([0-9a-f]{8})"', text, re.M)
+    if not match:
+        raise RuntimeError(f"no fingerprint on {gate.admin_addr}/metrics")
+    return match[1]
+
+
+def check_fingerprints(gate: Gate, other: Gate, prom: Prometheus) -> None:
+    """Two gates of one job on different secrets: the mismatch fires; the second one stops:
+    it is down, and the mismatch resolves."""
+    expected = {fingerprint_of(gate), fingerprint_of(other)}
+    record("fingerprints: the two gates export two fingerprints", len(expected) == 2, f"{sorted(expected)}")
+    seen = prom.wait_for("both gates' fingerprints in Prometheus", lambda: {
+        s["metric"]["fingerprint"] for s in prom.query('sig_gate_config_info{job="sig-gate"}')} == expected or None)
+    record("fingerprints: Prometheus holds both gates' sig_gate_config_info", bool(seen), f"{sorted(expected)}")
+
+    def firing(name: str):
+        return lambda: [a for a in prom.alert_states(name) if a["state"] == "firing"] or None
+
+    started = time.monotonic()
+    try:
+        alerts = prom.wait_for(f"{MISMATCH} firing", firing(MISMATCH), timeout=90)
+    except TimeoutError as err:
+        record(f"fingerprints: {MISMATCH} fires", False, f"{err}; rule {prom.rule(MISMATCH)}")
+        return
+    alert = alerts[0]
+    record(f"fingerprints: {MISMATCH} fires for the job, counting 2 secret sets",
+           len(alerts) == 1 and alert["labels"].get("job") == "sig-gate" and float(alert["value"]) == 2
+           and alert["labels"].get("severity") == "warning" and runbook_link(alert, "siggatefingerprintmismatch"),
+           f"after {time.monotonic() - started:.1f} s: {alert['labels']}, value {alert['value']}, "
+           f"summary {alert['annotations'].get('summary')!r}")
+
+    code = other.stop()
+    record("drain: the second gate exits 0 on SIGTERM", code == 0, f"exit {code}")
+    try:
+        down = prom.wait_for(f"{DOWN} firing", firing(DOWN), timeout=90)
+    except TimeoutError as err:
+        record(f"fingerprints: {DOWN} fires for the stopped gate", False, f"{err}; rule {prom.rule(DOWN)}")
+        return
+    record(f"fingerprints: {DOWN} fires for the stopped gate, and only for it",
+           [a["labels"].get("instance") for a in down] == [other.admin_addr] and runbook_link(down[0], "siggatedown"),
+           f"instances {[a['labels'].get('instance') for a in down]}, stopped {other.admin_addr}")
+    try:
+        prom.wait_for(f"{MISMATCH} resolved", lambda: prom.rule(MISMATCH).get("state") == "inactive", timeout=90)
+        record(f"fingerprints: {MISMATCH} resolves with one secret left", True, "")
+    except TimeoutError as err:
+        record(f"fingerprints: {MISMATCH} resolves with one secret left", False, f"{err}; {prom.alert_states(MISMATCH)}")
+
+
+def check_store(gate: Gate, redis: Redis, prom: Prometheus) -> None:
+    """A gate on a real Redis: while Redis answers, signed requests pass and the store alerts
+    stay quiet; Redis killed, signed requests get 503 and SigGateReplayStoreDown and
+    SigGateReplayStoreErrors fire for that gate; Redis back on its port, requests pass again
+    without a restart and the down alert resolves."""
+    def store_up() -> list[dict]:
+        return prom.query(f'sig_gate_replay_store_up{{job="{STORE_JOB}"}}')
+
+    up = prom.wait_for("Prometheus scrapes the store gate's sig_gate_replay_store_up 1",
+                       lambda: [s for s in store_up() if s["value"][1] == "1"] or None)
+    info = prom.query(f'sig_gate_config_info{{job="{STORE_JOB}"}}')
+    record("store: Prometheus sees the gate on Redis up, with replay_store=\"redis\"",
+           bool(up) and [i["metric"].get("replay_store") for i in info] == ["redis"],
+           f"up {[s['value'][1] for s in up]}, replay_store {[i['metric'].get('replay_store') for i in info]}")
+
+    conn = http.client.HTTPConnection(*gate.proxy_addr.rsplit(":", 1), timeout=10)
+    statuses = [request(conn, "/x", gate.sign("GET", "/x"))[0] for _ in range(5)]
+    record("store: signed requests pass while Redis answers", statuses == [200] * 5, f"statuses {statuses}")
+    quiet = all(prom.rule(name).get("health") == "ok" and prom.rule(name).get("state") == "inactive"
+                for name in (STORE_DOWN, STORE_ERRORS))
+    record(f"store: {STORE_DOWN} and {STORE_ERRORS} evaluate and stay inactive while Redis answers", quiet,
+           f"{[(n, prom.rule(n).get('state'), prom.rule(n).get('lastError')) for n in (STORE_DOWN, STORE_ERRORS)]}")
+
+    redis.kill()
+    # Signed traffic during the outage: each request fails closed, and each is a failed store
+    # operation for the error ratio (the floor is more than 5 in 5 minutes).
+    outcomes: dict[str, int] = {}
+    for _ in range(30):
+        status, body = request(conn, "/x", gate.sign("GET", "/x"))
+        key = f"{status} {body.get('error')}"
+        outcomes[key] = outcomes.get(key, 0) + 1
+    record("store: Redis killed: every signed request gets 503 replay store unavailable",
+           outcomes == {"503 replay store unavailable": 30}, f"got {outcomes}")
+
+    def firing(name: str):
+        return lambda: [a for a in prom.alert_states(name) if a["state"] == "firing"] or None
+
+    started = time.monotonic()
+    for name, anchor, severity, labels in (
+            (STORE_DOWN, "siggatereplaystoredown", "critical", {"job": STORE_JOB, "instance": gate.admin_addr}),
+            (STORE_ERRORS, "siggatereplaystoreerrors", "warning", {"job": STORE_JOB})):
+        try:
+            alerts = prom.wait_for(f"{name} firing", firing(name), timeout=90)
+        except TimeoutError as err:
+            record(f"store: {name} fires for the gate whose Redis is down", False, f"{err}; rule {prom.rule(name)}")
+            continue
+        alert = alerts[0]
+        record(f"store: {name} fires for the gate whose Redis is down, and only for it",
+               len(alerts) == 1 and all(alert["labels"].get(k) == v for k, v in labels.items())
+               and alert["labels"].get("severity") == severity and runbook_link(alert, anchor),
+               f"{time.monotonic() - started:.1f} s after the kill: {alert['labels']}, "
+               f"summary {alert['annotations'].get('summary')!r}")
+
+    redis.start()
+    deadline = time.monotonic() + 30
+    status = 0
+    while time.monotonic() < deadline:
+        status = request(conn, "/x", gate.sign("GET", "/x"))[0]
+        if status == 200:
+            break
+        time.sleep(0.5)
+    conn.close()
+    record("store: Redis back on its port: signed requests pass again, the gate was not restarted",
+           status == 200 and gate.proc.poll() is None, f"last status {status}")
+    try:
+        prom.wait_for(f"{STORE_DOWN} resolved", lambda: prom.rule(STORE_DOWN).get("state") == "inactive", timeout=90)
+        record(f"store: {STORE_DOWN} resolves once Redis answers", True, "")
+    except TimeoutError as err:
+        record(f"store: {STORE_DOWN} resolves once Redis answers", False, f"{err}; {prom.alert_states(STORE_DOWN)}")
 
 
 def check_dashboard(prom: Prometheus) -> None:
@@ -460,14 +659,27 @@ def main() -> int:
     if not shutil.which(PROMETHEUS_BIN):
         record("prometheus binary", False, f"{PROMETHEUS_BIN} not found (apt-get install prometheus)")
         return 1
+    if not shutil.which(REDIS_BIN):
+        record("redis-server binary", False, f"{REDIS_BIN} not found (scripts/install-redis.sh)")
+        return 1
     with upstream() as upstream_port, tempfile.TemporaryDirectory(prefix="sig-gate-e2e-") as tmp:
         gate = Gate(upstream_port)
+        other = store_gate = redis = None
         prom = None
         try:
+            # The same workload's second pod, on another secret: half a rollout.
+            other = Gate(upstream_port)
             check_probe(gate, upstream_port)
             check_metrics(gate)
-            prom = Prometheus(Path(tmp), gate.admin_addr)
+            # Another workload, whose gate records nonces in a real Redis.
+            redis = Redis(Path(tmp))
+            store_gate = Gate(upstream_port, {"GATE_REPLAY_STORE": f"redis://127.0.0.1:{redis.port}",
+                                              "GATE_REPLAY_STORE_TIMEOUT_MS": "500"})
+            prom = Prometheus(Path(tmp), {"sig-gate": [gate.admin_addr, other.admin_addr],
+                                          STORE_JOB: [store_gate.admin_addr]})
             check_alert(gate, prom)
+            check_fingerprints(gate, other, prom)
+            check_store(store_gate, redis, prom)
             check_dashboard(prom)
         except Exception as err:  # report, then clean up: never leave a process behind
             record("e2e run", False, f"{type(err).__name__}: {err}")
@@ -476,6 +688,13 @@ def main() -> int:
         finally:
             if prom is not None:
                 prom.stop()
+            if other is not None and other.proc.poll() is None:
+                other.stop()
+            if store_gate is not None:
+                code = store_gate.stop()
+                record("drain: the replay store's gate exits 0 on SIGTERM", code == 0, f"exit {code}")
+            if redis is not None:
+                redis.stop()
             code = gate.stop()
             record("drain: the gate exits 0 on SIGTERM", code == 0, f"exit {code}")
             if code != 0:
