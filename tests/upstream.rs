@@ -110,6 +110,12 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize
     }
 }
 
+/// A gate with one worker in front of `upstream`: each worker keeps an upstream pool of its own,
+/// and these tests count the connections of one pool.
+async fn one_worker(upstream: &str) -> TestGate {
+    TestGate::start(upstream, &[("GATE_WORKERS", "1")]).await
+}
+
 /// Send `count` signed POSTs one after another, each on a fresh client connection; the
 /// statuses and bodies.
 async fn post_several(gate: &TestGate, count: usize) -> Vec<(StatusCode, String)> {
@@ -130,7 +136,7 @@ async fn a_keep_alive_upstream_connection_carries_every_request() {
         Then::KeepOpen,
     )
     .await;
-    let gate = TestGate::start(&upstream.url(), &[]).await;
+    let gate = one_worker(&upstream.url()).await;
     for (status, body) in post_several(&gate, 5).await {
         assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
     }
@@ -146,7 +152,7 @@ async fn chunked_responses_are_decoded_extensions_and_trailers_included() {
         Then::KeepOpen,
     )
     .await;
-    let gate = TestGate::start(&upstream.url(), &[]).await;
+    let gate = one_worker(&upstream.url()).await;
     for (status, body) in post_several(&gate, 3).await {
         assert_eq!((status, body.as_str()), (StatusCode::OK, "hello, world"));
     }
@@ -165,7 +171,7 @@ async fn an_upstream_that_closes_after_each_response_costs_no_request() {
         &b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok"[..],
     ] {
         let upstream = Scripted::start(response, Then::Close).await;
-        let gate = TestGate::start(&upstream.url(), &[]).await;
+        let gate = one_worker(&upstream.url()).await;
         for (status, body) in post_several(&gate, 4).await {
             assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
         }
@@ -181,7 +187,7 @@ async fn a_response_with_both_framings_is_read_chunked_and_its_connection_closed
         Then::KeepOpen,
     )
     .await;
-    let gate = TestGate::start(&upstream.url(), &[]).await;
+    let gate = one_worker(&upstream.url()).await;
     let headers = sign(SECRET, "current", "POST", "/tool", b"{}");
     let reply = send(gate.addr, "POST", "/tool", &headers, "{}").await;
     assert_eq!(
@@ -220,7 +226,7 @@ async fn malformed_responses_are_502_and_never_reused() {
         built[1],
     ] {
         let upstream = Scripted::start(response, Then::KeepOpen).await;
-        let gate = TestGate::start(&upstream.url(), &[]).await;
+        let gate = one_worker(&upstream.url()).await;
         let replies = post_several(&gate, 2).await;
         let shown = String::from_utf8_lossy(response);
         for (status, body) in replies {
@@ -238,7 +244,7 @@ async fn a_body_cut_short_reaches_the_client_as_a_cut_response() {
         Then::Close,
     )
     .await;
-    let gate = TestGate::start(&upstream.url(), &[]).await;
+    let gate = one_worker(&upstream.url()).await;
     // The client must see an error: no head at all (the gate cut the connection before
     // flushing it) or a head whose body breaks off. Never a complete-looking response.
     let stream = TcpStream::connect(gate.addr).await.expect("connect");
@@ -273,7 +279,7 @@ async fn interim_responses_are_skipped_and_head_requests_have_no_body() {
         Then::KeepOpen,
     )
     .await;
-    let gate = TestGate::start(&upstream.url(), &[]).await;
+    let gate = one_worker(&upstream.url()).await;
     for (status, body) in post_several(&gate, 2).await {
         assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
     }
@@ -284,7 +290,7 @@ async fn interim_responses_are_skipped_and_head_requests_have_no_body() {
         Then::KeepOpen,
     )
     .await;
-    let gate = TestGate::start(&upstream.url(), &[]).await;
+    let gate = one_worker(&upstream.url()).await;
     for _ in 0..2 {
         let headers = sign(SECRET, "current", "HEAD", "/tool", b"");
         let reply = tokio::time::timeout(
@@ -328,7 +334,7 @@ async fn chunked_bodies_outside_the_grammar_are_cut_and_their_connections_closed
             [..],
     ] {
         let upstream = Scripted::start(response, Then::KeepOpen).await;
-        let gate = TestGate::start(&upstream.url(), &[]).await;
+        let gate = one_worker(&upstream.url()).await;
         let shown = String::from_utf8_lossy(response);
         for _ in 0..2 {
             // Either nothing (cut before the head was flushed) or a head whose chunked body

@@ -74,6 +74,8 @@ pub mod vars {
     pub const SHUTDOWN_GRACE_SECS: &str = "GATE_SHUTDOWN_GRACE_SECS";
     /// `json` or `text`.
     pub const LOG_FORMAT: &str = "GATE_LOG_FORMAT";
+    /// One log line per request.
+    pub const ACCESS_LOG: &str = "GATE_ACCESS_LOG";
     /// Accept secrets shorter than 32 bytes.
     pub const ALLOW_WEAK_SECRET: &str = "GATE_ALLOW_WEAK_SECRET";
     /// Deadline for a client to send its request head (slow-client protection).
@@ -98,6 +100,8 @@ pub mod vars {
     pub const REPLAY_STORE_TIMEOUT_MS: &str = "GATE_REPLAY_STORE_TIMEOUT_MS";
     /// Prefix of every key the gate writes to the shared replay store.
     pub const REPLAY_STORE_PREFIX: &str = "GATE_REPLAY_STORE_PREFIX";
+    /// Workers: threads that each accept and serve connections on a runtime of their own.
+    pub const WORKERS: &str = "GATE_WORKERS";
     /// Path of the TOML configuration file.
     pub const CONFIG_FILE: &str = "GATE_CONFIG";
     /// Path of the key registry.
@@ -116,7 +120,7 @@ pub mod vars {
     pub const OBSERVE_KEY_FILE: &str = "GATE_OBSERVE_KEY_FILE";
 
     /// Every variable read through figment, in the order `check-config` documents them.
-    pub const ALL: [&str; 38] = [
+    pub const ALL: [&str; 40] = [
         SECRET,
         SECRET_FILE,
         SECRET_PREV,
@@ -136,6 +140,7 @@ pub mod vars {
         UPSTREAM_TIMEOUT_SECS,
         SHUTDOWN_GRACE_SECS,
         LOG_FORMAT,
+        ACCESS_LOG,
         ALLOW_WEAK_SECRET,
         HEADER_READ_TIMEOUT_SECS,
         BODY_READ_TIMEOUT_SECS,
@@ -155,6 +160,7 @@ pub mod vars {
         SIGNING_ALG,
         OBSERVE_KEY_ID,
         OBSERVE_KEY_FILE,
+        WORKERS,
     ];
 }
 
@@ -285,6 +291,7 @@ pub struct Raw {
     pub gate_upstream_timeout_secs: Option<Text>,
     pub gate_shutdown_grace_secs: Option<Text>,
     pub gate_log_format: Option<Text>,
+    pub gate_access_log: Option<Text>,
     pub gate_allow_weak_secret: Option<Text>,
     pub gate_header_read_timeout_secs: Option<Text>,
     pub gate_body_read_timeout_secs: Option<Text>,
@@ -304,6 +311,7 @@ pub struct Raw {
     pub gate_signing_alg: Option<Text>,
     pub gate_observe_key_id: Option<Text>,
     pub gate_observe_key_file: Option<Text>,
+    pub gate_workers: Option<Text>,
 }
 
 impl Raw {
@@ -490,12 +498,16 @@ pub struct Config {
     pub max_buffered_body_bytes: usize,
     /// Log line format.
     pub log_format: LogFormat,
+    /// One `access` log line per request (`GATE_ACCESS_LOG`, off by default).
+    pub access_log: bool,
     /// Where accepted nonces are recorded: this process's table, or a shared Redis.
     pub replay_store: StoreLocation,
     /// Budget for one replay store operation, connecting and authenticating included.
     pub replay_store_timeout: Duration,
     /// Prefix of every key written to a shared replay store.
     pub replay_store_prefix: String,
+    /// Workers serving the proxy listener, each a thread with a runtime of its own.
+    pub workers: usize,
 }
 
 impl Config {
@@ -550,6 +562,7 @@ impl TryFrom<Raw> for Config {
                 30,
             )?,
             log_format: log_format(&raw.gate_log_format)?,
+            access_log: boolean(&raw.gate_access_log, vars::ACCESS_LOG, false)?,
             max_header_bytes: count(
                 &raw.gate_max_header_bytes,
                 vars::MAX_HEADER_BYTES,
@@ -575,6 +588,7 @@ impl TryFrom<Raw> for Config {
                 100,
             )?),
             replay_store_prefix: replay_store_prefix(&raw.gate_replay_store_prefix)?,
+            workers: workers(&raw.gate_workers)?,
         })
     }
 }
@@ -591,6 +605,27 @@ pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u64 = 64;
 
 /// Default of `GATE_MAX_BUFFERED_BODY_BYTES` when four largest bodies fit in it.
 pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Most workers `GATE_WORKERS` may ask for: far more than the CPUs of any sidecar, and a bound
+/// on the threads and sockets a typo can make the gate open.
+pub const MAX_WORKERS: usize = 1024;
+
+/// The default of `GATE_WORKERS`: the CPUs this process may run on, by its CPU affinity and its
+/// cgroup's CPU quota (a container's CPU limit, rounded down, at least 1), as the standard
+/// library's `available_parallelism` reads them on Linux.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// `GATE_WORKERS`: 1 to [`MAX_WORKERS`], by default [`default_workers`].
+fn workers(value: &Option<Text>) -> Result<usize, ConfigError> {
+    let var = vars::WORKERS;
+    let n = count(value, var, default_workers() as u64)?;
+    if n > MAX_WORKERS {
+        return Err(invalid(var, format!("{n} is over {MAX_WORKERS}")));
+    }
+    Ok(n)
+}
 
 /// `GATE_HTTP2_MAX_CONCURRENT_STREAMS`: HTTP/2 carries it as a 32-bit setting.
 fn streams(value: &Option<Text>) -> Result<u32, ConfigError> {
@@ -832,6 +867,7 @@ mod tests {
             assert_eq!(config.upstream_timeout, Duration::from_secs(60));
             assert_eq!(config.shutdown_grace, Duration::from_secs(30));
             assert_eq!(config.log_format, LogFormat::Json);
+            assert!(!config.access_log);
             assert_eq!(config.max_header_bytes, 32_768);
             assert_eq!(config.max_connections, 1024);
             assert_eq!(config.idle_timeout, Duration::from_secs(60));
@@ -843,6 +879,37 @@ mod tests {
             assert_eq!(config.replay_store_prefix, "sig-gate:");
             Ok(())
         });
+    }
+
+    #[test]
+    fn workers_default_to_the_usable_cpus_and_are_checked() {
+        Jail::expect_with(|jail| {
+            jail.set_env(vars::SECRET, SECRET_A);
+            let config = Config::load().expect("valid");
+            let usable = std::thread::available_parallelism().map_or(1, usize::from);
+            assert_eq!(config.workers, usable);
+            assert!(config.workers >= 1);
+            jail.set_env(vars::WORKERS, "3");
+            assert_eq!(Config::load().expect("valid").workers, 3);
+            jail.set_env(vars::WORKERS, "1024");
+            assert_eq!(Config::load().expect("valid").workers, MAX_WORKERS);
+            Ok(())
+        });
+        for bad in [
+            "0",
+            "-1",
+            "1025",
+            "two",
+            "1.5",
+            " 2",
+            "99999999999999999999999",
+        ] {
+            Jail::expect_with(|jail| {
+                let message = refusal(jail, &[(vars::SECRET, SECRET_A), (vars::WORKERS, bad)]);
+                assert!(message.starts_with(vars::WORKERS), "{bad}: {message}");
+                Ok(())
+            });
+        }
     }
 
     #[test]
@@ -952,6 +1019,10 @@ mod tests {
             (
                 &[(vars::SECRET, SECRET_A), (vars::REQUIRE_SIGNATURE, "on")],
                 vars::REQUIRE_SIGNATURE,
+            ),
+            (
+                &[(vars::SECRET, SECRET_A), (vars::ACCESS_LOG, "sometimes")],
+                vars::ACCESS_LOG,
             ),
             (
                 &[(vars::SECRET, SECRET_A), (vars::ALLOW_WEAK_SECRET, "2")],

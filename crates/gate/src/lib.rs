@@ -18,11 +18,11 @@
 //! | [`clock`] | the wall clock timestamps are checked against and stamped with |
 //! | [`random`] | the OS random source: nonces, request-id prefixes, new secrets |
 //! | [`config`] | figment layers (defaults < TOML < env) into a typed [`config::Config`]; every refusal names its variable; [`config::KeySource`] (`config/keys.rs`): where the keys come from, loaded the same way at start-up and on every reload, and the [`config::Watched`] files |
-//! | [`proxy`] | the hyper service: gate, then [`proxy::Gate::forward`], where a byte leaves for the upstream (and `X-Gate-Verified-Key-Id` / `-Caller` are added) |
+//! | [`proxy`] | the hyper service: gate, then [`proxy::Gate::forward`], where a byte leaves for the upstream (and `X-Gate-Verified-Key-Id` / `-Caller` are added); one [`proxy::Gate`] per process, shared by the workers; the access log line (`GATE_ACCESS_LOG`) |
 //! | [`reload`] | the keys in force: one immutable [`reload::Generation`] swapped whole ([`reload::KeysInForce`]); the task that reloads on SIGHUP and on a changed key file |
 //! | [`budget`] | the body budget: request-body bytes held per connection and per process while bodies arrive |
-//! | [`upstream`] | the keep-alive [`upstream::Pool`] to the upstream, driven in the request's own task (`upstream/`: pool, request encoding, response head, chunked decoding, body); strict response framing |
-//! | [`server`] | listeners (socket activation, `SO_REUSEPORT`), accept loop, connection limits and timeouts, admin endpoints, graceful drain |
+//! | [`upstream`] | the keep-alive [`upstream::Pool`] to the upstream, one per worker, driven in the request's own task (`upstream/`: pool, request encoding, response head, chunked decoding, body); strict response framing |
+//! | [`server`] | the listeners (socket activation, one `SO_REUSEPORT` socket per worker) and [`server::run`]: the workers, the admin endpoints, the drain of every worker (`server/`: `worker.rs` a worker's thread, runtime and accept loop, and what the workers share; `connection.rs` one connection's limits and timeouts; `admin.rs` `/metrics`, `/healthz`, `/readyz`) |
 //! | [`metrics`] | every Prometheus series, registered at start-up; where a reason is counted; `metrics/keys.rs`: the series of the keys in force, installed on every reload |
 //! | [`logging`] | JSON or text log lines on stderr |
 //!

@@ -159,6 +159,8 @@ struct ConnectionMetrics {
     open: IntGauge,
     refused: IntCounter,
     body_budget_refused: IntCounter,
+    /// `sig_gate_worker_connections_total{worker}`, indexed by worker.
+    per_worker: Vec<IntCounter>,
 }
 
 impl Metrics {
@@ -245,6 +247,7 @@ impl Metrics {
             register(Box::new(counter.clone()));
             counter
         };
+        let worker_labels: Vec<String> = (0..config.workers).map(|w| w.to_string()).collect();
         let connections = ConnectionMetrics {
             open: gauge(
                 "sig_gate_connections_open",
@@ -258,6 +261,13 @@ impl Metrics {
                 "sig_gate_body_budget_refused_total",
                 "Requests refused with 503 because the request-body budget \
                  (GATE_MAX_BUFFERED_BODY_BYTES) had no room for their body.",
+            ),
+            per_worker: counter_vec(
+                "sig_gate_worker_connections_total",
+                "Client connections accepted by each worker (GATE_WORKERS), those closed at \
+                 once for GATE_MAX_CONNECTIONS included: how the kernel spreads them.",
+                "worker",
+                &worker_labels.iter().map(String::as_str).collect::<Vec<_>>(),
             ),
         };
 
@@ -369,6 +379,12 @@ impl Metrics {
     /// Count one connection closed at accept for `GATE_MAX_CONNECTIONS`.
     pub fn connection_refused(&self) {
         self.connections.refused.inc();
+    }
+
+    /// The counter of connections accepted by worker `worker` (< `GATE_WORKERS`), resolved
+    /// once by the worker.
+    pub fn worker_connections(&self, worker: usize) -> IntCounter {
+        self.connections.per_worker[worker].clone()
     }
 
     /// Count one request refused because the body budget was used up.

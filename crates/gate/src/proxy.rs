@@ -15,7 +15,9 @@
 //!   names), applied as [`crate::upstream`] encodes the head;
 //! - where a byte leaves for the upstream: [`Gate::forward`], which takes a [`Pass`]; a
 //!   verified pass holds an [`Admitted`] proof that only the replay store can build;
-//! - every error's status and body: [`Refusal`], one exhaustive `match`.
+//! - every error's status and body: [`Refusal`], one exhaustive `match`;
+//! - the access log (`GATE_ACCESS_LOG`), one line per request once its response head is
+//!   ready: [`AccessLine`]. Every line about a request carries its `request_id`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -45,7 +47,7 @@ use crate::upstream::{self, Disposition, Outgoing, UpstreamBody, UpstreamError};
 use crate::verify::{self, ClaimedKeyIds, Reason, RequestLine};
 
 /// Body of every response the gate sends: the upstream's, streamed, or the gate's own JSON.
-pub type ResponseBody = Either<UpstreamBody, Full<Bytes>>;
+pub type ResponseBody = Either<Streamed, Full<Bytes>>;
 
 /// `X-Request-Id`: kept when the client sends one, generated otherwise.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -200,28 +202,33 @@ pub struct Peer {
     forwarded_for: HeaderValue,
     /// This connection's share of the body budget.
     budget: ConnectionBudget,
+    /// The upstream keep-alive pool of the worker serving this connection: its sockets belong
+    /// to that worker's runtime, which runs this connection's requests too.
+    upstream: Arc<upstream::Pool>,
 }
 
 impl Peer {
-    /// Describe the peer at `addr`, whose bodies draw on `budget`.
-    pub fn new(addr: SocketAddr, budget: ConnectionBudget) -> Peer {
+    /// Describe the peer at `addr`, whose bodies draw on `budget` and whose requests go
+    /// upstream through `upstream`.
+    pub fn new(addr: SocketAddr, budget: ConnectionBudget, upstream: Arc<upstream::Pool>) -> Peer {
         // An IP address prints as ASCII digits, dots, colons and hex: always a valid value.
         let forwarded_for = HeaderValue::from_str(&addr.ip().to_string()).expect("IP is ASCII");
         Peer {
             addr,
             forwarded_for,
             budget,
+            upstream,
         }
     }
 }
 
-/// The verifying proxy: configuration, keys, replay store, metrics and upstream connections.
+/// The verifying proxy: configuration, keys, replay store and metrics, one for the process and
+/// shared by every worker (the upstream connections are each worker's own, in [`Peer`]).
 #[derive(Debug)]
 pub struct Gate {
     config: Config,
     metrics: Metrics,
     replay: ReplayStore,
-    upstream: upstream::Pool,
     /// The keys in force, replaced whole by a reload ([`crate::reload`]).
     keys: Arc<KeysInForce>,
     request_ids: RequestIds,
@@ -231,17 +238,14 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// Build the gate; must run inside a tokio runtime (the upstream pool closes idle
-    /// connections from a task of its own).
+    /// Build the gate.
     pub fn new(config: Config, metrics: Metrics) -> Gate {
-        let upstream = upstream::Pool::new(&config.upstream.authority);
         let keys = Arc::new(KeysInForce::new(config.keyring.clone(), &metrics));
         let replay = ReplayStore::new(&config, metrics.replay_store());
         Gate {
             config,
             metrics,
             replay,
-            upstream,
             keys,
             request_ids: RequestIds::new(),
             draining: AtomicBool::new(false),
@@ -301,6 +305,12 @@ impl Gate {
             }
             None => RequestId::Generated(self.request_ids.next()),
         };
+        // The access log's view of the request, taken before `forward` consumes it; an owned
+        // copy of the path, so the forwarded head does not keep hyper's read buffer.
+        let access = self
+            .config
+            .access_log
+            .then(|| (parts.method.clone(), Box::<str>::from(parts.uri.path())));
         async move {
             let passed = if let Err((refusal, why)) = check_request(&parts) {
                 tracing::warn!(
@@ -313,34 +323,68 @@ impl Gate {
                 );
                 Err(refusal)
             } else if self.config.is_unsigned_path(parts.uri.path()) {
-                let body = self.read_body(&parts.headers, body, &peer).await;
+                let body = self
+                    .read_body(&parts.headers, body, &peer, &request_id)
+                    .await;
                 body.map(|body| (Pass::Exempt, body))
             } else {
                 self.admit(&parts, body, &peer, &request_id).await
             };
+            // The key that admitted the request, for the access log only.
+            let mut verified = None;
             let result = match passed {
                 Ok((pass, body)) => {
+                    if let (Some(_), Pass::Verified(admitted, generation)) = (&access, &pass) {
+                        verified = Some((Arc::clone(generation), *admitted));
+                    }
                     let added_id = request_id.generated();
                     let (outcome, exchange) = self.forward(parts, body, pass, &peer, added_id);
                     match exchange.await {
                         Ok(response) => Ok((outcome, response)),
-                        Err(err) => Err(self.upstream_failed(err)),
+                        Err(err) => Err(self.upstream_failed(err, &request_id)),
                     }
                 }
                 Err(refusal) => Err(refusal),
             };
 
+            let elapsed = started.elapsed().as_secs_f64();
+            let access_line = |status, upstream_status, request_id: &RequestId| {
+                if let Some((method, path)) = &access {
+                    let key = verified
+                        .as_ref()
+                        .and_then(|(generation, admitted)| generation.keyring().at(admitted.key()));
+                    AccessLine {
+                        request_id: request_id.text(),
+                        method: method.as_str(),
+                        path,
+                        status,
+                        // Whole microseconds: prints as `1.873`, not `1.8729999999999998`.
+                        duration_ms: (elapsed * 1e6).round() / 1e3,
+                        caller: key.map(|key| key.caller()),
+                        key_id: key.map(|key| key.id()),
+                        upstream_status,
+                    }
+                    .log();
+                }
+            };
             let (outcome, mut response) = match result {
-                Ok((outcome, response)) => (outcome, response.map(Either::Left)),
-                Err(refusal) => (refusal.outcome(), refusal_response(refusal, &request_id)),
+                Ok((outcome, response)) => {
+                    let status = response.status();
+                    access_line(status, Some(status), &request_id);
+                    let streamed = |body| Either::Left(Streamed { body, request_id });
+                    (outcome, response.map(streamed))
+                }
+                Err(refusal) => {
+                    access_line(refusal.status(), None, &request_id);
+                    (refusal.outcome(), refusal_response(refusal, &request_id))
+                }
             };
             if self.draining.load(Ordering::Relaxed) && version < Version::HTTP_2 {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            self.metrics
-                .request(outcome, started.elapsed().as_secs_f64());
+            self.metrics.request(outcome, elapsed);
             Ok(response)
         }
     }
@@ -372,7 +416,9 @@ impl Gate {
         if let Err(reason) = checked {
             self.signature_failure(reason, parts, peer, request_id)?;
         }
-        let body = self.read_body(&parts.headers, body, peer).await?;
+        let body = self
+            .read_body(&parts.headers, body, peer, request_id)
+            .await?;
         let Ok((pending, prefetched)) = checked else {
             return Ok((Pass::ReportOnly, body));
         };
@@ -493,6 +539,7 @@ impl Gate {
         headers: &HeaderMap,
         body: Incoming,
         peer: &Peer,
+        request_id: &RequestId,
     ) -> Result<Bytes, Refusal> {
         let limit = self.config.max_body_bytes;
         let declared = headers
@@ -522,6 +569,7 @@ impl Gate {
                 if peer.budget.may_log() {
                     tracing::warn!(
                         peer = %peer.addr,
+                        request_id = request_id.text(),
                         reason = %exhausted,
                         "request body refused with 503: body budget used up \
                          (GATE_MAX_BUFFERED_BODY_BYTES; further refusals within a second are \
@@ -531,7 +579,11 @@ impl Gate {
                 Err(Refusal::BodyBudgetExhausted)
             }
             Ok(Err(BodyError::Unreadable(err))) => {
-                tracing::debug!(error = %err, "request body could not be read");
+                tracing::debug!(
+                    error = %err,
+                    request_id = request_id.text(),
+                    "request body could not be read"
+                );
                 Err(Refusal::BodyUnreadable)
             }
             Err(_elapsed) => Err(Refusal::BodyTimeout),
@@ -606,23 +658,97 @@ impl Gate {
         // The exchange holds no part of the request: the head and a small body, slices of
         // hyper's read buffer, are let go of when this returns, before anyone waits, so hyper
         // reads the next request into that buffer instead of a new one.
-        let exchange = self.upstream.send(request, self.config.upstream_timeout);
+        let exchange = peer.upstream.send(request, self.config.upstream_timeout);
         (outcome, exchange)
     }
 
     /// Log a failed upstream exchange and say how the client is answered.
-    fn upstream_failed(&self, err: UpstreamError) -> Refusal {
+    fn upstream_failed(&self, err: UpstreamError, request_id: &RequestId) -> Refusal {
         let upstream = &self.config.upstream;
+        let request_id = request_id.text();
         match err {
             UpstreamError::Timeout => {
-                tracing::warn!(upstream = %upstream, "upstream timeout");
+                tracing::warn!(upstream = %upstream, request_id, "upstream timeout");
                 Refusal::UpstreamTimeout
             }
             err => {
-                tracing::warn!(error = %err, upstream = %upstream, "upstream unavailable");
+                tracing::warn!(
+                    error = %err,
+                    upstream = %upstream,
+                    request_id,
+                    "upstream unavailable"
+                );
                 Refusal::UpstreamUnavailable
             }
         }
+    }
+}
+
+/// One `access` log line (`GATE_ACCESS_LOG=true`), written when the response head is ready:
+/// a streamed body may run on for minutes, and the head is what the client waited for.
+/// `caller` and `key_id` only for a request that verified; `upstream_status` only when the
+/// upstream answered. The query is left out: it may carry tokens.
+struct AccessLine<'a> {
+    request_id: &'a str,
+    method: &'a str,
+    path: &'a str,
+    status: StatusCode,
+    duration_ms: f64,
+    caller: Option<&'a str>,
+    key_id: Option<&'a str>,
+    upstream_status: Option<StatusCode>,
+}
+
+impl AccessLine<'_> {
+    fn log(&self) {
+        tracing::info!(
+            request_id = self.request_id,
+            method = self.method,
+            path = self.path,
+            status = self.status.as_u16(),
+            duration_ms = self.duration_ms,
+            caller = self.caller,
+            key_id = self.key_id,
+            upstream_status = self.upstream_status.map(|status| status.as_u16()),
+            "access"
+        );
+    }
+}
+
+/// The upstream's response body on its way to the client, with the request id its failure is
+/// logged with.
+#[derive(Debug)]
+pub struct Streamed {
+    body: UpstreamBody,
+    request_id: RequestId,
+}
+
+impl http_body::Body for Streamed {
+    type Data = Bytes;
+    type Error = UpstreamError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, UpstreamError>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Err(err))) = &polled {
+            tracing::warn!(
+                error = %err,
+                request_id = this.request_id.text(),
+                "upstream response body failed"
+            );
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -1,84 +1,107 @@
-//! Listeners, the accept loop and the drain (docs/operations.md, "Zero-downtime redeploys").
+//! Listeners, the workers, the admin endpoints and the drain (docs/operations.md, "Workers and
+//! CPUs" and "Zero-downtime redeploys").
 //!
-//! [`Listeners::open`] takes sockets from systemd-style socket activation (`LISTEN_FDS`: fd 3
-//! is the proxy listener, fd 4 the admin listener when two are passed) or binds them itself
-//! with `SO_REUSEPORT`, so a new process can serve on the same port before the old one drains.
-//! [`run`] serves until its `shutdown` future completes, then drains within the grace period.
+//! The gate serves on `GATE_WORKERS` workers, each an OS thread running a current-thread tokio
+//! runtime with an accept loop of its own, the way nginx runs one worker process per core: a
+//! connection is served start to end on the thread that accepted it, with no cross-thread
+//! wake-ups or work stealing (bench/analysis.md has the measurements behind this choice).
+//! [`run`] starts them, serves the admin listener on the caller's runtime, and drains every
+//! worker when its `shutdown` future completes.
 //!
-//! Every proxy connection is bounded (docs/operations.md, "Limits and timeouts"): at most
-//! `GATE_MAX_CONNECTIONS` at once, closed if a request head is not complete within
-//! `GATE_HEADER_READ_TIMEOUT_SECS` of the accept (first request) or of its first byte (later
-//! HTTP/1.1 requests), or if idle for `GATE_IDLE_TIMEOUT_SECS` ([`drive`], with the first byte
-//! noted by [`ClientStream`]), with hyper's HTTP/1.1 and HTTP/2 limits set in
-//! [`connection_builder`] and the head measured once more before the gate sees it
-//! ([`ConnectionLimits::head_refusal`]).
+//! [`Listeners::open`] takes the proxy socket from systemd-style socket activation
+//! (`LISTEN_FDS`: fd 3 is the proxy listener, fd 4 the admin listener when two are passed), and
+//! every worker then accepts on a duplicate of that one socket; or it binds one socket per
+//! worker with `SO_REUSEPORT`, and the kernel spreads new connections across them. Either way a
+//! new process can serve on the same port before the old one drains.
+//!
+//! One for the whole process, whatever the number of workers: the gate's configuration, keys,
+//! replay cache and metrics, the connection cap (`GATE_MAX_CONNECTIONS`), the body budget, the
+//! admin listener and the drain. One per worker: its listener, its connections and their
+//! limits, and its upstream keep-alive pool.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `server.rs` | [`Listeners`], [`run`]: start the workers, serve the admin listener, drain |
+//! | `server/worker.rs` | one worker: its thread and runtime, the accept loop, the connection cap, its share of the drain; what the workers share |
+//! | `server/connection.rs` | one client connection: hyper's settings, the head, idle and drain deadlines, the requests in flight |
+//! | `server/admin.rs` | `/metrics`, `/healthz`, `/readyz` |
 
-use std::convert::Infallible;
+mod admin;
+mod connection;
+mod worker;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, Version, header};
-use http_body::{Body, Frame};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::budget::BodyBudget;
+use self::worker::{Drained, Event, Shared};
 use crate::config::{Config, vars};
-use crate::logging::Throttle;
-use crate::metrics::Metrics;
-use crate::proxy::{Gate, Peer, Refusal, ResponseBody};
 use crate::reload;
+
+/// Most header fields in one request head (HTTP/1.1 and HTTP/2 alike).
+pub const MAX_HEADER_FIELDS: usize = 100;
 
 /// Pending-connection queue length for listeners the gate binds itself.
 const BACKLOG: i32 = 1024;
 
-/// How long a draining gate keeps serving idle keep-alive connections (answering with
-/// `Connection: close`) before closing them, so busy clients leave on a response instead of
-/// racing a close. Bounded by the grace period; skipped when no connection is open.
-const DRAIN_LINGER: Duration = Duration::from_secs(1);
-
-/// The two listening sockets, before the runtime starts.
+/// The listening sockets, before the runtimes start.
 #[derive(Debug)]
 pub struct Listeners {
-    /// Proxy listener.
+    /// Proxy listener (the first worker's).
     pub proxy: std::net::TcpListener,
     /// Admin listener.
     pub admin: std::net::TcpListener,
+    /// The other workers' proxy listeners: duplicates of `proxy` when it was inherited, else
+    /// sockets of their own bound to its address with `SO_REUSEPORT`.
+    more_proxies: Vec<std::net::TcpListener>,
 }
 
 impl Listeners {
     /// Take inherited sockets (`LISTEN_FDS`, honoured only when `LISTEN_PID` is unset or names
-    /// this process) or bind the configured addresses with `SO_REUSEPORT`. Call before the
-    /// runtime starts threads: reading `LISTEN_FDS` clears it from the environment.
+    /// this process) or bind the configured addresses with `SO_REUSEPORT`, with one proxy
+    /// listener for each of `GATE_WORKERS` workers. Call before the runtime starts threads:
+    /// reading `LISTEN_FDS` clears it from the environment.
     pub fn open(config: &Config) -> Result<Listeners, ListenError> {
         let mut inherited = listenfd::ListenFd::from_env();
         let mut take = |index, var, addr| {
             let fail = |source| ListenError { var, addr, source };
-            let listener = match inherited.take_tcp_listener(index).map_err(fail)? {
-                Some(listener) => listener,
-                None => bind_reuseport(addr).map_err(fail)?,
+            let (listener, inherited) = match inherited.take_tcp_listener(index).map_err(fail)? {
+                Some(listener) => (listener, true),
+                None => (bind_reuseport(addr).map_err(fail)?, false),
             };
             listener.set_nonblocking(true).map_err(fail)?;
-            Ok(listener)
+            Ok((listener, inherited))
         };
+        let (proxy, inherited) = take(0, vars::LISTEN, config.listen)?;
+        let (admin, _) = take(1, vars::ADMIN_LISTEN, config.admin_listen)?;
+        let fail = |source| ListenError {
+            var: vars::LISTEN,
+            addr: config.listen,
+            source,
+        };
+        // The address bound, with the port the system chose for a port 0.
+        let bound = proxy.local_addr().map_err(fail)?;
+        let more_proxies = (1..config.workers)
+            .map(|_| {
+                if inherited {
+                    proxy.try_clone()
+                } else {
+                    bind_reuseport(bound)
+                }
+            })
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(fail)?;
         Ok(Listeners {
-            proxy: take(0, vars::LISTEN, config.listen)?,
-            admin: take(1, vars::ADMIN_LISTEN, config.admin_listen)?,
+            proxy,
+            admin,
+            more_proxies,
         })
     }
 }
@@ -97,7 +120,7 @@ pub struct ListenError {
 }
 
 /// Bind `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`, so a redeployed process can bind the
-/// same port while the old one still drains.
+/// same port while the old one still drains, and each worker can bind a socket of its own.
 pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -130,734 +153,159 @@ pub async fn shutdown_signal() {
     tracing::info!(signal, "shutdown requested: draining");
 }
 
-/// Serve until `shutdown` resolves, then drain: `/readyz` turns 503, the proxy listener
-/// closes, in-flight requests finish with `Connection: close`, idle connections close. The
-/// admin listener keeps answering until this returns.
+/// Serve on `GATE_WORKERS` workers until `shutdown` resolves, then drain: `/readyz` turns 503,
+/// every worker closes its proxy listener, in-flight requests finish with `Connection: close`,
+/// idle connections close. The admin listener runs on the caller's runtime and keeps answering
+/// until this returns; `/readyz` answers 200 once every worker accepts.
+///
+/// Dropping the future before it completes stops the workers at once, without a drain.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<Drain> {
-    let proxy = TcpListener::from_std(listeners.proxy)?;
-    let admin = TcpListener::from_std(listeners.admin)?;
+    let Listeners {
+        proxy,
+        admin,
+        more_proxies,
+    } = listeners;
+    let admin = TcpListener::from_std(admin)?;
+    let proxy_addr = proxy.local_addr()?;
+    // One worker per listener (`Listeners::open` opened `GATE_WORKERS` of them).
+    config.workers = 1 + more_proxies.len();
     let grace = config.shutdown_grace;
-    let limits = ConnectionLimits::new(&config);
-    let builder = connection_builder(&config);
-    let budget = BodyBudget::new(
-        config.max_buffered_body_bytes,
-        config.max_body_bytes.saturating_mul(BODIES_PER_CONNECTION),
-    );
-    let max_connections = config.max_connections;
     // Installed before the gate listens: from then on a SIGHUP reloads the keys instead of
     // ending the process. Installing fails only without a signal driver, which the runtime has.
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .expect("SIGHUP handler");
     let (key_source, key_files) = (config.key_source.clone(), config.key_files.clone());
-    let metrics = Metrics::new(&config);
-    let gate = Arc::new(Gate::new(config, metrics));
-    let ready = Arc::new(AtomicBool::new(false));
-    let reloader = tokio::spawn(reload::watch(
+    let shared = Arc::new(Shared::new(config));
+    let gate = Arc::clone(&shared.gate);
+    // The keys are the gate's, one set for every worker: one watcher, on this runtime.
+    let _reloader = AbortOnDrop(tokio::spawn(reload::watch(
         Arc::clone(gate.keys()),
         key_source,
         key_files,
         gate.metrics().clone(),
         hangup,
-    ));
+    )));
 
+    // The workers wait for a drain deadline here; when this function returns or is dropped,
+    // the sender goes and any worker still running stops at once.
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut workers = 0;
+    for (index, listener) in std::iter::once(proxy).chain(more_proxies).enumerate() {
+        worker::spawn(
+            index,
+            listener,
+            Arc::clone(&shared),
+            stop_rx.clone(),
+            events_tx.clone(),
+        )?;
+        workers += 1;
+    }
+    // Each worker holds a sender until it ends: `recv` returns `None` once all have ended.
+    drop(events_tx);
+    drop(shared);
+    let mut listening = 0;
+    while listening < workers {
+        match events.recv().await {
+            Some(Event::Listening) => listening += 1,
+            Some(Event::Stopped { worker, result }) => {
+                return Err(stopped_early(worker, result));
+            }
+            None => return Err(io::Error::other("every worker stopped before listening")),
+        }
+    }
+
+    let ready = Arc::new(AtomicBool::new(false));
     tracing::info!(
-        proxy_addr = %proxy.local_addr()?,
+        proxy_addr = %proxy_addr,
         admin_addr = %admin.local_addr()?,
+        workers,
         "listening"
     );
-    let admin_task = tokio::spawn(serve_admin(admin, Arc::clone(&gate), Arc::clone(&ready)));
+    let _admin_task = AbortOnDrop(tokio::spawn(admin::serve(
+        admin,
+        Arc::clone(&gate),
+        Arc::clone(&ready),
+    )));
     ready.store(true, Ordering::Release);
 
-    let slots = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
-    let over_cap_log = Throttle::new(Duration::from_secs(1));
-    // Each connection task holds a receiver; a send starts every graceful shutdown, and the
-    // sender sees the last receiver go when the last connection has closed.
-    let (drain_tx, drain_rx) = watch::channel(());
-
+    // Every worker serves until the shutdown; one that ends before it has failed (a panic that
+    // escaped its runtime): the others are drained as on SIGTERM, and `run` returns the error.
+    let mut failure = None;
+    let mut stopped = 0;
     tokio::pin!(shutdown);
-    loop {
-        let (stream, addr) = tokio::select! {
-            accepted = proxy.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors or a connection reset before accept: back off
-                    // briefly instead of spinning, and keep serving.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    tokio::select! {
+        () = &mut shutdown => {}
+        event = events.recv() => {
+            let err = match event {
+                Some(Event::Stopped { worker, result }) => {
+                    stopped += 1;
+                    stopped_early(worker, result)
                 }
-            },
-            () = &mut shutdown => break,
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            // Over the cap: close at once, so the client fails fast (and can try another
-            // replica) instead of waiting in the backlog behind connections that may be slow.
-            gate.metrics().connection_refused();
-            if over_cap_log.allow() {
-                tracing::warn!(
-                    max_connections,
-                    peer = %addr,
-                    "connection limit reached: closing new connections (GATE_MAX_CONNECTIONS; \
-                     sig_gate_connections_refused_total counts every one)"
-                );
-            }
-            drop(stream);
-            continue;
-        };
-        // Latency matters more than packet count for small request/response exchanges.
-        let _ = stream.set_nodelay(true);
-        let open = gate.metrics().connection_opened();
-        let activity = Arc::new(Activity::new());
-        let gate = Arc::clone(&gate);
-        let peer = Arc::new(Peer::new(addr, budget.connection()));
-        let limits_here = limits;
-        let service_activity = Arc::clone(&activity);
-        let service = service_fn(move |request: Request<Incoming>| {
-            let in_flight = service_activity.begin(request.version());
-            match limits_here.head_refusal(&request) {
-                Some(refusal) => Serving::refused(refusal, request.version(), in_flight),
-                None => Serving::handling(
-                    Arc::clone(&gate).handle(request, Arc::clone(&peer)),
-                    in_flight,
-                ),
-            }
-        });
-        let connection = builder
-            .serve_connection(
-                TokioIo::new(ClientStream::new(stream, Arc::clone(&activity))),
-                service,
-            )
-            .into_owned();
-        let drain = drain_rx.clone();
-        tokio::spawn(async move {
-            let close_gracefully = |connection: Pin<&mut _>| {
-                auto::Connection::graceful_shutdown(connection);
+                Some(Event::Listening) | None => io::Error::other("a worker stopped"),
             };
-            drive(connection, close_gracefully, &activity, limits, drain).await;
-            drop((slot, open));
-        });
+            tracing::error!(error = %err, "a worker stopped: draining the others");
+            failure = Some(err);
+        }
     }
 
     ready.store(false, Ordering::Release);
-    drop(proxy);
-    drop(drain_rx);
     gate.start_draining();
     let deadline = Instant::now() + grace;
-    let linger_end = (Instant::now() + DRAIN_LINGER).min(deadline);
-    while drain_tx.receiver_count() > 0 && Instant::now() < linger_end {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    stop_tx.send_replace(Some(deadline));
+    let mut drain = Drain::Complete;
+    let mut open = 0;
+    // Each worker's drain ends by the deadline; `None` once every worker has ended.
+    while let Some(event) = events.recv().await {
+        let Event::Stopped { worker, result } = event else {
+            continue;
+        };
+        stopped += 1;
+        match result {
+            Ok(drained) => {
+                open += drained.open;
+                if drained.drain == Drain::Expired {
+                    drain = Drain::Expired;
+                }
+            }
+            Err(err) => failure = Some(stopped_early(worker, Err(err))),
+        }
     }
-    let open = drain_tx.receiver_count();
-    // No receiver left means no connection to tell; the drain is then already complete.
-    let _ = drain_tx.send(());
-    let drain = match tokio::time::timeout_at(deadline, drain_tx.closed()).await {
-        Ok(()) => {
-            tracing::info!(closed = open, "drain complete");
-            Drain::Complete
-        }
-        Err(_) => {
-            tracing::error!(
-                grace_secs = grace.as_secs(),
-                "drain deadline passed with requests still in flight (GATE_SHUTDOWN_GRACE_SECS)"
-            );
-            Drain::Expired
-        }
-    };
-    admin_task.abort();
-    reloader.abort();
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    if stopped < workers {
+        return Err(io::Error::other(
+            "a worker ended without reporting its drain",
+        ));
+    }
+    match drain {
+        Drain::Complete => tracing::info!(closed = open, "drain complete"),
+        Drain::Expired => tracing::error!(
+            grace_secs = grace.as_secs(),
+            "drain deadline passed with requests still in flight (GATE_SHUTDOWN_GRACE_SECS)"
+        ),
+    }
     Ok(drain)
 }
 
-/// One HTTP/2 connection may hold this many largest bodies (`GATE_MAX_BODY_BYTES`) of the
-/// body budget at once (HTTP/1.1 carries one request at a time, so it never holds more than
-/// one).
-const BODIES_PER_CONNECTION: usize = 4;
+/// A task of [`run`]'s that ends with it, on every return.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
-/// Most header fields in one request head (HTTP/1.1 and HTTP/2 alike).
-pub const MAX_HEADER_FIELDS: usize = 100;
-
-/// Unread request-body bytes a client may send on one HTTP/2 stream before the gate reads them
-/// (the stream's flow-control window).
-const HTTP2_STREAM_WINDOW: u32 = 256 * 1024;
-
-/// Unread request-body bytes a client may send on one HTTP/2 connection, all streams together:
-/// what a connection can make the gate hold beyond the body budget (docs/operations.md).
-const HTTP2_CONNECTION_WINDOW: u32 = 256 * 1024;
-
-/// The protocol settings of every proxy connection: HTTP/1.1 or HTTP/2 by prior knowledge.
-fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Off: hyper's timer would also run while a kept-alive connection waits for its next
-        // request (and defaults to 30 s once a timer is set). `drive` enforces the head
-        // deadline instead, from the accept or from the next request's first byte.
-        .header_read_timeout(None::<Duration>)
-        // hyper answers 431 and closes once a head outgrows its read buffer, and its buffer
-        // cannot be smaller than 8 KiB: a smaller limit is enforced by `head_refusal`.
-        .max_buf_size(config.max_header_bytes.max(MIN_HTTP1_BUFFER))
-        .max_headers(MAX_HEADER_FIELDS)
-        .writev(false);
-    let keepalive = config.http2_keepalive;
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        // h2 answers 431 and refuses the stream (REFUSED_STREAM) past this, counting each
-        // field as its name, its value and 32 bytes.
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(config.http2_max_concurrent_streams)
-        .initial_stream_window_size(HTTP2_STREAM_WINDOW)
-        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
-        .keep_alive_interval(keepalive)
-        .keep_alive_timeout(keepalive);
-    builder
-}
-
-/// hyper's smallest HTTP/1.1 read buffer.
-const MIN_HTTP1_BUFFER: usize = 8 * 1024;
-
-/// The per-connection limits the connection task and the service check.
-#[derive(Debug, Clone, Copy)]
-struct ConnectionLimits {
-    header_read_timeout: Duration,
-    idle_timeout: Duration,
-    max_header_bytes: usize,
-}
-
-impl ConnectionLimits {
-    fn new(config: &Config) -> ConnectionLimits {
-        ConnectionLimits {
-            header_read_timeout: config.header_read_timeout,
-            idle_timeout: config.idle_timeout,
-            max_header_bytes: config.max_header_bytes,
-        }
-    }
-
-    /// `Some(431)` for a head over `GATE_MAX_HEADER_BYTES` or with more than
-    /// [`MAX_HEADER_FIELDS`] fields that hyper let through: an HTTP/2 head with too many fields,
-    /// or a limit below hyper's smallest HTTP/1.1 buffer. The head is measured as HTTP/1.1
-    /// writes it: request line, then `name: value` and CRLF per field, then CRLF.
-    fn head_refusal(&self, request: &Request<Incoming>) -> Option<Refusal> {
-        let headers = request.headers();
-        if headers.len() > MAX_HEADER_FIELDS {
-            return Some(Refusal::HeadTooLarge);
-        }
-        let target = request
-            .uri()
-            .path_and_query()
-            .map_or(1, |pq| pq.as_str().len());
-        // "METHOD target HTTP/1.1\r\n" and the final "\r\n".
-        let line = request.method().as_str().len() + 1 + target + 1 + 8 + 2 + 2;
-        let head = headers.iter().fold(line, |len, (name, value)| {
-            len + name.as_str().len() + 2 + value.len() + 2
-        });
-        (head > self.max_header_bytes).then_some(Refusal::HeadTooLarge)
-    }
-}
-
-/// Run one connection until it ends, closing it when it outstays its limits:
-/// - a request head not complete within `GATE_HEADER_READ_TIMEOUT_SECS` of the accept (the
-///   first request, whatever the protocol: the protocol is learnt from these bytes) or, on
-///   HTTP/1.1, of the first byte of a later request: closed;
-/// - no request in progress and no byte of a next request for `GATE_IDLE_TIMEOUT_SECS` since
-///   the last response ended: graceful shutdown (HTTP/2 GOAWAY; HTTP/1.1 closes), and closed
-///   outright if the client has not finished closing within `GATE_HEADER_READ_TIMEOUT_SECS` more;
-/// - the drain: graceful shutdown, bounded by the grace period in [`run`].
-///
-/// The connection is looked at when its next deadline comes and at least every
-/// [`ConnectionLimits::check_period`]: a change of state (a response ending, a next head
-/// starting) brings a deadline at least that far away, so every deadline is met on time.
-/// Drives the connection itself rather than through hyper-util's `GracefulShutdown`, because
-/// an idle close needs the same `graceful_shutdown` call on the same connection.
-async fn drive<C, E>(
-    connection: C,
-    close_gracefully: impl Fn(Pin<&mut C>),
-    activity: &Activity,
-    limits: ConnectionLimits,
-    mut drain: watch::Receiver<()>,
-) where
-    C: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let mut connection = std::pin::pin!(connection);
-    let mut draining = false;
-    let mut idle_closing = false;
-    let mut check_at = Instant::now() + limits.check_period();
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(err) = result {
-                    tracing::debug!(error = %err, "connection closed with an error");
-                }
-                return;
-            }
-            _ = drain.changed(), if !draining => {
-                draining = true;
-                close_gracefully(connection.as_mut());
-            }
-            () = tokio::time::sleep_until(check_at) => {
-                let now = Instant::now();
-                match limits.step(activity.state(), activity.accepted, now, idle_closing) {
-                    Step::Wait(until) => check_at = until,
-                    Step::CloseIdle => {
-                        idle_closing = true;
-                        close_gracefully(connection.as_mut());
-                        check_at = now + limits.header_read_timeout;
-                    }
-                    Step::Close => {
-                        tracing::debug!(
-                            "closing a connection: no complete request head within \
-                             GATE_HEADER_READ_TIMEOUT_SECS, or an idle close not finished"
-                        );
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// What [`drive`] does when it looks at a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// Nothing is due: look again at this instant.
-    Wait(Instant),
-    /// Idle for `GATE_IDLE_TIMEOUT_SECS`: start a graceful shutdown.
-    CloseIdle,
-    /// A head deadline passed, or an idle close was not finished in time: close now.
-    Close,
-}
-
-impl ConnectionLimits {
-    /// The longest [`drive`] waits between two looks at a connection: no deadline is shorter.
-    fn check_period(&self) -> Duration {
-        self.header_read_timeout.min(self.idle_timeout)
-    }
-
-    /// The step due at `now` for a connection accepted at `accepted` and found in `state`;
-    /// `idle_closing` once its idle close has started. Every state but [`State::Busy`] ends in
-    /// a deadline: the head deadline or the idle timeout.
-    fn step(&self, state: State, accepted: Instant, now: Instant, idle_closing: bool) -> Step {
-        let deadline = match state {
-            State::Busy => return Step::Wait(now + self.check_period()),
-            // The idle close has had its time (a request that raced it counts as busy above).
-            _ if idle_closing => return Step::Close,
-            State::NoRequestYet => accepted + self.header_read_timeout,
-            State::HeadSince(first_byte) => first_byte + self.header_read_timeout,
-            State::IdleSince(since) if since + self.idle_timeout <= now => {
-                return Step::CloseIdle;
-            }
-            State::IdleSince(since) => since + self.idle_timeout,
-        };
-        if deadline <= now {
-            Step::Close
-        } else {
-            Step::Wait(deadline.min(now + self.check_period()))
-        }
-    }
-}
-
-/// [`Activity::head_from_ms`] when no byte has arrived since the last request began.
-const NO_HEAD_BYTE: u64 = u64::MAX;
-
-/// Requests in progress on one connection, since when it has had none, and when the next
-/// request's first byte arrived.
-#[derive(Debug)]
-struct Activity {
-    accepted: Instant,
-    /// Requests whose response has not been sent whole (or dropped) yet.
-    open: AtomicUsize,
-    /// Requests ever started on this connection.
-    started: AtomicUsize,
-    /// Milliseconds after `accepted` when `open` last fell to 0.
-    idle_since_ms: AtomicU64,
-    /// Milliseconds after `accepted` when the first byte arrived with no request in progress,
-    /// since the last request began; [`NO_HEAD_BYTE`] if none has. Only an HTTP/1.1
-    /// connection's state uses it: there such a byte starts the next request's head.
-    head_from_ms: AtomicU64,
-    /// The connection speaks HTTP/2 (known from its first request): bytes with no request in
-    /// progress are pings, settings and window updates, not a head.
-    http2: AtomicBool,
-}
-
-/// What [`Activity::state`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// The client has not completed a request head yet.
-    NoRequestYet,
-    /// At least one request in progress.
-    Busy,
-    /// No request in progress since this instant, and no byte of a next request (HTTP/1.1).
-    IdleSince(Instant),
-    /// HTTP/1.1: no request in progress, and the first byte of the next request's head arrived
-    /// at this instant.
-    HeadSince(Instant),
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            accepted: Instant::now(),
-            open: AtomicUsize::new(0),
-            started: AtomicUsize::new(0),
-            idle_since_ms: AtomicU64::new(0),
-            head_from_ms: AtomicU64::new(NO_HEAD_BYTE),
-            http2: AtomicBool::new(false),
-        }
-    }
-
-    /// Milliseconds since the accept (never [`NO_HEAD_BYTE`]).
-    fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.accepted.elapsed().as_millis())
-            .unwrap_or(u64::MAX)
-            .min(NO_HEAD_BYTE - 1)
-    }
-
-    /// A request head arrived: the connection is busy until the guard drops, and the next
-    /// head's clock waits for that head's own first byte.
-    fn begin(self: &Arc<Self>, version: Version) -> InFlight {
-        self.head_from_ms.store(NO_HEAD_BYTE, Ordering::Relaxed);
-        self.open.fetch_add(1, Ordering::AcqRel);
-        if self.started.fetch_add(1, Ordering::Relaxed) == 0 && version == Version::HTTP_2 {
-            self.http2.store(true, Ordering::Relaxed);
-        }
-        InFlight(Arc::clone(self))
-    }
-
-    /// Bytes arrived from the client. With a request in progress they are its body, or a
-    /// pipelined request that the idle timeout bounds once the response has ended; with none,
-    /// the first of them starts the next head's clock. At most one store per idle period.
-    ///
-    /// Relaxed is enough: on HTTP/1.1 the reads, the service call, the response body and
-    /// [`drive`] all run in the connection's own task.
-    fn bytes_arrived(&self) {
-        if self.open.load(Ordering::Relaxed) == 0
-            && self.head_from_ms.load(Ordering::Relaxed) == NO_HEAD_BYTE
-        {
-            self.head_from_ms
-                .store(self.elapsed_ms(), Ordering::Relaxed);
-        }
-    }
-
-    fn state(&self) -> State {
-        if self.open.load(Ordering::Acquire) > 0 {
-            return State::Busy;
-        }
-        if self.started.load(Ordering::Relaxed) == 0 {
-            return State::NoRequestYet;
-        }
-        let head_from = self.head_from_ms.load(Ordering::Relaxed);
-        if head_from != NO_HEAD_BYTE && !self.http2.load(Ordering::Relaxed) {
-            return State::HeadSince(self.accepted + Duration::from_millis(head_from));
-        }
-        let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
-        State::IdleSince(self.accepted + since)
-    }
-}
-
-/// One request in progress; held by the response body, so a streamed response counts until
-/// its last byte is sent.
-#[derive(Debug)]
-struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        let activity = &self.0;
-        let ms = activity.elapsed_ms();
-        // Stored before the count falls, so a reader that sees 0 sees this time or a later one.
-        activity.idle_since_ms.fetch_max(ms, Ordering::AcqRel);
-        activity.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.abort();
     }
 }
 
-/// An accepted client connection that tells its [`Activity`] when bytes arrive, so a
-/// kept-alive HTTP/1.1 connection's head deadline starts at the next request's first byte,
-/// not when the last response ended (the wait before that byte is the idle timeout's).
-#[derive(Debug)]
-struct ClientStream {
-    stream: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl ClientStream {
-    fn new(stream: TcpStream, activity: Arc<Activity>) -> ClientStream {
-        ClientStream { stream, activity }
-    }
-}
-
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.bytes_arrived();
-        }
-        read
-    }
-}
-
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The service's future: the gate's answer, or a refusal made before the gate saw the
-    /// request; either way the response body carries the request's [`InFlight`] guard.
-    struct Serving<F> {
-        #[pin]
-        handling: Option<F>,
-        refused: Option<Response<ResponseBody>>,
-        in_flight: Option<InFlight>,
-    }
-}
-
-impl<F> Serving<F> {
-    fn handling(handling: F, in_flight: InFlight) -> Serving<F> {
-        Serving {
-            handling: Some(handling),
-            refused: None,
-            in_flight: Some(in_flight),
-        }
-    }
-
-    fn refused(refusal: Refusal, version: Version, in_flight: InFlight) -> Serving<F> {
-        let mut response = refusal.response();
-        if version < Version::HTTP_2 {
-            // The rest of an oversized head may still be on its way: no next request.
-            response.headers_mut().insert(
-                header::CONNECTION,
-                header::HeaderValue::from_static("close"),
-            );
-        }
-        Serving {
-            handling: None,
-            refused: Some(response),
-            in_flight: Some(in_flight),
-        }
-    }
-}
-
-impl<F> Future for Serving<F>
-where
-    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
-{
-    type Output = Result<Response<Tracked<ResponseBody>>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = match this.refused.take() {
-            Some(response) => response,
-            None => match this.handling.as_pin_mut() {
-                Some(handling) => match handling.poll(cx) {
-                    Poll::Ready(Ok(response)) => response,
-                    Poll::Ready(Err(never)) => match never {},
-                    Poll::Pending => return Poll::Pending,
-                },
-                None => panic!("Serving polled after it completed"),
-            },
-        };
-        // Taken once: the future completes here.
-        let in_flight = this.in_flight.take().expect("Serving completes once");
-        Poll::Ready(Ok(response.map(|body| Tracked {
-            body,
-            _in_flight: in_flight,
-        })))
-    }
-}
-
-/// A response body that keeps its request counted as in progress until it ends or is dropped.
-#[derive(Debug)]
-struct Tracked<B> {
-    body: B,
-    _in_flight: InFlight,
-}
-
-impl<B: Body + Unpin> Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// The admin listener: `/metrics`, `/healthz`, `/readyz`.
-async fn serve_admin(listener: TcpListener, gate: Arc<Gate>, ready: Arc<AtomicBool>) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(err) => {
-                tracing::warn!(error = %err, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let gate = Arc::clone(&gate);
-        let ready = Arc::clone(&ready);
-        let service = service_fn(move |request: Request<Incoming>| {
-            let response = admin_response(&request, &gate, &ready);
-            async move { Ok::<_, std::convert::Infallible>(response) }
-        });
-        tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "admin connection closed with an error");
-            }
-        });
-    }
-}
-
-fn admin_response(
-    request: &Request<Incoming>,
-    gate: &Gate,
-    ready: &AtomicBool,
-) -> Response<Full<Bytes>> {
-    let text = |status: StatusCode, body: &'static str| {
-        let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        response
-    };
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-    }
-    match request.uri().path() {
-        "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(gate.render_metrics())));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            response
-        }
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIMITS: ConnectionLimits = ConnectionLimits {
-        header_read_timeout: Duration::from_secs(10),
-        idle_timeout: Duration::from_secs(60),
-        max_header_bytes: 32 * 1024,
-    };
-
-    fn secs(n: u64) -> Duration {
-        Duration::from_secs(n)
-    }
-
-    #[test]
-    fn every_state_but_busy_ends_in_its_deadline() {
-        let t0 = Instant::now();
-        let step = |state, at: u64, closing| LIMITS.step(state, t0, t0 + secs(at), closing);
-        // Looked at no later than every 10 s (the shorter timeout), and on the deadline.
-        assert_eq!(step(State::Busy, 100, false), Step::Wait(t0 + secs(110)));
-        assert_eq!(
-            step(State::NoRequestYet, 3, false),
-            Step::Wait(t0 + secs(10))
-        );
-        assert_eq!(step(State::NoRequestYet, 10, false), Step::Close);
-        let idle = State::IdleSince(t0 + secs(20));
-        assert_eq!(step(idle, 25, false), Step::Wait(t0 + secs(35)));
-        assert_eq!(step(idle, 75, false), Step::Wait(t0 + secs(80)));
-        assert_eq!(step(idle, 80, false), Step::CloseIdle);
-        // A head started long after the response: its own 10 s, however long the idle wait.
-        let head = State::HeadSince(t0 + secs(70));
-        assert_eq!(step(head, 75, false), Step::Wait(t0 + secs(80)));
-        assert_eq!(step(head, 80, false), Step::Close);
-        // The idle close had its time; a request that raced it is left to finish.
-        assert_eq!(step(idle, 90, true), Step::Close);
-        assert_eq!(step(State::Busy, 90, true), Step::Wait(t0 + secs(100)));
-    }
-
-    #[test]
-    fn only_bytes_with_no_request_in_progress_start_an_http1_head_clock() {
-        let activity = Arc::new(Activity::new());
-        activity.bytes_arrived();
-        assert_eq!(activity.state(), State::NoRequestYet);
-        let in_flight = activity.begin(Version::HTTP_11);
-        // Body bytes (or pipelined ones) while the request is in progress.
-        activity.bytes_arrived();
-        assert_eq!(activity.state(), State::Busy);
-        drop(in_flight);
-        assert!(matches!(activity.state(), State::IdleSince(_)));
-        activity.bytes_arrived();
-        let State::HeadSince(first) = activity.state() else {
-            panic!("a byte after the response starts the head clock");
-        };
-        activity.bytes_arrived();
-        assert_eq!(
-            activity.state(),
-            State::HeadSince(first),
-            "the first byte counts"
-        );
-        drop(activity.begin(Version::HTTP_11));
-        assert!(matches!(activity.state(), State::IdleSince(_)));
-    }
-
-    #[test]
-    fn http2_bytes_between_requests_are_not_a_head() {
-        let activity = Arc::new(Activity::new());
-        drop(activity.begin(Version::HTTP_2));
-        activity.bytes_arrived();
-        assert!(matches!(activity.state(), State::IdleSince(_)));
+/// The error for worker `worker`, which stopped before it was told to.
+fn stopped_early(worker: usize, result: io::Result<Drained>) -> io::Error {
+    match result {
+        Err(err) => io::Error::new(err.kind(), format!("worker {worker}: {err}")),
+        Ok(_) => io::Error::other(format!("worker {worker} stopped before the shutdown")),
     }
 }

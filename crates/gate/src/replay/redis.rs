@@ -10,25 +10,31 @@
 //!   deadline cut short may still reach Redis and record its nonce: the refused request cannot
 //!   then be sent again with the same nonce, which a client re-signing its retry never does.
 //! - One multiplexed connection per server (redis-rs's `ConnectionManager`, or its cluster
-//!   connection, one per node): concurrent requests pipeline their commands on it instead of
-//!   taking a connection each. A connection that breaks is replaced on the next operation; no
-//!   command is retried (the budget is too short for it), and a connection attempt fails at
-//!   once rather than backing off, so a request during an outage waits at most its budget.
-//! - A probe task sends `PING` every second, so `sig_gate_replay_store_up` and the
-//!   reconnection follow the store on an idle gate too; after three failed probes in a row it
-//!   replaces the connection altogether, which recovers from what the client library would not
-//!   retry by itself (an authentication failure, a cluster whose every node was lost).
+//!   connection, one per node) for each thread that admits requests, opened on that thread's
+//!   runtime: the requests of one worker pipeline their commands on it instead of taking a
+//!   connection each, and the connection's own task runs on the worker's thread, so a command
+//!   and its answer never hop to another thread. With `GATE_WORKERS=N` that is N connections
+//!   and the probe's. A thread whose operation failed opens a new connection for its next
+//!   one, so once the store is back every thread's next request reaches it; no command is
+//!   retried (the budget is too short for it), and a connection attempt fails at once
+//!   rather than backing off, so a request during an outage waits at most its budget.
+//! - A probe task sends `PING` every second on a connection of its own, so
+//!   `sig_gate_replay_store_up` and the reconnection follow the store on an idle gate too;
+//!   after three failed probes in a row it replaces every connection of the store (each thread
+//!   opens a new one at its next operation), which recovers from what the client library would
+//!   not retry by itself (an authentication failure, a cluster whose every node was lost).
 //! - TCP keepalive and `TCP_USER_TIMEOUT` close a connection whose peer vanished without a
 //!   reset, which would otherwise time out every operation for as long as it stays open.
 //!
 //! The password is handed to the client library and to nothing else: this module's `Debug`
 //! prints the URL with `***`, and every error text logged is scrubbed of it first.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -48,8 +54,21 @@ use crate::verify::Verified;
 /// How often the probe task pings the store.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Failed probes in a row after which the connection is replaced by a new one.
+/// Failed probes in a row after which the connections are replaced by new ones.
 const REPLACE_AFTER: u32 = 3;
+
+thread_local! {
+    /// This thread's connection to each store it has used (a process runs one gate, but a
+    /// test process many): the store's `Weak`, so an entry of a dropped store is recognised
+    /// and removed, and the generation the connection was opened in.
+    static CONNECTIONS: RefCell<Vec<ThreadConnection>> = const { RefCell::new(Vec::new()) };
+}
+
+struct ThreadConnection {
+    store: Weak<Shared>,
+    generation: u64,
+    connection: Connection,
+}
 
 /// The shared store: the connection, the key layout and the window, the series it counts into.
 pub struct RedisStore {
@@ -82,7 +101,9 @@ struct Shared {
     /// How long past its timestamp a nonce is kept, in milliseconds: the window and one second
     /// (a timestamp `t` passes while the clock, in whole seconds, reads at most `t` + window).
     keep_ms: u64,
-    connection: RwLock<Connection>,
+    /// Bumped when the probe replaces the connections: a thread whose connection is of an
+    /// older generation opens a new one.
+    generation: AtomicU64,
     metrics: ReplayStoreMetrics,
     /// Whether the last operation or probe was answered (`sig_gate_replay_store_up`).
     up: AtomicBool,
@@ -99,13 +120,12 @@ impl RedisStore {
         metrics: ReplayStoreMetrics,
     ) -> RedisStore {
         metrics.set_up(false);
-        let connection = RwLock::new(Connection::open(&url, budget));
         let shared = Arc::new(Shared {
             url,
             budget,
             key_prefix: [prefix.as_bytes(), b"nonce:"].concat().into_boxed_slice(),
             keep_ms: window_secs.saturating_add(1).saturating_mul(1000),
-            connection,
+            generation: AtomicU64::new(0),
             metrics,
             up: AtomicBool::new(false),
         });
@@ -129,10 +149,14 @@ impl RedisStore {
         let mut command = redis::cmd("SET");
         command.arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms);
         let admitted = Admitted::new(&verified);
+        let connection = thread_connection(&self.shared);
         Box::pin(async move {
             let started = Instant::now();
-            let answer = shared.run(&command).await;
+            let answer = shared.run(connection, &command).await;
             shared.metrics.operation(started.elapsed().as_secs_f64());
+            if answer.is_err() {
+                forget_thread_connection(shared);
+            }
             match answer {
                 Ok(Value::Okay) => Ok(admitted),
                 Ok(Value::Nil) => Err(ReplayError::Replayed),
@@ -150,8 +174,7 @@ impl RedisStore {
 impl Shared {
     /// Send `command` under the budget. An answer marks the store up; a failure is counted,
     /// marks it down and is logged when that changes its state.
-    async fn run(&self, command: &Cmd) -> Result<Value, StoreFailure> {
-        let mut connection = self.connection();
+    async fn run(&self, mut connection: Connection, command: &Cmd) -> Result<Value, StoreFailure> {
         match tokio::time::timeout(self.budget, connection.req_packed_command(command)).await {
             Ok(Ok(value)) => {
                 self.set_up(true, None);
@@ -171,23 +194,10 @@ impl Shared {
         }
     }
 
-    /// A handle on the current connection: a clone, so the lock is held only for that.
-    fn connection(&self) -> Connection {
-        // A poisoned lock means a panic while swapping in a whole new value: the old or the
-        // new connection is there, either one usable.
-        self.connection
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .clone()
-    }
-
-    /// Replace the connection with a new one (see the module documentation).
+    /// Have every thread replace its connection at its next operation (see the module
+    /// documentation).
     fn reconnect(&self) {
-        let fresh = Connection::open(&self.url, self.budget);
-        *self
-            .connection
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner()) = fresh;
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     fn failed(&self, kind: StoreFailure, detail: &str) {
@@ -216,16 +226,52 @@ impl Shared {
     }
 }
 
-/// The probe task: a `PING` every [`PROBE_INTERVAL`] under the budget; the connection replaced
-/// after [`REPLACE_AFTER`] failures in a row, and every [`REPLACE_AFTER`] failures after that.
+/// This thread's connection to `store` (a cheap clone of it), opened here, on this thread's
+/// runtime, when the thread has none of the store's current generation.
+fn thread_connection(store: &Arc<Shared>) -> Connection {
+    let generation = store.generation.load(Ordering::Relaxed);
+    CONNECTIONS.with_borrow_mut(|connections| {
+        if let Some(entry) = connections
+            .iter_mut()
+            .find(|entry| std::ptr::eq(entry.store.as_ptr(), Arc::as_ptr(store)))
+        {
+            if entry.generation != generation {
+                entry.generation = generation;
+                entry.connection = Connection::open(&store.url, store.budget);
+            }
+            return entry.connection.clone();
+        }
+        connections.retain(|entry| entry.store.strong_count() > 0);
+        let connection = Connection::open(&store.url, store.budget);
+        connections.push(ThreadConnection {
+            store: Arc::downgrade(store),
+            generation,
+            connection: connection.clone(),
+        });
+        connection
+    })
+}
+
+/// Drop this thread's connection to `store`, so that its next operation opens a new one
+/// rather than waiting on a connection that failed (or on the client library's attempt to
+/// reconnect it, made while the store may still have been down).
+fn forget_thread_connection(store: &Shared) {
+    CONNECTIONS.with_borrow_mut(|connections| {
+        connections.retain(|entry| !std::ptr::eq(entry.store.as_ptr(), store));
+    });
+}
+
+/// The probe task: a `PING` every [`PROBE_INTERVAL`] under the budget on a connection of its
+/// own, replaced after each failure; every thread's connection replaced after
+/// [`REPLACE_AFTER`] failures in a row, and every [`REPLACE_AFTER`] failures after that.
 async fn watch(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(PROBE_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ping = redis::cmd("PING");
     let mut failures: u32 = 0;
+    let mut connection = Connection::open(&shared.url, shared.budget);
     loop {
         interval.tick().await;
-        let mut connection = shared.connection();
         let answer =
             tokio::time::timeout(shared.budget, connection.req_packed_command(&ping)).await;
         let failure = match answer {
@@ -241,6 +287,7 @@ async fn watch(shared: Arc<Shared>) {
             Some((kind, detail)) => {
                 failures = failures.saturating_add(1);
                 shared.set_up(false, Some((kind, &detail)));
+                connection = Connection::open(&shared.url, shared.budget);
                 if failures.is_multiple_of(REPLACE_AFTER) {
                     shared.reconnect();
                 }

@@ -102,7 +102,6 @@ impl UpstreamBody {
     fn fail(&mut self, err: UpstreamError) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         self.framing = Framing::Done;
         self.conn = None;
-        tracing::warn!(error = %err, "upstream response body failed");
         Poll::Ready(Some(Err(err)))
     }
 }

@@ -1,0 +1,262 @@
+//! One worker: an OS thread running a current-thread tokio runtime with its own accept loop, its
+//! own connections and its own upstream keep-alive pool ([`spawn`]), and what every worker
+//! shares with the others ([`Shared`]).
+//!
+//! A connection stays on the worker that accepted it, and so does everything its requests
+//! touch that is registered with a runtime: the client socket, hyper's timers, the upstream
+//! sockets (a pooled socket may only be polled by the runtime whose I/O driver it is
+//! registered with, so each worker has a pool of its own). What must be one for the whole
+//! process lives in [`Shared`]: the gate (its configuration, keys, replay cache and metrics),
+//! the connection cap and the body budget.
+
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use http::uri::Authority;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+
+use super::Drain;
+use super::connection::{
+    Activity, ClientStream, ConnectionLimits, Serving, connection_builder, drive,
+};
+use crate::budget::BodyBudget;
+use crate::config::Config;
+use crate::logging::Throttle;
+use crate::metrics::Metrics;
+use crate::proxy::{Gate, Peer};
+use crate::upstream;
+
+/// How long a draining worker keeps serving idle keep-alive connections (answering with
+/// `Connection: close`) before closing them, so busy clients leave on a response instead of
+/// racing a close. Bounded by the grace period; skipped when no connection is open.
+const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
+/// One HTTP/2 connection may hold this many largest bodies (`GATE_MAX_BODY_BYTES`) of the
+/// body budget at once (HTTP/1.1 carries one request at a time, so it never holds more than
+/// one).
+const BODIES_PER_CONNECTION: usize = 4;
+
+/// What the workers share: one of each per process.
+#[derive(Debug)]
+pub(super) struct Shared {
+    /// Configuration, keys, the replay cache and the metrics.
+    pub(super) gate: Arc<Gate>,
+    limits: ConnectionLimits,
+    /// hyper's settings; it spawns HTTP/2 streams with `tokio::spawn`, so on the runtime of the
+    /// worker that serves the connection.
+    builder: auto::Builder<TokioExecutor>,
+    budget: BodyBudget,
+    /// One permit per open client connection, `GATE_MAX_CONNECTIONS` for the whole process.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    over_cap_log: Throttle,
+    /// Where each worker's upstream pool connects.
+    upstream: Authority,
+}
+
+impl Shared {
+    pub(super) fn new(config: Config) -> Shared {
+        let limits = ConnectionLimits::new(&config);
+        let builder = connection_builder(&config);
+        let budget = BodyBudget::new(
+            config.max_buffered_body_bytes,
+            config.max_body_bytes.saturating_mul(BODIES_PER_CONNECTION),
+        );
+        let max_connections = config.max_connections;
+        let upstream = config.upstream.authority.clone();
+        let metrics = Metrics::new(&config);
+        Shared {
+            gate: Arc::new(Gate::new(config, metrics)),
+            limits,
+            builder,
+            budget,
+            slots: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+            max_connections,
+            over_cap_log: Throttle::new(Duration::from_secs(1)),
+            upstream,
+        }
+    }
+}
+
+/// What a worker tells [`super::run`].
+#[derive(Debug)]
+pub(super) enum Event {
+    /// The worker's runtime is up and its listener registered: it accepts from now on.
+    Listening,
+    /// The worker has finished: its drain, or why it stopped. Always its last event, sent also
+    /// when it panicked.
+    Stopped {
+        worker: usize,
+        result: io::Result<Drained>,
+    },
+}
+
+/// How one worker's drain ended.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Drained {
+    pub(super) drain: Drain,
+    /// Connections still open when the drain began.
+    pub(super) open: usize,
+}
+
+/// Start worker `index` on a thread of its own, accepting on `listener` until `stop` holds a
+/// drain deadline (or its sender is gone: then it closes its connections at once).
+pub(super) fn spawn(
+    index: usize,
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<Option<Instant>>,
+    events: mpsc::UnboundedSender<Event>,
+) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("sig-gate-worker-{index}"))
+        .spawn(move || {
+            let run = || run_thread(index, listener, &shared, stop, &events);
+            // A panic that escapes the runtime (tokio catches those of connection tasks) still
+            // reports, so the process does not wait for this worker forever.
+            let result = std::panic::catch_unwind(AssertUnwindSafe(run))
+                .unwrap_or_else(|_| Err(io::Error::other("the worker panicked")));
+            let _ = events.send(Event::Stopped {
+                worker: index,
+                result,
+            });
+        })?;
+    Ok(())
+}
+
+fn run_thread(
+    index: usize,
+    listener: std::net::TcpListener,
+    shared: &Shared,
+    stop: watch::Receiver<Option<Instant>>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> io::Result<Drained> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let drained = runtime.block_on(async {
+        let listener = TcpListener::from_std(listener)?;
+        let _ = events.send(Event::Listening);
+        Ok::<_, io::Error>(serve(index, listener, shared, stop).await)
+    });
+    // Connection tasks still running after an expired drain are dropped here, closing their
+    // sockets; a blocking task (an upstream name lookup) is not waited for.
+    runtime.shutdown_background();
+    drained
+}
+
+/// Accept and serve until `stop` says to drain, then drain this worker's connections by the
+/// deadline it carries.
+async fn serve(
+    index: usize,
+    listener: TcpListener,
+    shared: &Shared,
+    mut stop: watch::Receiver<Option<Instant>>,
+) -> Drained {
+    let gate = &shared.gate;
+    let upstream = Arc::new(upstream::Pool::new(&shared.upstream));
+    let accepted = gate.metrics().worker_connections(index);
+    // Each connection task holds a receiver; a send starts every graceful shutdown, and the
+    // sender sees the last receiver go when the last connection has closed.
+    let (drain_tx, drain_rx) = watch::channel(());
+    let stopped = stop.wait_for(Option::is_some);
+    tokio::pin!(stopped);
+
+    let deadline = loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors or a connection reset before accept: back off
+                    // briefly instead of spinning, and keep serving.
+                    tracing::warn!(error = %err, worker = index, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            stopped = &mut stopped => break match stopped {
+                Ok(deadline) => deadline.unwrap_or_else(Instant::now),
+                // The process is no longer waiting for this worker: no grace.
+                Err(_) => Instant::now(),
+            },
+        };
+        accepted.inc();
+        let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
+            // Over the cap: close at once, so the client fails fast (and can try another
+            // replica) instead of waiting in the backlog behind connections that may be slow.
+            gate.metrics().connection_refused();
+            if shared.over_cap_log.allow() {
+                tracing::warn!(
+                    max_connections = shared.max_connections,
+                    peer = %addr,
+                    "connection limit reached: closing new connections (GATE_MAX_CONNECTIONS; \
+                     sig_gate_connections_refused_total counts every one)"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        // Latency matters more than packet count for small request/response exchanges.
+        let _ = stream.set_nodelay(true);
+        let open = gate.metrics().connection_opened();
+        let activity = Arc::new(Activity::new());
+        let gate = Arc::clone(gate);
+        let peer = Arc::new(Peer::new(
+            addr,
+            shared.budget.connection(),
+            Arc::clone(&upstream),
+        ));
+        let limits = shared.limits;
+        let service_activity = Arc::clone(&activity);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let in_flight = service_activity.begin(request.version());
+            match limits.head_refusal(&request) {
+                Some(refusal) => Serving::refused(refusal, request.version(), in_flight),
+                None => Serving::handling(
+                    Arc::clone(&gate).handle(request, Arc::clone(&peer)),
+                    in_flight,
+                ),
+            }
+        });
+        let connection = shared
+            .builder
+            .serve_connection(
+                TokioIo::new(ClientStream::new(stream, Arc::clone(&activity))),
+                service,
+            )
+            .into_owned();
+        let drain = drain_rx.clone();
+        tokio::spawn(async move {
+            let close_gracefully = |connection: Pin<&mut _>| {
+                auto::Connection::graceful_shutdown(connection);
+            };
+            drive(connection, close_gracefully, &activity, limits, drain).await;
+            drop((slot, open));
+        });
+    };
+
+    drop(listener);
+    drop(drain_rx);
+    let linger_end = (Instant::now() + DRAIN_LINGER).min(deadline);
+    while drain_tx.receiver_count() > 0 && Instant::now() < linger_end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let open = drain_tx.receiver_count();
+    // No receiver left means no connection to tell; the drain is then already complete.
+    let _ = drain_tx.send(());
+    let drain = match tokio::time::timeout_at(deadline, drain_tx.closed()).await {
+        Ok(()) => Drain::Complete,
+        Err(_) => Drain::Expired,
+    };
+    Drained { drain, open }
+}
