@@ -79,12 +79,21 @@ fn quick_drill_passes_with_the_documented_json() {
             "5 rollback rehearsal",
             "6 keys in a mounted Secret",
             "7 overlap by Secret update",
-            "8 retirement by Secret update and SIGHUP",
-            "9 two replicas sharing Redis",
+            "8 strict key ids by SIGHUP",
+            "9 retirement by Secret update",
+            "10 rollback rehearsal by Secret updates",
+            "11 two replicas sharing Redis",
+            "12 migration: shared secret, registry on the gate",
+            "13 migration: Ed25519 key observed",
+            "14 migration: observe shows only valid",
+            "15 migration: Ed25519 key enforced",
+            "16 migration: shared secret retired",
         ]
     );
-    assert_eq!(report["reloads"], 2, "{report}");
-    assert_eq!(report["redeploys"], 7, "{report}");
+    // Phases 7, 8, 9, 10 (twice), 13 and 15 are Secret updates; 2-5 (5 twice), 6, 11, 12
+    // and 16 replace the serving generation.
+    assert_eq!(report["reloads"], 7, "{report}");
+    assert_eq!(report["redeploys"], 9, "{report}");
     for phase in phases {
         assert_eq!(phase["passed"], true, "{phase}");
         assert!(phase["rate"].as_f64().expect("rate") >= 200.0, "{phase}");

@@ -101,9 +101,9 @@ pub const MIGRATION_PLAN: [&str; 6] = [
      GATE_SIGNING_ALG=ed25519 (version 2); sig_gate_verified_key_total{caller,key_id,alg} shows \
      the key admitting its requests, and X-Gate-Verified-Caller now names the service.",
     "Retire the shared secret once sig_gate_verified_key_total{caller=\"shared\"} stays flat: \
-     unset INTERSERVICE_HMAC_SECRET and INTERSERVICE_HMAC_SECRET_PREV on every gate (a reload \
-     with the registry holding every caller's key) and remove them from every signer; a \
-     shared-secret request is then refused (401).",
+     unset INTERSERVICE_HMAC_SECRET and INTERSERVICE_HMAC_SECRET_PREV on every gate (a rollout: \
+     variables are read at start-up; the registry then holds every caller's key) and remove \
+     them from every signer; a shared-secret request is then refused (401).",
 ];
 
 /// What to keep doing when migration is not advised (runbook: "Keep HMAC for the current

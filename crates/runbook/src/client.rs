@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::HarnessError;
 use gate::clock::unix_now;
-use gate::keyring::{Key, Secret, Slot};
+use gate::keyring::{Key, PublicKey, Secret, Slot};
 use gate::sign::{self, Signer, SigningKey};
 
 /// Request body type of every client in the harness: a full buffer or a chunked stream.
@@ -114,6 +114,60 @@ impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credential")
             .field("key_id", &self.key_id)
+            .field("fingerprint", &self.fingerprint())
+            .finish()
+    }
+}
+
+/// An Ed25519 key pair of one calling service, generated for one run the way
+/// `sig-gate keygen --ed25519` makes one ([`gate::sign::generate_ed25519`]): the private key
+/// signs (version 2 only), the public key goes into a gate's key registry. `Debug` shows the
+/// key id and the public key's fingerprint.
+#[derive(Clone)]
+pub struct IdentityKey {
+    key: SigningKey,
+    public: PublicKey,
+}
+
+impl IdentityKey {
+    /// A new key pair with key id `key_id`.
+    pub fn generate(key_id: &str) -> IdentityKey {
+        // The PEM was written by the function that parses it back: it always parses.
+        let (pem, public) = sign::generate_ed25519().expect("a new Ed25519 key parses");
+        let key = SigningKey::ed25519_pem(key_id, &pem).expect("a new Ed25519 key parses");
+        IdentityKey { key, public }
+    }
+
+    /// The key id.
+    pub fn key_id(&self) -> &str {
+        self.key.id()
+    }
+
+    /// The registry's `public_key` value (base64url, no padding).
+    pub fn public_key(&self) -> String {
+        self.public.to_base64url()
+    }
+
+    /// The fingerprint a gate shows for this key in `sig_gate_key_info`.
+    pub fn fingerprint(&self) -> String {
+        self.public.fingerprint().to_string()
+    }
+
+    /// The signing key, for a signer's observe slot ([`Signer::also_signing_with`]).
+    pub fn signing_key(&self) -> SigningKey {
+        self.key.clone()
+    }
+
+    /// A version 2 signer with this key alone, for the gate whose audience is `audience`.
+    pub fn signer_v2(&self, audience: &str) -> Signer {
+        Signer::v2(self.key.clone(), audience)
+    }
+}
+
+impl fmt::Debug for IdentityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityKey")
+            .field("key_id", &self.key_id())
             .field("fingerprint", &self.fingerprint())
             .finish()
     }

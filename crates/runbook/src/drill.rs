@@ -21,14 +21,20 @@
 //! 3 overlap with strict key ids, 4 retirement (new only), 5 rollback rehearsal (back into the
 //! overlap, then back to the old secret alone), all by redeploys; then the rotation again
 //! without restarts: 6 the handover to keys in a mounted Secret (a key registry, version 2
-//! signatures), 7 overlap by a Secret update (file watch), 8 retirement by a Secret update and
-//! SIGHUP; and 9 two replicas sharing one Redis replay store, the stream round-robin between
-//! them, a request accepted by one replayed to the other.
+//! signatures), 7 overlap by a Secret update (file watch), 8 strict key ids by SIGHUP
+//! (no key changes: registry keys are bound to their ids), 9 retirement by a Secret update,
+//! 10 rollback rehearsal by Secret updates; 11 two replicas sharing one Redis replay store,
+//! the stream round-robin between them, a request accepted by one replayed to the other; and
+//! the migration from the shared secret to the caller's own Ed25519 key: 12 a registry beside
+//! the shared secret (redeploy), 13 the key observed (Secret update), 14 the observe window
+//! (no change: only `valid` may grow), 15 the key enforced (Secret update and SIGHUP), 16 the
+//! shared secret retired (redeploy).
 //!
 //! This file runs the drill and renders its report; `drill/plan.rs` holds the phases (the
 //! deployments, how each is put in place, signing modes and probes), `drill/score.rs` turns a
-//! phase's probes, `/metrics` and stream samples into its checks and summary,
-//! `drill/mount.rs` is the mounted Secret and `drill/redis.rs` the Redis of phase 9.
+//! phase's probes, `/metrics` and stream samples into its checks and summary, and
+//! `drill/mount.rs` is a mounted Secret. Phase 11's Redis is the harness's
+//! ([`crate::redis::RedisServer`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,29 +46,28 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::ToolError;
-use crate::client::{Call, Credential, Http, Reply};
+use crate::client::{Call, Http, Reply};
 use crate::exposition::Scrape;
 use crate::load::Load;
 use crate::process::{GateProcess, Launcher, Workdir};
+use crate::redis::RedisServer;
 use crate::report::{self, Entry, Totals};
 use crate::upstream::RecordingUpstream;
 use crate::{Check, HarnessError};
 
 mod mount;
 mod plan;
-mod redis;
 mod score;
 
 use mount::MountedSecret;
-use plan::{Change, Expect, Names, REGISTRY, Step, plan};
-use redis::{REDIS_SERVER, Redis};
-use score::{describe_probe, exit_check, expected_probe, metric_checks, summarise};
+use plan::{Change, Expect, Names, Observed, REGISTRY, Step, plan};
+use score::{Expected, describe_probe, exit_check, expected_probe, metric_checks, summarise};
 
 /// The stream's floor, from the runbook: at least 200 signed requests a second.
 pub const MIN_RATE: u32 = 200;
 
-/// Seconds each phase runs under load in full mode (nine phases, the redeploys and the reloads
-/// fit well inside two minutes).
+/// Seconds each phase runs under load in full mode (sixteen phases, the redeploys and the
+/// reloads fit in about three minutes).
 const FULL_PHASE_SECS: u64 = 9;
 /// Seconds each phase runs with `--quick`.
 const QUICK_PHASE_SECS: u64 = 2;
@@ -228,8 +233,9 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = format!(
             "HMAC rotation drill: real gates under a signed stream of {} req/s; phases 1-5 \
-             redeploy on one inherited socket, 6-8 update a mounted Secret that one gate \
-             reloads, 9 runs two replicas sharing Redis\n\n",
+             redeploy on one inherited socket, 6-10 update a mounted Secret that one gate \
+             reloads, 11 runs two replicas sharing Redis, 12-16 migrate the caller from the \
+             shared secret to its own Ed25519 key\n\n",
             self.totals.rate_target
         );
         let rows: Vec<Vec<String>> = self
@@ -362,14 +368,15 @@ impl Rig {
     }
 }
 
-/// What runs between steps: the serving gates, the stream, the mounted Secret, the Redis.
+/// What runs between steps: the serving gates, the stream, the mounted Secrets, the Redis.
 #[derive(Default)]
 struct Live {
     /// One generation on the shared socket, or the replicas.
     gates: Vec<GateProcess>,
     load: Option<Load>,
-    mount: Option<MountedSecret>,
-    redis: Option<Redis>,
+    /// The mounted Secrets published so far, by name ([`plan::Deployment::secret`]).
+    mounts: BTreeMap<&'static str, MountedSecret>,
+    redis: Option<RedisServer>,
     /// The gate that reads the mounted Secret, while it serves.
     reloading: Option<Reloading>,
 }
@@ -401,11 +408,7 @@ struct Counts {
 /// Run the whole drill. Never fails: a harness error ends the drill early and fails it.
 pub async fn drill(settings: &Settings) -> Report {
     let started = Instant::now();
-    let names = Names {
-        old: Credential::generate("k1"),
-        new: Credential::generate("k2"),
-        stranger: Credential::generate("k2"),
-    };
+    let names = Names::generate();
     let phases = plan(&names);
     let mut runs: Vec<PhaseRun> = phases.iter().map(|_| PhaseRun::default()).collect();
     let mut counts = Counts::default();
@@ -448,7 +451,8 @@ pub async fn drill(settings: &Settings) -> Report {
                 run.checks.extend(exits);
             }
             if let Some(redis) = live.redis.take() {
-                redis.stop().await;
+                // Dropping kills it and waits for the exit: a blocking wait, off the runtime.
+                let _ = tokio::task::spawn_blocking(move || drop(redis)).await;
             }
             rig.progress("done");
         }
@@ -519,6 +523,7 @@ async fn run_step(
             replicas(rig, step, phase, live, run, &named).await?;
             counts.redeploys += 1;
         }
+        Change::Hold => {}
     }
     let load = live
         .load
@@ -536,8 +541,7 @@ async fn run_step(
         firsts.push(timed_scrape(gate).await?);
     }
     let gates = live.gates.len().max(1);
-    let mut expected_accepted = vec![BTreeMap::<String, i64>::new(); gates];
-    let mut expected_rejected = vec![BTreeMap::<&'static str, i64>::new(); gates];
+    let mut expected = vec![Expected::default(); gates];
     let mut calls: Vec<Call> = Vec::new();
     for (n, probe) in step.probes.iter().enumerate() {
         let call = match probe.replays.and_then(|i| calls.get(i)) {
@@ -553,28 +557,38 @@ async fn run_step(
         let observed = match rig.http.call(targets[replica], &call).await {
             Ok(reply) => {
                 let seen = rig.upstream.seen(&path);
+                let caller = seen
+                    .headers
+                    .get(gate::protocol::VERIFIED_CALLER)
+                    .and_then(|value| value.to_str().ok());
                 let observed = describe_probe(
                     &reply,
                     seen.count.saturating_sub(before),
                     seen.verified_key_id.as_deref(),
+                    caller,
                 );
                 run.replies.push(reply);
                 observed
             }
             Err(err) => format!("error: {err}"),
         };
-        let gate = replica.min(gates - 1);
+        let expected = &mut expected[replica.min(gates - 1)];
         match &probe.expect {
             Expect::Accepted { key_id } => {
-                *expected_accepted[gate].entry(key_id.clone()).or_default() += 1;
+                *expected.accepted.entry(key_id.clone()).or_default() += 1;
             }
             Expect::Rejected(reason) => {
-                *expected_rejected[gate].entry(reason.as_str()).or_default() += 1;
+                *expected.rejected.entry(reason.as_str()).or_default() += 1;
             }
+        }
+        match probe.observed {
+            Some(Observed::Valid) => expected.observed_valid += 1,
+            Some(Observed::Invalid) => expected.observed_invalid += 1,
+            None => {}
         }
         run.checks.push(Check::equal(
             named(&format!("probe {}", probe.name)),
-            expected_probe(&probe.expect),
+            expected_probe(&probe.expect, &step.deployment),
             observed,
         ));
         calls.push(call);
@@ -608,8 +622,7 @@ async fn run_step(
             &first.0,
             &second.0,
             bounds,
-            &expected_accepted[index.min(gates - 1)],
-            &expected_rejected[index.min(gates - 1)],
+            &expected[index.min(gates - 1)],
         ));
     }
     Ok(())
@@ -648,8 +661,8 @@ async fn redeploy(
     ));
     match &live.load {
         Some(load) => {
-            load.set_signer(step.client.clone());
-            load.set_targets(vec![rig.proxy]);
+            // One switch: a move from the replicas may change the keys as well as the gate.
+            load.switch(step.client.clone(), vec![rig.proxy]);
             load.settle(SETTLE_WITHIN).await;
         }
         None => {
@@ -680,17 +693,19 @@ async fn drain(gates: Vec<GateProcess>, run: &mut PhaseRun) {
     }
 }
 
-/// Write the step's Secret version unless it is the one in force; the registry's path.
+/// Write the step's version of its mounted Secret unless it is the one in force; the
+/// registry's path (empty for a deployment without a mounted Secret).
 fn publish(rig: &Rig, step: &Step, live: &mut Live) -> Result<std::path::PathBuf, HarnessError> {
-    let files = step.deployment.files();
-    if files.is_empty() {
+    let Some(secret) = step.deployment.secret() else {
         return Ok(std::path::PathBuf::new());
-    }
+    };
+    let files = step.deployment.files();
     let fail = |e: std::io::Error| HarnessError::new("updating the mounted Secret", e);
-    if live.mount.is_none() {
-        live.mount = Some(MountedSecret::create(rig.workdir.path().join("secret")).map_err(fail)?);
+    if !live.mounts.contains_key(secret) {
+        let mount = MountedSecret::create(rig.workdir.path().join(secret)).map_err(fail)?;
+        live.mounts.insert(secret, mount);
     }
-    let mount = live.mount.as_mut().expect("created above");
+    let mount = live.mounts.get_mut(secret).expect("inserted above");
     if !mount.holds(&files) {
         mount.update(files).map_err(fail)?;
     }
@@ -745,9 +760,10 @@ async fn secret_update(
         ok_before,
     ));
 
-    let mount = live
-        .mount
-        .as_mut()
+    let mount = step
+        .deployment
+        .secret()
+        .and_then(|secret| live.mounts.get_mut(secret))
         .ok_or_else(|| HarnessError::new(step.label, "no mounted Secret"))?;
     let triggered = reload_lines(gate, hangup);
     let updated = Instant::now();
@@ -845,8 +861,11 @@ async fn replicas(
     named: &dyn Fn(&str) -> String,
 ) -> Result<(), HarnessError> {
     let registry = publish(rig, step, live)?;
-    // A missing server is an error naming scripts/install-redis.sh: the step fails.
-    let redis = Redis::start(REDIS_SERVER, rig.workdir.path()).await?;
+    // A server that cannot start is an error (naming scripts/install-redis.sh when the program
+    // is missing): the step fails, once.
+    let redis = tokio::task::spawn_blocking(|| RedisServer::start(&[]))
+        .await
+        .map_err(|e| HarnessError::new("starting redis-server", e))??;
     run.checks.push(Check::new(
         named("redis-server on a free loopback port"),
         "answers PING",

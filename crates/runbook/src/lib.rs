@@ -11,11 +11,11 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`drill`] | `sig-gate drill`: the rotation rehearsed under load, by redeploys, by Secret updates one gate reloads, and on two replicas sharing Redis (`drill/plan.rs` the phases, `drill/score.rs` their checks, `drill/mount.rs` the mounted Secret, `drill/redis.rs` its Redis) |
+//! | [`drill`] | `sig-gate drill`: the rotation rehearsed under load, by redeploys, by Secret updates one gate reloads (strict key ids and rollback included), and on two replicas sharing Redis; then the migration from the shared secret to a caller's own Ed25519 key, observed, then enforced (`drill/plan.rs` the phases, `drill/score.rs` their checks, `drill/mount.rs` a mounted Secret) |
 //! | [`scorecard`] | `sig-gate scorecard`: attack and fault scenarios, one file per family (`scorecard/`) |
 //! | [`advise`] | `sig-gate advise`: the runbook's decision checkpoint |
 //! | [`process`] | spawning `sig-gate serve` generations (inherited listener or their own socket), readiness, SIGTERM, exit codes, their stderr; one-shot subcommands |
-//! | [`redis`] | real `redis-server` processes (and a three-node Redis Cluster) on free loopback ports, for the scorecard's replay store scenarios and the integration tests; a missing program is an error that says how to install it |
+//! | [`redis`] | real `redis-server` processes (and a three-node Redis Cluster) on free loopback ports, for the drill's replicas, the scorecard's replay store scenarios and the integration tests; a missing program is an error that says how to install it |
 //! | [`upstream`] | [`upstream::RecordingUpstream`], the one upstream of `sig-gate demo`, the drill, the scorecard and the integration tests: echoes each request as JSON (`upstream/echo.rs`), records it per path and in a bounded ring of full requests (`upstream/record.rs`), holds `/hold` until released, sleeps on `/slow`, streams `/events` (`upstream/events.rs`, also [`upstream::EventStream`]), routes in `upstream/respond.rs`; stops and restarts; or answers with broken framing (`upstream/malformed.rs`) |
 //! | [`client`] | credentials, signing a request with a chosen key and label, sending it, reading the answer; raw HTTP/1.1 bytes and connection closes |
 //! | [`load`] | the continuous signed stream at a fixed rate, to one gate or round-robin to replicas, with per-phase failures and latencies |

@@ -136,6 +136,17 @@ impl Load {
         }
     }
 
+    /// [`Load::set_signer`] and [`Load::set_targets`] at once: no request is signed the new
+    /// way and sent to an old target, or the other way round (a move between gates that
+    /// accept different keys).
+    pub fn switch(&self, signer: Signer, targets: Vec<SocketAddr>) {
+        let _record = self.shared.record.lock().expect("load record lock");
+        *self.shared.signer.write().expect("signer lock") = Arc::new(signer);
+        if !targets.is_empty() {
+            *self.shared.targets.write().expect("targets lock") = Arc::new(targets);
+        }
+    }
+
     /// Record requests started from now on under `phase`.
     pub fn set_phase(&self, phase: usize) {
         self.shared.phase.store(phase, Ordering::Relaxed);

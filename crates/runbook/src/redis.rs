@@ -26,6 +26,26 @@ pub const INSTALL_HINT: &str = "run scripts/install-redis.sh (as `make test` doe
 /// The server program, found on `PATH`.
 const SERVER: &str = "redis-server";
 
+/// Free ports [`RedisServer::start`] tries: another process may take one between the probe
+/// and the server's bind.
+const PORT_ATTEMPTS: usize = 3;
+
+/// Why a server did not start: a program is missing (no other port will help), or anything
+/// else.
+#[derive(Debug)]
+enum StartError {
+    NotInstalled(HarnessError),
+    Failed(HarnessError),
+}
+
+impl From<StartError> for HarnessError {
+    fn from(err: StartError) -> HarnessError {
+        match err {
+            StartError::NotInstalled(err) | StartError::Failed(err) => err,
+        }
+    }
+}
+
 /// One `redis-server` process. Dropping it kills the server and removes its directory.
 #[derive(Debug)]
 pub struct RedisServer {
@@ -40,21 +60,34 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// A server on a free loopback port with `extra` arguments (`--requirepass`, ...).
+    /// A server on a free loopback port with `extra` arguments (`--requirepass`, ...). A
+    /// server that exits before answering (its port taken meanwhile) is tried again on another
+    /// port, up to [`PORT_ATTEMPTS`] in all; a missing program fails at once.
     pub fn start(extra: &[&str]) -> Result<RedisServer, HarnessError> {
-        RedisServer::start_on(free_port(false)?, extra)
+        RedisServer::start_anywhere(SERVER, extra)
     }
 
     /// A server on `port`.
     pub fn start_on(port: u16, extra: &[&str]) -> Result<RedisServer, HarnessError> {
-        RedisServer::start_program(SERVER, port, extra)
+        Ok(RedisServer::start_program(SERVER, port, extra)?)
+    }
+
+    fn start_anywhere(program: &'static str, extra: &[&str]) -> Result<RedisServer, HarnessError> {
+        let mut attempts = 1;
+        loop {
+            match RedisServer::start_program(program, free_port(false)?, extra) {
+                Ok(server) => return Ok(server),
+                Err(StartError::Failed(_)) if attempts < PORT_ATTEMPTS => attempts += 1,
+                Err(err) => return Err(err.into()),
+            }
+        }
     }
 
     fn start_program(
         program: &'static str,
         port: u16,
         extra: &[&str],
-    ) -> Result<RedisServer, HarnessError> {
+    ) -> Result<RedisServer, StartError> {
         let mut random = [0u8; 4];
         gate::random::fill(&mut random);
         let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
@@ -62,8 +95,9 @@ impl RedisServer {
             "sig-gate-redis-{}-{port}-{suffix}",
             std::process::id()
         ));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| HarnessError::new(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            StartError::Failed(HarnessError::new(format!("creating {}", dir.display()), e))
+        })?;
         let mut server = RedisServer {
             program,
             port,
@@ -103,14 +137,15 @@ impl RedisServer {
             self.extra = extra.iter().map(|s| (*s).to_owned()).collect();
             self.password = password_of(extra);
         }
-        self.spawn()
+        Ok(self.spawn()?)
     }
 
-    fn spawn(&mut self) -> Result<(), HarnessError> {
+    fn spawn(&mut self) -> Result<(), StartError> {
         let what = || format!("redis-server on port {}", self.port);
+        let failed = |e: std::io::Error| StartError::Failed(HarnessError::new(what(), e));
         let log_path = self.dir.join("redis.log");
-        let log = std::fs::File::create(&log_path).map_err(|e| HarnessError::new(what(), e))?;
-        let stdout = log.try_clone().map_err(|e| HarnessError::new(what(), e))?;
+        let log = std::fs::File::create(&log_path).map_err(failed)?;
+        let stdout = log.try_clone().map_err(failed)?;
         let child = Command::new(self.program)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -122,8 +157,11 @@ impl RedisServer {
             .stderr(log)
             .spawn()
             .map_err(|err| match err.kind() {
-                ErrorKind::NotFound => not_installed(self.program),
-                _ => HarnessError::new(format!("cannot run {}", self.program), err),
+                ErrorKind::NotFound => StartError::NotInstalled(not_installed(self.program)),
+                _ => StartError::Failed(HarnessError::new(
+                    format!("cannot run {}", self.program),
+                    err,
+                )),
             })?;
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
@@ -135,17 +173,17 @@ impl RedisServer {
             {
                 self.child = None;
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                return Err(HarnessError::new(
+                return Err(StartError::Failed(HarnessError::new(
                     what(),
                     format!("exited ({status}): {log}"),
-                ));
+                )));
             }
             if Instant::now() > deadline {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                return Err(HarnessError::new(
+                return Err(StartError::Failed(HarnessError::new(
                     what(),
                     format!("no PONG within {} s: {log}", START_TIMEOUT.as_secs()),
-                ));
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -154,13 +192,13 @@ impl RedisServer {
 
     /// `PING`'s answer, or `None` when the server does not answer (yet); an error only when
     /// `redis-cli` cannot run at all.
-    fn ping(&self) -> Result<Option<String>, HarnessError> {
+    fn ping(&self) -> Result<Option<String>, StartError> {
         let output = self
             .command(&["PING"])
             .output()
             .map_err(|err| match err.kind() {
-                ErrorKind::NotFound => not_installed("redis-cli"),
-                _ => HarnessError::new("cannot run redis-cli", err),
+                ErrorKind::NotFound => StartError::NotInstalled(not_installed("redis-cli")),
+                _ => StartError::Failed(HarnessError::new("cannot run redis-cli", err)),
             })?;
         Ok(output
             .status
@@ -325,13 +363,26 @@ mod tests {
     #[test]
     fn a_missing_server_program_is_an_error_saying_how_to_install_it() {
         let program = "redis-server-that-is-not-installed";
-        let err = RedisServer::start_program(program, free_port(false).expect("a port"), &[])
-            .expect_err("no such program");
+        let err = RedisServer::start_anywhere(program, &[]).expect_err("no such program");
         let message = err.to_string();
         assert!(
             message.starts_with(&format!("{program} is not installed")),
             "{message}"
         );
         assert!(message.contains("scripts/install-redis.sh"), "{message}");
+    }
+
+    /// `make test-rust` installs redis-server first (scripts/install-redis.sh).
+    #[test]
+    fn starts_on_a_free_loopback_port_answers_and_stops_when_dropped() {
+        let server = RedisServer::start(&[]).unwrap_or_else(|err| panic!("{err}"));
+        assert!(server.url().starts_with("redis://127.0.0.1:"));
+        assert_eq!(server.cli(&["PING"]).expect("PING"), "PONG");
+        let port = server.port();
+        drop(server);
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "nothing listens once dropped"
+        );
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use super::plan::{CALLER, Deployment, Expect, Names, Phase, Step};
+use super::plan::{Deployment, Expect, KeyInForce, Names, Phase, Step};
 use super::{MIN_RATE, PhaseDetail, PhaseReport, PhaseRun, REPLICA_NAMES, Settings};
 use crate::client::Reply;
 use crate::exposition::Scrape;
@@ -15,9 +15,26 @@ use crate::{Check, HarnessError};
 use gate::keyring::Slot;
 use gate::verify::Reason;
 
-pub(super) fn expected_probe(expect: &Expect) -> String {
+/// What one gate must have counted for a step's probes sent to it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Expected {
+    /// Probes it admits, by key id.
+    pub(super) accepted: BTreeMap<String, i64>,
+    /// Probes it refuses, by reason.
+    pub(super) rejected: BTreeMap<&'static str, i64>,
+    /// Observe-key signatures of probes counted `valid`, and `invalid`.
+    pub(super) observed_valid: i64,
+    pub(super) observed_invalid: i64,
+}
+
+/// A probe's required answer; an accepted one names the key id and the caller the upstream
+/// must receive (`X-Gate-Verified-Key-Id`, `X-Gate-Verified-Caller`).
+pub(super) fn expected_probe(expect: &Expect, deployment: &Deployment) -> String {
     match expect {
-        Expect::Accepted { key_id, .. } => format!("200, forwarded as verified {key_id}"),
+        Expect::Accepted { key_id } => format!(
+            "200, forwarded as verified {key_id} (caller {})",
+            deployment.caller_of(key_id)
+        ),
         Expect::Rejected(reason) => format!("401 {reason}, not forwarded"),
     }
 }
@@ -27,10 +44,15 @@ pub(super) fn describe_probe(
     reply: &Reply,
     forwarded: usize,
     verified_key_id: Option<&str>,
+    verified_caller: Option<&str>,
 ) -> String {
     match (forwarded, verified_key_id) {
         (0, _) => format!("{}, not forwarded", reply.summary()),
-        (1, Some(key_id)) => format!("{}, forwarded as verified {key_id}", reply.summary()),
+        (1, Some(key_id)) => format!(
+            "{}, forwarded as verified {key_id} (caller {})",
+            reply.summary(),
+            verified_caller.unwrap_or("absent")
+        ),
         (1, None) => format!("{}, forwarded without a verified key id", reply.summary()),
         (n, _) => format!("{}, forwarded {n} times", reply.summary()),
     }
@@ -59,17 +81,17 @@ pub(super) fn exit_check(gate: &GateProcess, exit: Result<Option<i32>, HarnessEr
     )
 }
 
-/// Compare one gate's counters over the window with the step's expectations: `accepted` are
-/// the probes that gate must have admitted, by key id; `rejected` its probes' reasons.
+/// Compare one gate's counters over the window with the step's expectations for the probes
+/// sent to that gate, plus the stream's requests within `lower..=upper`.
 pub(super) fn metric_checks(
     step: &Step,
     named: &dyn Fn(&str) -> String,
     first: &Scrape,
     second: &Scrape,
     (lower, upper): (usize, usize),
-    accepted: &BTreeMap<String, i64>,
-    rejected: &BTreeMap<&'static str, i64>,
+    expected: &Expected,
 ) -> Vec<Check> {
+    let (accepted, rejected) = (&expected.accepted, &expected.rejected);
     let (lower, upper) = (lower as i64, upper as i64);
     let mut checks = Vec::new();
     let within = |name: String, probes: i64, observed: i64| {
@@ -86,21 +108,75 @@ pub(super) fn metric_checks(
         )
     };
     let deployment = &step.deployment;
-    if deployment.mounted() {
-        // Registry keys are counted per key; the slot counter is the environment secrets'.
-        for key_id in deployment.registry_keys().keys() {
-            let name = named(&format!(
-                "/metrics sig_gate_verified_key_total{{key_id=\"{key_id}\"}}"
-            ));
-            let observed =
-                second.count_delta(first, "sig_gate_verified_key_total", &[("key_id", key_id)]);
-            let probes = accepted.get(key_id).copied().unwrap_or(0);
-            checks.push(if *key_id == step.client_key {
-                within(name, probes, observed)
+    let keys = deployment.keys_in_force();
+    // Every key in force is counted per key (the environment's secrets too, as caller
+    // `shared`); the slot counter is the environment secrets' alone.
+    for key in &keys {
+        let key_id = key.key_id.as_str();
+        let name = named(&format!(
+            "/metrics sig_gate_verified_key_total{{caller=\"{}\",key_id=\"{key_id}\"}}",
+            key.caller
+        ));
+        let observed = second.count_delta(
+            first,
+            "sig_gate_verified_key_total",
+            &[("caller", key.caller), ("key_id", key_id)],
+        );
+        let probes = accepted.get(key_id).copied().unwrap_or(0);
+        checks.push(if key_id == step.client_key {
+            within(name, probes, observed)
+        } else {
+            Check::equal(name, probes, observed)
+        });
+        if key.observe {
+            // The operator's go/no-go before enforcing: `valid` grows with the caller's
+            // traffic, `invalid` only by the signatures meant to be wrong.
+            let observed = |result: &str| {
+                second.count_delta(
+                    first,
+                    "sig_gate_identity_observed_total",
+                    &[
+                        ("caller", key.caller),
+                        ("key_id", key_id),
+                        ("result", result),
+                    ],
+                )
+            };
+            let name = |result: &str| {
+                named(&format!(
+                    "/metrics sig_gate_identity_observed_total{{caller=\"{}\",key_id=\"{key_id}\",result=\"{result}\"}}",
+                    key.caller
+                ))
+            };
+            checks.push(if step.client_observed {
+                within(name("valid"), expected.observed_valid, observed("valid"))
             } else {
-                Check::equal(name, probes, observed)
+                Check::equal(name("valid"), expected.observed_valid, observed("valid"))
             });
+            checks.push(Check::equal(
+                name("invalid"),
+                expected.observed_invalid,
+                observed("invalid"),
+            ));
         }
+    }
+    if !keys.is_empty() {
+        checks.push(Check::equal(
+            named("/metrics sig_gate_identity_observed_total of keys that are not observe"),
+            0,
+            keys.iter()
+                .filter(|key| !key.observe)
+                .map(|key| {
+                    second.count_delta(
+                        first,
+                        "sig_gate_identity_observed_total",
+                        &[("key_id", key.key_id.as_str())],
+                    )
+                })
+                .sum::<i64>(),
+        ));
+    }
+    if !deployment.has_env_secret() {
         checks.push(Check::equal(
             named("/metrics sig_gate_verified_total (both slots: no environment secret)"),
             0,
@@ -192,8 +268,8 @@ pub(super) fn metric_checks(
     if deployment.mounted() {
         checks.push(Check::equal(
             named("/metrics sig_gate_key_info (the keys in force)"),
-            keys_text(&deployment.registry_keys()),
-            keys_text(&key_info(second)),
+            keys_text(&keys),
+            key_map_text(&key_info(second)),
         ));
     }
     if let Deployment::Mounted { redis: true, .. } = deployment {
@@ -208,8 +284,7 @@ pub(super) fn metric_checks(
     checks
 }
 
-/// `sig_gate_key_info` as `key_id -> fingerprint`, for the drill's caller's HMAC keys; any
-/// other key shows as `key_id -> caller/alg/observe` so that a wrong label fails the check.
+/// `sig_gate_key_info`'s series at 1: every label of each key in force, by key id.
 fn key_info(scrape: &Scrape) -> BTreeMap<String, String> {
     scrape
         .samples
@@ -217,30 +292,40 @@ fn key_info(scrape: &Scrape) -> BTreeMap<String, String> {
         .filter(|s| s.name == "sig_gate_key_info" && s.value == 1.0)
         .map(|s| {
             let label = |name: &str| s.labels.get(name).cloned().unwrap_or_default();
-            let value = if label("caller") == CALLER
-                && label("alg") == "hmac-sha256"
-                && label("observe") == "false"
-            {
-                label("fingerprint")
-            } else {
-                format!(
-                    "{}/{}/observe={}",
-                    label("caller"),
-                    label("alg"),
-                    label("observe")
-                )
-            };
-            (label("key_id"), value)
+            let text = key_text(
+                &label("caller"),
+                &label("alg"),
+                &label("observe"),
+                &label("fingerprint"),
+            );
+            (label("key_id"), text)
         })
         .collect()
 }
 
-fn keys_text(keys: &BTreeMap<String, String>) -> String {
+fn key_text(caller: &str, alg: &str, observe: &str, fingerprint: &str) -> String {
+    format!("{caller}/{alg}/observe={observe}/{fingerprint}")
+}
+
+/// The keys a deployment must report, in the form of [`key_info`].
+fn keys_text(keys: &[KeyInForce]) -> String {
+    let keys: BTreeMap<String, String> = keys
+        .iter()
+        .map(|key| {
+            let observe = key.observe.to_string();
+            let text = key_text(key.caller, key.alg, &observe, &key.fingerprint);
+            (key.key_id.clone(), text)
+        })
+        .collect();
+    key_map_text(&keys)
+}
+
+fn key_map_text(keys: &BTreeMap<String, String>) -> String {
     if keys.is_empty() {
         return "(no keys)".to_owned();
     }
     keys.iter()
-        .map(|(id, fingerprint)| format!("{id} ({fingerprint})"))
+        .map(|(id, text)| format!("{id} ({text})"))
         .collect::<Vec<_>>()
         .join(" ")
 }
