@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """A/B two sig-gate binaries (and nginx and HAProxy as yardsticks) with the load benchmark's
-setup: same upstream, same pre-signed requests, one worker pinned to the same CPU, interleaved
-closed-loop runs. For checking a change to the gate before running the whole `make bench`.
+setup: same upstream, same pre-signed requests, the same workers pinned to the same CPUs
+(`bench/run.py`'s layout for `--workers`), interleaved closed-loop runs. For checking a change to
+the gate before running the whole `make bench`.
 
-usage: bench/ab.py [--rounds N] [--seconds S] [--no-others] NAME=BINARY [NAME=BINARY ...]
+usage: bench/ab.py [--rounds N] [--seconds S] [--workers N] [--no-others] NAME=BINARY[@W] [...]
   e.g. bench/ab.py base=target/release/sig-gate new=/tmp/other/target/release/sig-gate
+  `@W` runs that binary with GATE_WORKERS=W instead of --workers (same CPUs), e.g.
+  bench/ab.py --workers 2 one=target/release/sig-gate@1 two=target/release/sig-gate@2
 Prints, per target, the median req/s, proxy CPU µs per request and TCP segments sent per
 request (system-wide `/proc/net/snmp` OutSegs, so load generator and upstream included), and
 each binary's ratio to the first one (per-round ratios, median).
@@ -29,10 +32,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="workers of every proxy (GATE_WORKERS, worker_processes, nbthread)")
     parser.add_argument("--no-others", action="store_true", help="skip nginx and HAProxy")
     parser.add_argument("binaries", nargs="+", metavar="NAME=BINARY")
     args = parser.parse_args()
     gates = dict(b.split("=", 1) for b in args.binaries)
+    gate_workers = {name: int(spec.rsplit("@", 1)[1]) if "@" in spec else None
+                    for name, spec in gates.items()}
+    gates = {name: spec.rsplit("@", 1)[0] for name, spec in gates.items()}
     # SIGTERM or SIGHUP (a closed terminal, a timeout) must still run the cleanup below, or the
     # proxies started here would outlive the benchmark.
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -46,7 +54,8 @@ def main() -> int:
     os.chmod(workdir, 0o755)
     body = ('{"tool":"search","args":{"q":"' + "x" * 1024)[:1024 - 3] + '"}}'
     (workdir / "body.json").write_text(body)
-    lab = run.Lab(workdir)
+    lab = run.Lab(workdir, run.layout(args.workers))
+    cpus = lab.layout.client_cpus
     names = ([] if args.no_others else ["nginx", "haproxy"]) + list(gates)
     results: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
     segments: dict[str, list[float]] = {n: [] for n in names}
@@ -59,15 +68,15 @@ def main() -> int:
             for name in order:
                 if name in gates:
                     run.GATE = Path(gates[name]).resolve()
-                    proc = lab.start("sig-gate")
+                    proc = lab.start("sig-gate", gate_workers[name])
                 else:
                     proc = lab.start(name)
                 pids = proc.pids()
                 batch.used = 0
                 first, count = batch.take(batch.count)
-                run.wrk(proc.port, 1, batch, first, count // 5)
+                run.wrk(cpus, proc.port, 1, batch, first, count // 5)
                 c0, s0 = run.cpu_seconds(pids), out_segments()
-                res = run.wrk(proc.port, args.seconds, batch, first + count // 5,
+                res = run.wrk(cpus, proc.port, args.seconds, batch, first + count // 5,
                               count - count // 5)
                 cpu = (run.cpu_seconds(pids) - c0) * 1e6 / max(res["requests"], 1)
                 segments[name].append((out_segments() - s0) / max(res["requests"], 1))

@@ -20,14 +20,25 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ("direct", "nginx", "haproxy", "sig-gate")
 PROXIES = ("nginx", "haproxy", "sig-gate")
 OTHERS = ("nginx", "haproxy")
+# sig-gate with the Redis replay store, and with Ed25519 version 2 signatures: compared with
+# sig-gate's own row (memory store, HMAC version 1), measured in the same rounds.
+REDIS = "sig-gate-redis"
+ED25519 = "sig-gate-ed25519"
+VARIANTS = (REDIS, ED25519)
 LABEL = {"direct": "direct (no proxy)", "nginx": "nginx", "haproxy": "HAProxy",
-         "sig-gate": "sig-gate"}
+         "sig-gate": "sig-gate", REDIS: "sig-gate, Redis store",
+         ED25519: "sig-gate, Ed25519 v2"}
 COLOR = {"direct": "#9e9e9e", "nginx": "#4a8f3c", "haproxy": "#3f6fb5", "sig-gate": "#d9541e"}
 
 STARTUP_TARGET_MS = 100
 IDLE_TARGET_MIB = 32
 REPLAY_TARGET_BYTES = 48
 CRITERION_TARGET = 1.3
+CRITERION_ED25519_TARGET = 1.1
+# The Redis store against the memory store (issue 4/8): the gate's CPU per request at most
+# 1.3 times, throughput at least 0.8 times.
+REDIS_CPU_TARGET = 1.3
+REDIS_RPS_TARGET = 0.8
 
 
 def med(values):
@@ -42,9 +53,19 @@ def rate_label(rate: float) -> str:
 # ---------------------------------------------------------------------------------------------
 # summary
 
-def summarize(data: dict) -> dict:
-    rounds = data["round_results"]
-    rates = data["rates"]
+def blocks_of(data: dict) -> dict[int, dict]:
+    """The measurements at each worker count (a results file from before worker counts holds
+    one block, at one worker)."""
+    if "by_workers" in data:
+        return {int(w): b for w, b in data["by_workers"].items()}
+    return {1: {"rates": data["rates"], "round_results": data["round_results"],
+                "calibration": data.get("calibration", {})}}
+
+
+def summarize_block(block: dict) -> dict:
+    """Targets and ratios at one worker count."""
+    rounds = block["round_results"]
+    rates = block["rates"]
     targets = {}
     for t in TARGETS:
         rs = [r[t] for r in rounds]
@@ -61,6 +82,10 @@ def summarize(data: dict) -> dict:
             "cpu_us_best": (min(x for r in rs for x in r["closed"].get("slices_cpu_us",
                                                                         [r["cpu_us_per_req"]]))
                             if t != "direct" else None),
+            "gen_cpu_us": med([r.get("gen_cpu_us_per_req") for r in rs]),
+            "gen_cpu_util": med([r.get("gen_cpu_util") for r in rs]),
+            "upstream_cpu_us": (med([r.get("upstream_cpu_us_per_req") for r in rs])
+                                if t != "direct" else None),
             "peak_rss_mib": med([r["peak_rss_kib"] / 1024 for r in rs]) if t != "direct" else None,
             "failed": sum(r["closed"]["failed"] + sum(o["non_2xx"] + o["errors"] for o in r["open"])
                           for r in rs),
@@ -77,6 +102,7 @@ def summarize(data: dict) -> dict:
                 "p99": med([o["p99_us"] for o in os_]),
                 "p999": med([o["p999_us"] for o in os_]),
                 "cpu_us": med([o["cpu_us_per_req"] for o in os_]) if t != "direct" else None,
+                "gen_cpu_us": med([o.get("gen_cpu_us_per_req") for o in os_]),
                 "send_lag_p99": med([o.get("send_lag_p99_us") for o in os_]),
             })
             ohas = [r["oha"][i] for r in rs if r.get("oha") and r["oha"][i]]
@@ -93,7 +119,6 @@ def summarize(data: dict) -> dict:
             delta = sum(r.get("replay_rss_delta_kib", 0) for r in rs)
             entry["replay_rss_bytes_per_entry"] = delta * 1024 / added if added else None
             entry["rejected"] = sum(r.get("rejected", 0) for r in rs)
-            entry["workers"] = rs[0].get("workers")
             entry["replay_entries_end"] = med([r.get("replay_entries_end") for r in rs])
         targets[t] = entry
 
@@ -116,7 +141,42 @@ def summarize(data: dict) -> dict:
             "open_cpu": [per_round(lambda s, o, i=i: s["open"][i]["cpu_us_per_req"]
                                    / o["open"][i]["cpu_us_per_req"]) for i in range(len(rates))],
         }
+    variants = {}
+    for v in VARIANTS:
+        if not all(v in r for r in rounds):
+            continue  # a results file from before the variant rows
+        rs = [r[v] for r in rounds]
+        variants[v] = {
+            "rps": med([r["closed"]["rps"] for r in rs]),
+            "cpu_us": med([r["cpu_us_per_req"] for r in rs]),
+            "cpu_us_best": min(x for r in rs for x in r["closed"]["slices_cpu_us"]),
+            "store_cpu_us": med([r.get("store_cpu_us_per_req") for r in rs]),
+            "gen_cpu_util": med([r.get("gen_cpu_util") for r in rs]),
+            "closed_p99": med([r["closed"]["lat_p99_us"] for r in rs]),
+            "peak_rss_mib": med([r["peak_rss_kib"] / 1024 for r in rs]),
+            "failed": sum(r["closed"]["failed"] + sum(o["non_2xx"] + o["errors"] for o in r["open"])
+                          for r in rs),
+            "rejected": sum(r.get("rejected", 0) for r in rs),
+            "open": [{"rate": rate,
+                      "p99": med([r["open"][i]["p99_us"] for r in rs]),
+                      "cpu_us": med([r["open"][i]["cpu_us_per_req"] for r in rs]),
+                      "store_cpu_us": med([r["open"][i].get("store_cpu_us_per_req") for r in rs])}
+                     for i, rate in enumerate(rates) if all(r["open"] for r in rs)],
+            # Against sig-gate's row (memory store, HMAC v1) of the same round.
+            "rps_ratio": med([r[v]["closed"]["rps"] / r["sig-gate"]["closed"]["rps"]
+                              for r in rounds]),
+            "cpu_ratio": med([r[v]["cpu_us_per_req"] / r["sig-gate"]["cpu_us_per_req"]
+                              for r in rounds]),
+            "open_p99_ratio": [med([r[v]["open"][i]["p99_us"] / r["sig-gate"]["open"][i]["p99_us"]
+                                    for r in rounds])
+                               for i in range(len(rates)) if all(r[v]["open"] for r in rounds)],
+        }
+    return {"targets": targets, "ratios": ratios, "rates": rates, "variants": variants}
 
+
+def summarize(data: dict) -> dict:
+    blocks = {w: summarize_block(b) for w, b in sorted(blocks_of(data).items())}
+    workers = sorted(blocks)
     startup = {t: {"median": med(v), "min": min(v), "max": max(v)}
                for t, v in data.get("startup_ms", {}).items() if v}
     idle = {t: v["rss_kib"] / 1024 for t, v in data.get("idle", {}).items()}
@@ -130,19 +190,38 @@ def summarize(data: dict) -> dict:
     def check(name, value, ok, detail):
         checks.append({"name": name, "value": value, "met": ok, "detail": detail})
 
-    r_n, r_h = ratios["nginx"], ratios["haproxy"]
-    check("CPU per request <= nginx and <= HAProxy",
-          f"{r_n['cpu_us']:.2f}x nginx, {r_h['cpu_us']:.2f}x HAProxy",
-          r_n["cpu_us"] <= 1 and r_h["cpu_us"] <= 1,
-          f"closed loop; {targets['sig-gate']['cpu_us']:.1f} vs {targets['nginx']['cpu_us']:.1f} "
-          f"and {targets['haproxy']['cpu_us']:.1f} us")
-    check("Throughput >= both", f"{r_n['rps']:.2f}x nginx, {r_h['rps']:.2f}x HAProxy",
-          r_n["rps"] >= 1 and r_h["rps"] >= 1, "closed loop, wrk")
-    worst_p99 = [max(r_n["open_p99"][i], r_h["open_p99"][i]) for i in range(len(rates))]
-    check("p99 <= both (open loop, every fixed rate)",
-          ", ".join(f"{rate_label(rate)}/s: {r_n['open_p99'][i]:.2f}x / {r_h['open_p99'][i]:.2f}x"
-                    for i, rate in enumerate(rates)),
-          all(w <= 1 for w in worst_p99), "sig-gate p99 / nginx p99, / HAProxy p99")
+    # The load targets, the most workers first (issue 20's targets are at 2 workers).
+    for n in reversed(workers):
+        b = blocks[n]
+        T, rates = b["targets"], b["rates"]
+        r_n, r_h = b["ratios"]["nginx"], b["ratios"]["haproxy"]
+        at = f" ({workers_label(n)})"
+        check("CPU per request <= nginx and <= HAProxy" + at,
+              f"{r_n['cpu_us']:.2f}x nginx, {r_h['cpu_us']:.2f}x HAProxy",
+              r_n["cpu_us"] <= 1 and r_h["cpu_us"] <= 1,
+              f"closed loop; {T['sig-gate']['cpu_us']:.1f} vs {T['nginx']['cpu_us']:.1f} "
+              f"and {T['haproxy']['cpu_us']:.1f} us")
+        check("Throughput >= both" + at, f"{r_n['rps']:.2f}x nginx, {r_h['rps']:.2f}x HAProxy",
+              r_n["rps"] >= 1 and r_h["rps"] >= 1, "closed loop, wrk")
+        worst_p99 = [max(r_n["open_p99"][i], r_h["open_p99"][i]) for i in range(len(rates))]
+        check("p99 <= both (open loop, every fixed rate)" + at,
+              ", ".join(f"{rate_label(rate)}/s: {r_n['open_p99'][i]:.2f}x / {r_h['open_p99'][i]:.2f}x"
+                        for i, rate in enumerate(rates)),
+              all(w <= 1 for w in worst_p99), "sig-gate p99 / nginx p99, / HAProxy p99")
+    # The Redis store against the memory store, at each worker count.
+    for n in reversed(workers):
+        red = blocks[n]["variants"].get(REDIS)
+        if not red:
+            continue
+        mem = blocks[n]["targets"]["sig-gate"]
+        at = f" ({workers_label(n)})"
+        check(f"Redis store: gate CPU per request <= {REDIS_CPU_TARGET}x the memory store's" + at,
+              f"{red['cpu_ratio']:.2f}x", red["cpu_ratio"] <= REDIS_CPU_TARGET,
+              f"closed loop; {red['cpu_us']:.1f} vs {mem['cpu_us']:.1f} us, plus "
+              f"{fmt(red['store_cpu_us'])} us in Redis")
+        check(f"Redis store: throughput >= {REDIS_RPS_TARGET}x the memory store's" + at,
+              f"{red['rps_ratio']:.2f}x", red["rps_ratio"] >= REDIS_RPS_TARGET,
+              f"closed loop; {red['rps']:,.0f} vs {mem['rps']:,.0f} req/s")
     if "sig-gate" in startup:
         s = startup["sig-gate"]
         check(f"Startup to ready < {STARTUP_TARGET_MS} ms", f"{s['median']:.1f} ms",
@@ -164,10 +243,20 @@ def summarize(data: dict) -> dict:
         check(f"Criterion: full verification <= {CRITERION_TARGET}x raw crypto",
               f"{crit['ratio']:.2f}x", crit["ratio"] <= CRITERION_TARGET,
               f"{crit['full_ns']:.0f} ns vs {crit['raw_ns']:.0f} ns")
+    crit_ed = data.get("criterion_ed25519")
+    if crit_ed:
+        check(f"Criterion: Ed25519 v2 full verification <= {CRITERION_ED25519_TARGET}x ring's "
+              "verify plus the body hash", f"{crit_ed['ratio']:.2f}x",
+              crit_ed["ratio"] <= CRITERION_ED25519_TARGET,
+              f"{crit_ed['full_ns']:.0f} ns vs {crit_ed['raw_ns']:.0f} ns")
 
-    return {"targets": targets, "ratios": ratios, "rates": rates, "startup": startup,
+    return {"workers": workers, "blocks": blocks, "startup": startup,
             "idle": idle, "idle_detail": idle_detail, "replay": replay, "criterion": crit,
             "checks": checks}
+
+
+def workers_label(n: int) -> str:
+    return f"{n} worker" + ("" if n == 1 else "s")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,82 +287,108 @@ def ratio_cell(v, lower_is_better: bool) -> str:
 
 
 def console(s: dict) -> str:
-    lines = ["", f"{'target':18s} {'req/s':>9s} {'cpu µs/req':>10s} {'peak MiB':>9s}  "
-             + "  ".join(f"p99@{rate_label(r)}/s" for r in s["rates"])]
-    for t in TARGETS:
-        e = s["targets"][t]
-        lines.append(f"{LABEL[t]:18s} {e['rps']:9.0f} {fmt(e['cpu_us']):>10s} "
-                     f"{fmt(e['peak_rss_mib']):>9s}  "
-                     + "  ".join(f"{fmt_us(o['p99']):>10s}" for o in e["open"]))
-    for other in OTHERS:
-        r = s["ratios"][other]
-        lines.append(f"sig-gate / {LABEL[other]:8s}: req/s {r['rps']:.2f}x, cpu {r['cpu_us']:.2f}x, "
-                     "p99 " + ", ".join(f"{v:.2f}x" for v in r["open_p99"])
-                     + f", peak RSS {r['peak_rss']:.2f}x")
+    lines = []
+    for n in s["workers"]:
+        b = s["blocks"][n]
+        lines += ["", f"{workers_label(n)}:",
+                  f"{'target':18s} {'req/s':>9s} {'cpu µs/req':>10s} {'wrk CPUs':>8s} "
+                  f"{'peak MiB':>9s}  " + "  ".join(f"p99@{rate_label(r)}/s" for r in b["rates"])]
+        for t in TARGETS:
+            e = b["targets"][t]
+            lines.append(f"{LABEL[t]:18s} {e['rps']:9.0f} {fmt(e['cpu_us']):>10s} "
+                         f"{fmt(e['gen_cpu_util'], '.2f'):>8s} {fmt(e['peak_rss_mib']):>9s}  "
+                         + "  ".join(f"{fmt_us(o['p99']):>10s}" for o in e["open"]))
+        for other in OTHERS:
+            r = b["ratios"][other]
+            lines.append(f"sig-gate / {LABEL[other]:8s}: req/s {r['rps']:.2f}x, cpu {r['cpu_us']:.2f}x, "
+                         "p99 " + ", ".join(f"{v:.2f}x" for v in r["open_p99"])
+                         + f", peak RSS {r['peak_rss']:.2f}x")
+        for v, e in b["variants"].items():
+            lines.append(f"{LABEL[v]:18s} {e['rps']:9.0f} {fmt(e['cpu_us']):>10s} "
+                         f"{fmt(e['gen_cpu_util'], '.2f'):>8s} {fmt(e['peak_rss_mib']):>9s}  "
+                         + "  ".join(f"{fmt_us(o['p99']):>10s}" for o in e["open"]))
+            lines.append(f"{LABEL[v]} / sig-gate: req/s {e['rps_ratio']:.2f}x, gate cpu "
+                         f"{e['cpu_ratio']:.2f}x"
+                         + (f", Redis {e['store_cpu_us']:.1f} µs cpu/req" if e["store_cpu_us"]
+                            else "")
+                         + (", p99 " + ", ".join(f"{x:.2f}x" for x in e["open_p99_ratio"])
+                            if e["open_p99_ratio"] else ""))
+            if e["failed"]:
+                lines.append(f"WARNING: {LABEL[v]}: {e['failed']} failed or non-2xx requests")
+        for t in TARGETS:
+            e = b["targets"][t]
+            if e["failed"] or e["wrapped"]:
+                lines.append(f"WARNING: {LABEL[t]}: {e['failed']} failed or non-2xx requests, "
+                             f"{e['wrapped']} wrap-arounds of the pre-signed requests")
+    lines.append("")
     for c in s["checks"]:
         lines.append(f"[{'met' if c['met'] else 'MISSED'}] {c['name']}: {c['value']}")
-    for t in TARGETS:
-        e = s["targets"][t]
-        if e["failed"] or e["wrapped"]:
-            lines.append(f"WARNING: {LABEL[t]}: {e['failed']} failed or non-2xx requests, "
-                         f"{e['wrapped']} wrap-arounds of the pre-signed requests")
     return "\n".join(lines)
 
 
 def markdown(data: dict, s: dict) -> str:
     m = data["machine"]
     st = data["settings"]
-    rates = s["rates"]
-    T = s["targets"]
+    layouts = data.get("layouts", {})
+    workers = s["workers"]
+    B = s["blocks"]
     out = []
     w = out.append
     w("# Benchmarks: sig-gate against nginx and HAProxy\n")
     w("Generated by `make bench` (`bench/bench.sh`, `bench/run.py`); do not edit by hand, rerun "
       "it. The analysis at the end comes from `bench/analysis.md`.\n")
-    w(f"Run: {data.get('finished', '?')}, {data['rounds']} interleaved round(s)"
+    w(f"Run: {data.get('finished', '?')}, {data['rounds']} interleaved round(s) at "
+      + " and ".join(workers_label(n) for n in workers)
       + (" (**BENCH_QUICK smoke run: short runs, one round; not for quoting**)" if data["quick"] else "")
-      + f", {data['wall_secs'] / 60:.1f} min of measurement.\n")
+      + f", {data['wall_secs'] / 60:.1f} min of measurement"
+      + (f"; `make bench` took {data['total_secs'] / 60:.1f} min end to end (builds, criterion, "
+         "load benchmark)" if data.get("total_secs") else "") + ".\n")
 
     w("## Result\n")
-    w("Each figure is the median over the rounds. Ratios are sig-gate's figure divided by the "
-      "other proxy's, computed within each round and then the median taken; ✗ marks a ratio "
-      "where sig-gate is behind.\n")
-    w("| | direct (no proxy) | nginx | HAProxy | sig-gate | sig-gate ÷ nginx | sig-gate ÷ HAProxy |")
-    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    rn, rh = s["ratios"]["nginx"], s["ratios"]["haproxy"]
+    w("Every proxy at each worker count: nginx `worker_processes N`, HAProxy `nbthread N`, "
+      "sig-gate `GATE_WORKERS=N`, pinned to the same N CPUs, every target receiving the same "
+      "signed bytes. Each figure is the median over the rounds. Ratios are sig-gate's figure "
+      "divided by the other proxy's, computed within each round and then the median taken; ✗ "
+      "marks a ratio where sig-gate is behind. The load generator's own CPU is in the table: "
+      "wrk runs one thread, so near 1.00 CPUs it, not the proxy, is the limit.\n")
+    w("| | workers | direct (no proxy) | nginx | HAProxy | sig-gate | sig-gate ÷ nginx | "
+      "sig-gate ÷ HAProxy |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 
-    def row(name, values, rn_v, rh_v, lower):
-        w(f"| {name} | " + " | ".join(values) + f" | {ratio_cell(rn_v, lower)} | "
-          f"{ratio_cell(rh_v, lower)} |")
+    def scaled(name, cell, ratio=None, lower=True):
+        for i, n in enumerate(workers):
+            b = B[n]
+            T, R = b["targets"], b["ratios"]
+            ratios = ("| | |" if ratio is None else
+                      f"| {ratio_cell(ratio(R['nginx']), lower)} | {ratio_cell(ratio(R['haproxy']), lower)} |")
+            w(f"| {name if i == 0 else ''} | {n} | "
+              + " | ".join(cell(T[t], b) for t in TARGETS) + " " + ratios)
 
-    row("max throughput, req/s (closed loop)", [f"{T[t]['rps']:,.0f}" for t in TARGETS],
-        rn["rps"], rh["rps"], False)
-    row("proxy CPU per request, µs (closed loop)", [fmt(T[t]["cpu_us"]) for t in TARGETS],
-        rn["cpu_us"], rh["cpu_us"], True)
-    row("proxy CPU per request, µs (closed loop, least disturbed slice)",
-        [fmt(T[t]["cpu_us_best"]) for t in TARGETS], rn["cpu_us_best"], rh["cpu_us_best"], True)
-    mid = len(rates) // 2
-    row(f"proxy CPU per request, µs (at {rate_label(rates[mid])} req/s)",
-        [fmt(T[t]["open"][mid]["cpu_us"]) for t in TARGETS], rn["open_cpu"][mid],
-        rh["open_cpu"][mid], True)
-    for i, rate in enumerate(rates):
-        for key, label in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")):
-            row(f"{label} latency at {rate_label(rate)} req/s (open loop)",
-                [fmt_us(T[t]["open"][i][key]) for t in TARGETS],
-                rn[f"open_{key}"][i], rh[f"open_{key}"][i], True)
-    row("p99 latency at max throughput (closed loop, 64 connections)",
-        [fmt_us(T[t]["closed_p99"]) for t in TARGETS], rn["closed_p99"], rh["closed_p99"], True)
-    row("peak RSS, MiB (VmHWM)", [fmt(T[t]["peak_rss_mib"]) for t in TARGETS],
-        rn["peak_rss"], rh["peak_rss"], True)
-    w("| failed or non-2xx requests, all runs | " + " | ".join(
-        f"{T[t]['failed']:,}" for t in TARGETS) + " | | |")
+    scaled("max throughput, req/s (closed loop)", lambda e, b: f"{e['rps']:,.0f}",
+           lambda r: r["rps"], lower=False)
+    scaled("proxy CPU per request, µs (closed loop)", lambda e, b: fmt(e["cpu_us"]),
+           lambda r: r["cpu_us"])
+    scaled("proxy CPU per request, µs (least disturbed slice)",
+           lambda e, b: fmt(e["cpu_us_best"]), lambda r: r["cpu_us_best"])
+    scaled("load generator (wrk) CPU per request, µs", lambda e, b: fmt(e["gen_cpu_us"]))
+    scaled("load generator (wrk) CPU use, CPUs", lambda e, b: fmt(e["gen_cpu_util"], ".2f"))
+    scaled("upstream CPU per request, µs", lambda e, b: fmt(e["upstream_cpu_us"]))
+    mid_of = lambda b: len(b["rates"]) // 2  # noqa: E731
+    scaled(f"p99 latency at {st['rate_fractions'][len(st['rate_fractions']) // 2]:.0%} of the "
+           "slowest proxy's maximum (open loop)",
+           lambda e, b: fmt_us(e["open"][mid_of(b)]["p99"]),
+           lambda r: r["open_p99"][len(r["open_p99"]) // 2])
+    if len(workers) > 1:
+        lo, hi = workers[0], workers[-1]
+        w(f"| throughput at {hi} ÷ at {lo} worker(s) | | " + " | ".join(
+            f"{B[hi]['targets'][t]['rps'] / B[lo]['targets'][t]['rps']:.2f}x" for t in TARGETS)
+          + " | | |")
+        w(f"| CPU per request at {hi} ÷ at {lo} worker(s) | | - | " + " | ".join(
+            f"{B[hi]['targets'][t]['cpu_us'] / B[lo]['targets'][t]['cpu_us']:.2f}x" for t in PROXIES)
+          + " | | |")
     w("")
-    held = T["sig-gate"].get("replay_entries_end")
-    if held:
-        w(f"sig-gate's peak RSS includes its replay cache, which held {held:,.0f} nonces at the "
-          "end of each run (every request of the run; see the memory per entry below).\n")
-    w("![sig-gate, nginx and HAProxy: throughput, CPU per request, p99 latency, peak memory]"
-      "(benchmarks.svg)\n")
+    w("![sig-gate, nginx and HAProxy at 1 and 2 workers: throughput, CPU per request, the load "
+      "generator's CPU, p99 latency](benchmarks.svg)\n")
 
     w("## Targets\n")
     w("| target | measured | met | how |")
@@ -281,11 +396,61 @@ def markdown(data: dict, s: dict) -> str:
     for c in s["checks"]:
         w(f"| {c['name']} | {c['value']} | {'yes' if c['met'] else '**no**'} | {c['detail']} |")
     w("")
+    if any(B[n]["variants"] for n in workers):
+        variants_section(w, B, workers)
 
+    for n in reversed(workers):
+        b = B[n]
+        T, rates = b["targets"], b["rates"]
+        lay = layouts.get(str(n), {})
+        w(f"## At {workers_label(n)}\n")
+        if lay:
+            w(f"Proxies on CPU {lay['proxy_cpus']}; load generators and upstream on CPU "
+              f"{lay['client_cpus']}"
+              + (" (the same CPUs: none is left over, so they compete with the proxy)"
+                 if lay.get("shared") else "") + ".\n")
+        w("| | direct (no proxy) | nginx | HAProxy | sig-gate | sig-gate ÷ nginx | sig-gate ÷ HAProxy |")
+        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        rn, rh = b["ratios"]["nginx"], b["ratios"]["haproxy"]
+
+        def row(name, values, rn_v, rh_v, lower):
+            w(f"| {name} | " + " | ".join(values) + f" | {ratio_cell(rn_v, lower)} | "
+              f"{ratio_cell(rh_v, lower)} |")
+
+        row("max throughput, req/s (closed loop)", [f"{T[t]['rps']:,.0f}" for t in TARGETS],
+            rn["rps"], rh["rps"], False)
+        row("proxy CPU per request, µs (closed loop)", [fmt(T[t]["cpu_us"]) for t in TARGETS],
+            rn["cpu_us"], rh["cpu_us"], True)
+        row("proxy CPU per request, µs (closed loop, least disturbed slice)",
+            [fmt(T[t]["cpu_us_best"]) for t in TARGETS], rn["cpu_us_best"], rh["cpu_us_best"], True)
+        mid = len(rates) // 2
+        row(f"proxy CPU per request, µs (at {rate_label(rates[mid])} req/s)",
+            [fmt(T[t]["open"][mid]["cpu_us"]) for t in TARGETS], rn["open_cpu"][mid],
+            rh["open_cpu"][mid], True)
+        for i, rate in enumerate(rates):
+            for key, label in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")):
+                row(f"{label} latency at {rate_label(rate)} req/s (open loop)",
+                    [fmt_us(T[t]["open"][i][key]) for t in TARGETS],
+                    rn[f"open_{key}"][i], rh[f"open_{key}"][i], True)
+        row("p99 latency at max throughput (closed loop, 64 connections)",
+            [fmt_us(T[t]["closed_p99"]) for t in TARGETS], rn["closed_p99"], rh["closed_p99"], True)
+        row("peak RSS, MiB (VmHWM)", [fmt(T[t]["peak_rss_mib"]) for t in TARGETS],
+            rn["peak_rss"], rh["peak_rss"], True)
+        w("| failed or non-2xx requests, all runs | " + " | ".join(
+            f"{T[t]['failed']:,}" for t in TARGETS) + " | | |")
+        w("")
+        held = T["sig-gate"].get("replay_entries_end")
+        if held:
+            w(f"sig-gate's peak RSS includes its replay cache, which held {held:,.0f} nonces at "
+              "the end of each run (every request of the run; see the memory per entry below).\n")
+
+    # The cross-checks below ran at the first worker count.
+    T = B[workers[0]]["targets"]
     w("## Other figures\n")
+    at_workers = workers_label(data.get("startup_workers", 1))
     if s["startup"]:
         w("Startup to ready, from spawn to the first 200 (sig-gate: `/readyz`; nginx and HAProxy: "
-          "first proxied request), polling every 0.5 ms; median (min-max) of "
+          f"first proxied request), at {at_workers}, polling every 0.5 ms; median (min-max) of "
           f"{st['starts']} starts:\n")
         w("| | nginx | HAProxy | sig-gate |")
         w("| --- | ---: | ---: | ---: |")
@@ -294,7 +459,8 @@ def markdown(data: dict, s: dict) -> str:
             for t in PROXIES) + " |\n")
     if s["idle"]:
         w(f"RSS with {st['idle_connections']:,} idle keep-alive connections (each opened, one "
-          "signed 1 KiB POST answered 200, then left idle), VmRSS of every process of the proxy, "
+          f"signed 1 KiB POST answered 200, then left idle), at {at_workers}, VmRSS of every "
+          "process of the proxy, "
           f"median of {st.get('idle_repeats', 1)} fresh start(s):\n")
         w("| | nginx | HAProxy | sig-gate |")
         w("| --- | ---: | ---: | ---: |")
@@ -339,7 +505,7 @@ def markdown(data: dict, s: dict) -> str:
     oha_rows = [t for t in TARGETS if T[t]["oha"]]
     if oha_rows:
         w("Cross-check of the open-loop generator against oha (`-q RATE --latency-correction`, "
-          "same rates, same body). oha repeats one fixed request, so it cannot carry a fresh "
+          f"same rates, same body; at {workers_label(workers[0])}). oha repeats one fixed request, so it cannot carry a fresh "
           "nonce per request and is run only against the targets that do not verify:\n")
         w("oha's figures run higher across the board: it paces its sends on tokio's "
           "millisecond timer, so requests leave in bursts, and its own client does more work "
@@ -366,12 +532,19 @@ def markdown(data: dict, s: dict) -> str:
     w(f"- **Versions**: sig-gate {m['sig_gate']} (release build, `cargo build --release --locked`), "
       f"{m['nginx']}, {m['haproxy']}, {m['wrk']}"
       + (f", {m['oha']}" if m.get("oha") else "") + f", {m['rustc']}.")
-    w(f"- **Workers and CPUs**: every proxy runs **{st['workers']} worker pinned to CPU "
-      f"{st['proxy_cpus']}** with `taskset`: nginx `worker_processes {st['workers']}` (plus its idle "
-      f"master), HAProxy `nbthread {st['workers']}`, sig-gate's tokio runtime, which sizes itself "
-      f"from the CPUs it may use ({T['sig-gate'].get('workers')} threads in the process: one "
-      "worker, the rest idle). The load generators and the upstream share CPU "
-      f"{st['client_cpus']}. Work on the shared machine takes CPU from both sides alike.")
+    placement = "; ".join(
+        f"{workers_label(n)}: proxies on CPU {layouts[str(n)]['proxy_cpus']}, load generators and "
+        f"upstream on CPU {layouts[str(n)]['client_cpus']}" for n in workers if str(n) in layouts)
+    w("- **Workers and CPUs**: at N workers every proxy runs **N workers pinned to the same N "
+      "CPUs** with `taskset`: nginx `worker_processes N` with `reuseport` on its listener (one "
+      "socket per worker; plus its idle master), HAProxy `nbthread N` (its threads share one "
+      "listener and spread connections themselves), sig-gate `GATE_WORKERS=N` (one socket per "
+      "worker with `SO_REUSEPORT`, each worker a thread with a current-thread tokio runtime; "
+      "plus its idle main thread, which serves `/metrics`). " + placement + ". When no CPU is "
+      "left over for the load generators and the upstream they share the proxy's, so the "
+      "generator's own CPU, reported, is part of the picture; the generator costs the same for "
+      "every target, since every target receives the same bytes. Work on the shared machine "
+      "takes CPU from all sides alike.")
     w("- **Upstream**, the same for every target: nginx, one worker, `return 200` with a "
       f"{st.get('upstream_body_bytes', '?')}-byte JSON body, keep-alive, access log off, on "
       "loopback.")
@@ -390,9 +563,11 @@ def markdown(data: dict, s: dict) -> str:
     w(f"- **Closed loop** (max throughput): wrk, 1 thread, {st['connections']} connections, "
       f"{st['warmup_secs']} s warm-up then {st['closed_secs']} s measured. CPU per request = "
       "utime + stime of every process of the proxy from `/proc/<pid>/stat` over the measured run, "
-      "divided by the requests completed.")
-    w(f"- **Open loop** (latency below the knee): fixed rates of {', '.join(rate_label(r) for r in rates)} "
-      "req/s" + (" (" + ", ".join(f"{f:.0%}" for f in st["rate_fractions"])
+      "divided by the requests completed. The load generator's CPU is wrk's own utime + stime "
+      "(from `getrusage` of the finished child), the upstream's from `/proc` as for the proxies.")
+    w("- **Open loop** (latency below the knee): fixed rates of " + "; ".join(
+        ", ".join(rate_label(r) for r in B[n]["rates"]) + f" at {workers_label(n)}"
+        for n in workers) + " req/s" + (" (" + ", ".join(f"{f:.0%}" for f in st["rate_fractions"])
                  + " of the slowest proxy's maximum in short calibration runs)"
                  if st.get("rate_fractions") else "") + ", "
       f"{st['open_secs']} s each, {st['open_connections']} connections, by `bench/loadgen open`: "
@@ -404,7 +579,8 @@ def markdown(data: dict, s: dict) -> str:
       "floor of the measurement.")
     w("- **Peak RSS**: VmHWM summed over the proxy's processes at the end of its run "
       "(nginx: master + worker).")
-    w(f"- **Rounds**: {data['rounds']}. In each round every target is started fresh and all run "
+    w(f"- **Rounds**: {data['rounds']}, each measuring every worker count in turn (alternating "
+      "which goes first). In each round every target is started fresh and all run "
       "side by side (an idle proxy costs nothing), each is warmed up, then they take turns: "
       f"the closed-loop time in {st.get('slices', 1)} slice(s) per target, the open-loop runs "
       "rate by rate; the order rotates from round to round. Noise on a shared machine drifts "
@@ -419,103 +595,169 @@ def markdown(data: dict, s: dict) -> str:
     return "\n".join(out)
 
 
+def variants_section(w, B: dict, workers: list[int]) -> None:
+    """sig-gate with the Redis replay store and with Ed25519 version 2, against its own row."""
+    w("## Replay store and signature version\n")
+    w("sig-gate three ways, in the same rounds as the table above: its row there (the "
+      "in-memory replay cache, HMAC version 1); the same gate and the same requests with "
+      "`GATE_REPLAY_STORE=redis://` on a Redis server the round starts on loopback (persistence "
+      "off, pinned with the upstream, one `SET NX PX` per request; Redis's own CPU is a column of "
+      "its own); and the gate with a key registry (`GATE_KEYS_FILE`, `GATE_AUDIENCE`) holding one "
+      "Ed25519 caller key, sent requests signed version 2 with that key (closed loop only). "
+      "Ratios are to the memory/HMAC row, per round, median.\n")
+    rates_of = {n: B[n]["rates"] for n in workers}
+    nrates = max(len(r) for r in rates_of.values())
+    w("| | workers | max throughput, req/s | ÷ memory | gate CPU per request, µs | ÷ memory | "
+      "Redis CPU per request, µs | " + " | ".join(f"p99 at rate {i + 1} (open loop)"
+                                                   for i in range(nrates))
+      + " | failed or non-2xx |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in range(nrates))
+      + " | ---: |")
+    for name in ("sig-gate",) + VARIANTS:
+        for i, n in enumerate(workers):
+            b = B[n]
+            if name == "sig-gate":
+                e = b["targets"]["sig-gate"]
+                cells = [f"{e['rps']:,.0f}", "", fmt(e["cpu_us"]), "", "-"]
+                p99s = [f"{fmt_us(o['p99'])} at {rate_label(o['rate'])}/s" for o in e["open"]]
+                failed = e["failed"]
+                label = "memory store, HMAC v1"
+            else:
+                e = b["variants"].get(name)
+                if not e:
+                    continue
+                cells = [f"{e['rps']:,.0f}", ratio_cell(e["rps_ratio"], False), fmt(e["cpu_us"]),
+                         ratio_cell(e["cpu_ratio"], True), fmt(e["store_cpu_us"])]
+                p99s = [f"{fmt_us(o['p99'])} ({ratio_cell(r, True)})"
+                        for o, r in zip(e["open"], e["open_p99_ratio"])]
+                failed = e["failed"]
+                label = "Redis store, HMAC v1" if name == REDIS else "memory store, Ed25519 v2"
+            p99s += ["-"] * (nrates - len(p99s))
+            w(f"| {label if i == 0 else ''} | {n} | " + " | ".join(cells) + " | "
+              + " | ".join(p99s) + f" | {failed:,} |")
+    w("")
+    w("✗ marks a ratio where the variant is behind the memory/HMAC row; the targets of the Redis "
+      f"row are {REDIS_CPU_TARGET}x the gate's CPU and {REDIS_RPS_TARGET}x the throughput "
+      "(Targets, above). Version 2 Ed25519 has no load target: its cost is the signature check, "
+      "which criterion compares with ring's own verify (Targets).\n")
+
+
 # ---------------------------------------------------------------------------------------------
 # SVG
 
 def svg(s: dict) -> str:
-    T = s["targets"]
-    rates = s["rates"]
-    mid = len(rates) // 2
-    R = s["ratios"]
+    workers = s["workers"]
+    B = s["blocks"]
+    hi = workers[-1]
+    mid_p99 = lambda n, t: B[n]["targets"][t]["open"][len(B[n]["rates"]) // 2]["p99"]  # noqa: E731
     panels = [
-        ("Max throughput", "req/s, higher is better", {t: T[t]["rps"] for t in TARGETS},
-         lambda v: f"{v / 1000:.1f}k", (R["nginx"]["rps"], R["haproxy"]["rps"])),
-        ("Proxy CPU per request", "µs, lower is better", {t: T[t]["cpu_us"] for t in PROXIES},
-         lambda v: f"{v:.1f}", (R["nginx"]["cpu_us"], R["haproxy"]["cpu_us"])),
-        (f"p99 latency at {rate_label(rates[mid])} req/s", "µs, open loop, lower is better",
-         {t: T[t]["open"][mid]["p99"] for t in TARGETS}, lambda v: f"{v:.0f}",
-         (R["nginx"]["open_p99"][mid], R["haproxy"]["open_p99"][mid])),
-        ("Peak RSS", "MiB, lower is better", {t: T[t]["peak_rss_mib"] for t in PROXIES},
-         lambda v: f"{v:.1f}", (R["nginx"]["peak_rss"], R["haproxy"]["peak_rss"])),
+        ("Max throughput", "req/s, higher is better", TARGETS,
+         lambda n, t: B[n]["targets"][t]["rps"], lambda v: f"{v / 1000:.0f}k", "rps"),
+        ("Proxy CPU per request", "µs, lower is better", PROXIES,
+         lambda n, t: B[n]["targets"][t]["cpu_us"], lambda v: f"{v:.1f}", "cpu_us"),
+        ("Load generator (wrk) CPU", "CPUs in use; 1.0 = its one thread is the limit", TARGETS,
+         lambda n, t: B[n]["targets"][t]["gen_cpu_util"], lambda v: f"{v:.2f}", None),
+        ("p99 latency, middle fixed rate", "µs, open loop, lower is better", TARGETS,
+         mid_p99, lambda v: f"{v:.0f}" if v < 10_000 else f"{v / 1000:.0f}ms", "p99"),
     ]
-    pw, ph, top, gap = 230, 250, 70, 20
+    pw, ph, top, gap = 270, 250, 84, 20
     width = len(panels) * (pw + gap) + gap
     line_h = 260
-    height = top + ph + 75 + line_h + 40
+    height = top + ph + 90 + line_h + 40
     e = []
     a = e.append
     a(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
       f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12">')
     a(f'<rect width="{width}" height="{height}" fill="#ffffff"/>')
-    a(f'<text x="{gap}" y="26" font-size="17" font-weight="bold">sig-gate vs nginx vs HAProxy '
-      '(1 worker each, same upstream, 1 KiB signed POST)</text>')
+    a(f'<text x="{gap}" y="26" font-size="17" font-weight="bold">sig-gate vs nginx vs HAProxy at '
+      + " and ".join(workers_label(n) for n in workers)
+      + ' (same upstream, same signed 1 KiB POST bytes)</text>')
     a(f'<text x="{gap}" y="46" fill="#555">Medians over interleaved rounds; sig-gate does full '
-      'HMAC verification and replay protection on every request.</text>')
-    for p, (title, unit, values, show, (vs_n, vs_h)) in enumerate(panels):
+      'HMAC verification and replay protection on every request. In each group, one bar per '
+      'worker count: ' + ", ".join(f"{'lighter' if i < len(workers) - 1 else 'solid'} = "
+                                  f"{workers_label(n)}" for i, n in enumerate(workers))
+      + '.</text>')
+    for p, (title, unit, targets, value, show, ratio_key) in enumerate(panels):
         x0 = gap + p * (pw + gap)
         a(f'<text x="{x0}" y="{top}" font-weight="bold">{html.escape(title)}</text>')
         a(f'<text x="{x0}" y="{top + 15}" fill="#666" font-size="11">{html.escape(unit)}</text>')
-        vals = {t: v for t, v in values.items() if v is not None}
-        vmax = max(vals.values()) * 1.15 if vals else 1
+        vals = {(n, t): value(n, t) for n in workers for t in targets}
+        vals = {k: v for k, v in vals.items() if v is not None}
+        vmax = max(vals.values()) * 1.18 if vals else 1
         base = top + ph
-        bw = (pw - 20) / len(TARGETS)
+        gw = (pw - 10) / len(targets)
+        bw = (gw - 8) / len(workers)
         a(f'<line x1="{x0}" y1="{base}" x2="{x0 + pw - 10}" y2="{base}" stroke="#333"/>')
-        for i, t in enumerate(TARGETS):
-            bx = x0 + 5 + i * bw
-            if t not in vals:
-                a(f'<text x="{bx + bw / 2:.1f}" y="{base - 6}" text-anchor="middle" fill="#aaa">'
-                  'n/a</text>')
-            else:
-                h = (ph - 40) * vals[t] / vmax
-                a(f'<rect x="{bx + 4:.1f}" y="{base - h:.1f}" width="{bw - 8:.1f}" height="{h:.1f}" '
-                  f'fill="{COLOR[t]}"/>')
-                a(f'<text x="{bx + bw / 2:.1f}" y="{base - h - 5:.1f}" text-anchor="middle" '
-                  f'font-size="11">{html.escape(show(vals[t]))}</text>')
-            a(f'<text x="{bx + bw / 2:.1f}" y="{base + 15}" text-anchor="middle" font-size="10.5">'
-              f'{html.escape("direct" if t == "direct" else LABEL[t])}</text>')
-        a(f'<text x="{x0}" y="{base + 32}" font-size="10.5" fill="{COLOR["sig-gate"]}">'
-          f'sig-gate: {vs_n:.2f}x nginx, {vs_h:.2f}x HAProxy</text>')
+        for i, t in enumerate(targets):
+            gx = x0 + 4 + i * gw
+            for j, n in enumerate(workers):
+                bx = gx + j * bw
+                v = vals.get((n, t))
+                if v is None:
+                    continue
+                h = (ph - 45) * v / vmax
+                opacity = "1" if j == len(workers) - 1 else "0.45"
+                a(f'<rect x="{bx + 1:.1f}" y="{base - h:.1f}" width="{bw - 2:.1f}" '
+                  f'height="{h:.1f}" fill="{COLOR[t]}" fill-opacity="{opacity}"/>')
+                a(f'<text x="{bx + bw / 2:.1f}" y="{base - h - 4:.1f}" text-anchor="middle" '
+                  f'font-size="9">{html.escape(show(v))}</text>')
+                a(f'<text x="{bx + bw / 2:.1f}" y="{base + 11}" text-anchor="middle" '
+                  f'font-size="9" fill="#666">{n}</text>')
+            a(f'<text x="{gx + (gw - 8) / 2:.1f}" y="{base + 25}" text-anchor="middle" '
+              f'font-size="10.5">{html.escape("direct" if t == "direct" else LABEL[t])}</text>')
+        if ratio_key:
+            def ratio(r):
+                return r["open_p99"][len(r["open_p99"]) // 2] if ratio_key == "p99" else r[ratio_key]
+            for k, n in enumerate(reversed(workers)):
+                r = B[n]["ratios"]
+                a(f'<text x="{x0}" y="{base + 42 + 14 * k}" font-size="10.5" '
+                  f'fill="{COLOR["sig-gate"]}">sig-gate, {workers_label(n)}: '
+                  f'{ratio(r["nginx"]):.2f}x nginx, {ratio(r["haproxy"]):.2f}x HAProxy</text>')
 
-    # p50 and p99 against the offered rate.
-    y0 = top + ph + 75
+    # p99 against the offered rate, per worker count.
+    y0 = top + ph + 90
     x0 = gap + 50
-    lw = width - x0 - 200
-    a(f'<text x="{gap}" y="{y0 - 10}" font-weight="bold">Open-loop latency against offered rate '
-      '(solid p99, dashed p50; log scale)</text>')
-    pts = [(t, [o for o in T[t]["open"]]) for t in TARGETS]
-    # Log scale: one stall must not flatten everything else.
-    values = [o[k] for _, os_ in pts for o in os_ for k in ("p50", "p99") if o[k]]
+    lw = width - x0 - 230
+    a(f'<text x="{gap}" y="{y0 - 10}" font-weight="bold">Open-loop p99 latency against offered '
+      'rate (solid ' + workers_label(hi) + (f", dashed {workers_label(workers[0])}"
+                                           if len(workers) > 1 else "")
+      + '; log scale)</text>')
+    series = [(n, t, B[n]["targets"][t]["open"]) for n in workers for t in TARGETS]
+    values = [o["p99"] for _, _, os_ in series for o in os_ if o["p99"]]
     lo = 10 ** math.floor(math.log10(max(min(values), 1)))
-    hi = 10 ** math.ceil(math.log10(max(values)))
+    top_v = 10 ** math.ceil(math.log10(max(values)))
     ybase = y0 + line_h - 30
     span = line_h - 40
 
     def ypos(v):
-        return ybase - span * (math.log10(max(v, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+        return ybase - span * (math.log10(max(v, lo)) - math.log10(lo)) / (math.log10(top_v) - math.log10(lo))
 
     a(f'<line x1="{x0}" y1="{ybase}" x2="{x0 + lw}" y2="{ybase}" stroke="#333"/>')
     a(f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{ybase}" stroke="#333"/>')
     tick = lo
-    while tick <= hi:
+    while tick <= top_v:
         y = ypos(tick)
         a(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="10">'
           f'{html.escape(tick_label(tick))}</text>')
         if tick > lo:
             a(f'<line x1="{x0}" y1="{y:.1f}" x2="{x0 + lw}" y2="{y:.1f}" stroke="#eee"/>')
         tick *= 10
-    rmax = max(rates)
+    rmax = max(o["rate"] for _, _, os_ in series for o in os_) * 1.08
+    rmin = min(o["rate"] for _, _, os_ in series for o in os_) * 0.85
 
     def xy(rate, v):
-        return x0 + lw * rate / (rmax * 1.08), ypos(v)
+        return x0 + lw * (rate - rmin) / (rmax - rmin), ypos(v)
 
-    for r in rates:
-        x, _ = xy(r, 0)
+    # The worker counts' rates lie close together (each a fraction of its own calibration):
+    # the axis is labelled with the most workers' rates.
+    for r in B[hi]["rates"]:
+        x, _ = xy(r, lo)
         a(f'<text x="{x:.1f}" y="{ybase + 15}" text-anchor="middle" font-size="10">'
           f'{rate_label(r)}/s</text>')
-    for t, os_ in pts:
-        for key, dash in (("p99", ""), ("p50", ' stroke-dasharray="4 3"')):
-            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(o["rate"], o[key]) for o in os_))
-            a(f'<polyline points="{path}" fill="none" stroke="{COLOR[t]}" stroke-width="2"{dash}/>')
+    for n, t, os_ in series:
+        dash = "" if n == hi else ' stroke-dasharray="4 3"'
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(o["rate"], o["p99"]) for o in os_))
+        a(f'<polyline points="{path}" fill="none" stroke="{COLOR[t]}" stroke-width="2"{dash}/>')
     for i, t in enumerate(TARGETS):
         ly = y0 + 10 + i * 20
         a(f'<rect x="{x0 + lw + 20}" y="{ly}" width="14" height="10" fill="{COLOR[t]}"/>')

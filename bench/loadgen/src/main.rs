@@ -2,13 +2,13 @@
 //!
 //! | subcommand | what it does |
 //! | --- | --- |
-//! | `sign` | pre-sign N requests with the gate's own [`Signer`]: one fixed-width record of signature headers each, plus the request's fixed head and tail |
+//! | `sign` | pre-sign N requests with the gate's own [`Signer`] (version 1 HMAC, or version 2 Ed25519): one fixed-width record of signature headers each, plus the request's fixed head and tail |
 //! | `open` | open-loop generator: sends at a fixed rate whatever the answers do, and measures each latency from the request's *intended* send time (no coordinated omission) |
 //! | `idle` | open N keep-alive connections, send one signed request on each, then hold them idle |
 //! | `replay-mem` | heap bytes per entry of the real [`NonceCache`], by a counting allocator |
 //!
 //! A request on the wire is `head + record + tail`: `head` is the request line and fixed
-//! headers, `record` the four `X-Gate-*` headers of one pre-signed request, `tail` the
+//! headers, `record` the `X-Gate-*` headers of one pre-signed request (four, or five for version 2), `tail` the
 //! `Content-Length` header, the blank line and the 1 KiB body. wrk's Lua script
 //! (`bench/wrk/signed.lua`) builds the same bytes from the same files.
 
@@ -25,7 +25,7 @@ use gate::clock::unix_now;
 use gate::keyring::{Key, Keyring, Secret, Slot};
 use gate::protocol;
 use gate::replay::{NonceCache, ReplayError};
-use gate::sign::{Request, Signer, header_map};
+use gate::sign::{Request, Signer, SigningKey, header_map};
 use gate::verify::{self, RequestLine};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -136,9 +136,11 @@ impl Flags {
 // ---------------------------------------------------------------------------------------------
 // sign
 
-/// `sign --out DIR --count N --body FILE --target T --host H [--timestamp T] [--key-id ID]`,
-/// secret from `INTERSERVICE_HMAC_SECRET`. Writes `DIR/head`, `DIR/records`, `DIR/tail`;
-/// prints `{"count":N,"record_len":L,"timestamp":T}`.
+/// `sign --out DIR --count N --body FILE --target T --host H [--timestamp T] [--key-id ID]
+/// [--ed25519-key PEM --audience A]`: version 1 with the secret from
+/// `INTERSERVICE_HMAC_SECRET`, or version 2 with the Ed25519 private key in `PEM` for the gate
+/// whose `GATE_AUDIENCE` is `A`. Writes `DIR/head`, `DIR/records`, `DIR/tail`; prints
+/// `{"count":N,"record_len":L,"timestamp":T}`.
 fn sign(flags: &Flags) -> Result<(), Error> {
     let out = PathBuf::from(flags.str("out")?);
     let count: usize = flags.num("count")?;
@@ -147,9 +149,19 @@ fn sign(flags: &Flags) -> Result<(), Error> {
     let host = flags.str("host")?;
     let key_id = flags.str("key-id").unwrap_or("current").to_owned();
     let timestamp = flags.num_or("timestamp", unix_now())?;
-    let secret = std::env::var("INTERSERVICE_HMAC_SECRET")
-        .map_err(|_| "INTERSERVICE_HMAC_SECRET is not set")?;
-    let signer = Signer::new(Key::new(Slot::Current, key_id, &Secret::new(secret)), None);
+    let signer = match flags.str("ed25519-key") {
+        Ok(pem_file) => {
+            let pem = fs::read_to_string(pem_file)?;
+            let key = SigningKey::ed25519_pem(&key_id, &pem)
+                .map_err(|err| format!("--ed25519-key {pem_file}: {err}"))?;
+            Signer::v2(key, flags.str("audience")?)
+        }
+        Err(_) => {
+            let secret = std::env::var("INTERSERVICE_HMAC_SECRET")
+                .map_err(|_| "INTERSERVICE_HMAC_SECRET is not set")?;
+            Signer::new(Key::new(Slot::Current, key_id, &Secret::new(secret)), None)
+        }
+    };
 
     // Fixed-width nonces: a random 10-character prefix per file and a 12-digit counter.
     let prefix: String = gate::sign::new_nonce().chars().take(10).collect();
