@@ -4,10 +4,13 @@ setup: same upstream, same pre-signed requests, the same workers pinned to the s
 (`bench/run.py`'s layout for `--workers`), interleaved closed-loop runs. For checking a change to
 the gate before running the whole `make bench`.
 
-usage: bench/ab.py [--rounds N] [--seconds S] [--workers N] [--no-others] NAME=BINARY[@W] [...]
+usage: bench/ab.py [--rounds N] [--seconds S] [--workers N] [--no-others] NAME=BINARY[@W][+redis] [...]
   e.g. bench/ab.py base=target/release/sig-gate new=/tmp/other/target/release/sig-gate
   `@W` runs that binary with GATE_WORKERS=W instead of --workers (same CPUs), e.g.
   bench/ab.py --workers 2 one=target/release/sig-gate@1 two=target/release/sig-gate@2
+  `+redis` runs that binary with the replay store on a Redis the run starts (`sig-gate-redis` of
+  `bench/run.py`); its CPU per request then includes Redis's own, e.g.
+  bench/ab.py --no-others memory=target/release/sig-gate redis=target/release/sig-gate+redis
 Prints, per target, the median req/s, proxy CPU µs per request and TCP segments sent per
 request (system-wide `/proc/net/snmp` OutSegs, so load generator and upstream included), and
 each binary's ratio to the first one (per-round ratios, median).
@@ -38,6 +41,8 @@ def main() -> int:
     parser.add_argument("binaries", nargs="+", metavar="NAME=BINARY")
     args = parser.parse_args()
     gates = dict(b.split("=", 1) for b in args.binaries)
+    on_redis = {name for name, spec in gates.items() if spec.endswith("+redis")}
+    gates = {name: spec.removesuffix("+redis") for name, spec in gates.items()}
     gate_workers = {name: int(spec.rsplit("@", 1)[1]) if "@" in spec else None
                     for name, spec in gates.items()}
     gates = {name: spec.rsplit("@", 1)[0] for name, spec in gates.items()}
@@ -68,10 +73,11 @@ def main() -> int:
             for name in order:
                 if name in gates:
                     run.GATE = Path(gates[name]).resolve()
-                    proc = lab.start("sig-gate", gate_workers[name])
+                    target = run.REDIS if name in on_redis else "sig-gate"
+                    proc = lab.start(target, gate_workers[name])
                 else:
                     proc = lab.start(name)
-                pids = proc.pids()
+                pids = proc.pids() + (lab.redis.pids() if lab.redis else [])
                 batch.used = 0
                 first, count = batch.take(batch.count)
                 run.wrk(cpus, proc.port, 1, batch, first, count // 5)

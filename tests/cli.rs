@@ -433,6 +433,21 @@ fn printed_headers(output: &std::process::Output) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Send `method target` with no body and the headers `sig-gate sign` printed for it.
+async fn send_printed(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    output: &std::process::Output,
+) -> support::Reply {
+    let printed = printed_headers(output);
+    let headers: Vec<(&str, String)> = printed
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.clone()))
+        .collect();
+    support::send(addr, method, target, &headers, "").await
+}
+
 #[test]
 fn keygen_writes_an_ed25519_key_once_and_prints_its_public_key() {
     use std::os::unix::fs::PermissionsExt;
@@ -608,12 +623,7 @@ async fn what_sign_prints_passes_a_gate_with_the_registry_and_check_config_lists
                 ("GATE_AUDIENCE", "tool-gate"),
             ],
         );
-        let printed = printed_headers(&output);
-        let headers: Vec<(&str, String)> = printed
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.clone()))
-            .collect();
-        let reply = support::send(gate.addr, "GET", "/t?a=1", &headers, "").await;
+        let reply = send_printed(gate.addr, "GET", "/t?a=1", &output).await;
         assert_eq!(reply.status, 200, "{alg}: {}", reply.text());
         let seen = upstream.arrivals();
         let last = seen.last().expect("forwarded");
@@ -942,12 +952,7 @@ async fn the_access_log_names_a_registry_key_and_its_caller() {
             ("GATE_AUDIENCE", "tool-gate"),
         ],
     );
-    let printed = printed_headers(&output);
-    let headers: Vec<(&str, String)> = printed
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.clone()))
-        .collect();
-    let reply = support::send(addr, "POST", "/tools/call", &headers, "").await;
+    let reply = send_printed(addr, "POST", "/tools/call", &output).await;
     assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.text());
 
     let log = stop_and_read_log(served).await;

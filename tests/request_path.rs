@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use runbook::upstream::RecordingUpstream;
 use support::{SECRET, TestGate, send, sign, sign_at};
@@ -344,14 +344,7 @@ async fn h2_status(
     request: http::Request<Full<Bytes>>,
 ) -> (StatusCode, Bytes) {
     let response = sender.send_request(request).await.expect("response");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, body)
+    support::status_and_body(response).await
 }
 
 #[tokio::test]

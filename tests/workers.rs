@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use runbook::process::{GateEnv, Launcher, Workdir};
@@ -78,14 +78,7 @@ impl KeepAlive {
         }
         let request = request.body(Full::new(Bytes::from(body))).expect("request");
         let response = self.sender.send_request(request).await.expect("response");
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, body)
+        support::status_and_body(response).await
     }
 }
 

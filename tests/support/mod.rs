@@ -28,6 +28,18 @@ pub const SECRET: &str = "integration-secret-new-0123456789abcdef";
 /// Previous secret in dual-mode tests.
 pub const OLD_SECRET: &str = "integration-secret-old-0123456789abcdef";
 
+/// A response's status and its whole body.
+pub async fn status_and_body(response: Response<Incoming>) -> (StatusCode, Bytes) {
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, body)
+}
+
 /// A gate running in this process, with the documented variables given as `(NAME, value)`.
 pub struct TestGate {
     pub addr: SocketAddr,
