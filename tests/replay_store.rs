@@ -197,6 +197,45 @@ async fn the_memory_store_is_always_up_and_labelled() {
     }));
 }
 
+/// Each worker keeps one connection to the store, opened at its first request, and the probe
+/// one more: `GATE_WORKERS` + 1 in all, however many requests and connections the gate serves
+/// (docs/operations.md sizes Redis's `maxclients` by it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_holds_one_store_connection_per_worker_and_one_for_its_probe() {
+    let redis = RedisServer::start(&[]).expect("redis-server starts");
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
+    let url = redis.url();
+    let vars = [
+        (STORE, url.as_str()),
+        (TIMEOUT_MS, EASY_BUDGET_MS),
+        ("GATE_WORKERS", "2"),
+    ];
+    let gate = TestGate::start(&upstream.url(), &vars).await;
+    // Every request is a new client connection; the kernel spreads them over the two workers.
+    for sent in 0.. {
+        let metrics = gate.metrics().await;
+        let accepted = |worker: &str| {
+            let series = format!(r#"sig_gate_worker_connections_total{{worker="{worker}"}}"#);
+            metrics.get(&series).copied().unwrap_or(0.0)
+        };
+        if accepted("0") > 0.0 && accepted("1") > 0.0 {
+            break;
+        }
+        assert!(sent < 200, "200 connections all went to one worker");
+        assert_eq!(post(&gate, &signed()).await.status, StatusCode::OK);
+    }
+    for _ in 0..20 {
+        assert_eq!(post(&gate, &signed()).await.status, StatusCode::OK);
+    }
+    let clients = redis.cli(&["CLIENT", "LIST"]).expect("CLIENT LIST");
+    // The listing's own connection (redis-cli) names its command.
+    let gate_connections = clients
+        .lines()
+        .filter(|line| !line.is_empty() && !line.contains("cmd=client"))
+        .count();
+    assert_eq!(gate_connections, 3, "{clients}");
+}
+
 /// What one request of [`load`] saw.
 struct Sent {
     started: Instant,
