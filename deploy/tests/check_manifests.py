@@ -352,11 +352,7 @@ def check_registry_wiring(pod: dict, gate: dict, env: dict[str, dict], problems:
       and sources[0] == {"name": REGISTRY_SECRET, "items": [{"key": REGISTRY_FILE, "path": REGISTRY_FILE}]}
       and sources[1] == {"name": KEYS_SECRET},
       f"reload: volume {REGISTRY_VOLUME} must project {REGISTRY_SECRET}/{REGISTRY_FILE} and all of {KEYS_SECRET}, got {sources}")
-    mode = projected.get("defaultMode")
-    p(mode is not None and mode & 0o007 == 0, "reload: key files must not be world-readable")
-    gate_group = gate.get("securityContext", {}).get("runAsGroup", pod.get("securityContext", {}).get("runAsGroup"))
-    p(pod.get("securityContext", {}).get("fsGroup") == gate_group and gate_group is not None,
-      "reload: the pod's fsGroup (group owner of the key files) must be the gate's group")
+    check_files_private(pod, gate, projected.get("defaultMode"), "key files", problems, "reload: ")
     keys_file = env.get("GATE_KEYS_FILE", {}).get("value")
     p(keys_file == f"{mount.get('mountPath')}/{REGISTRY_FILE}",
       f"reload: GATE_KEYS_FILE={keys_file!r}, want {mount.get('mountPath')}/{REGISTRY_FILE}")
@@ -534,6 +530,18 @@ def check_scrape(template: dict, ports: dict, problems: Problems) -> None:
     p(template["metadata"]["labels"].get(key) == value, f"pods need the label {key}: {value!r} (the PodMonitor selects it)")
 
 
+def check_files_private(pod: dict, gate: dict, mode: int | None, what: str, problems: Problems,
+                        prefix: str = "") -> None:
+    """Mounted secret files (`what`, their volume's `mode`): not world-readable, and group-owned
+    (the pod's fsGroup) by the gate's group, so the gate reads them and nobody else does.
+    `prefix` starts each problem's text."""
+    p = problems.check
+    p(mode is not None and mode & 0o007 == 0, f"{prefix}{what} must not be world-readable")
+    gate_group = gate.get("securityContext", {}).get("runAsGroup", pod.get("securityContext", {}).get("runAsGroup"))
+    p(pod.get("securityContext", {}).get("fsGroup") == gate_group and gate_group is not None,
+      f"{prefix}the pod's fsGroup (group owner of the {what}) must be the gate's group")
+
+
 def check_secret_volume(pod: dict, gate: dict, problems: Problems) -> str:
     """Secret sig-gate-hmac mounted read-only, not world-readable, readable by the gate's
     group; returns the mount path."""
@@ -544,11 +552,7 @@ def check_secret_volume(pod: dict, gate: dict, problems: Problems) -> str:
     secret = volumes.get(SECRET_VOLUME, {}).get("secret", {})
     p(mount.get("readOnly") is True and secret.get("secretName") == SECRET_NAME,
       f"sig-gate must mount Secret {SECRET_NAME} read-only as volume `{SECRET_VOLUME}`")
-    mode = secret.get("defaultMode")
-    p(mode is not None and mode & 0o007 == 0, "secret files must not be world-readable")
-    gate_group = gate.get("securityContext", {}).get("runAsGroup", pod.get("securityContext", {}).get("runAsGroup"))
-    p(pod.get("securityContext", {}).get("fsGroup") == gate_group and gate_group is not None,
-      "the pod's fsGroup (group owner of the secret files) must be the gate's group")
+    check_files_private(pod, gate, secret.get("defaultMode"), "secret files", problems)
     return mount.get("mountPath", "/nonexistent")
 
 
