@@ -3,10 +3,20 @@
 # packages (their system services are kept from starting: the benchmark runs its own
 # instances on loopback), and oha from crates.io into bench/.tools (never onto the user's PATH).
 # oha is optional: when it cannot be built the benchmark says so and carries on without it.
+# usage: install.sh [packages|oha] (both when no argument: `bench.sh` runs the two apart, so
+# that oha compiles while the project's own builds do)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 tools="$here/.tools"
 mkdir -p "$tools"
+what="${1:-all}"
+case "$what" in
+    all | packages | oha) ;;
+    *)
+        echo "usage: $0 [packages|oha]" >&2
+        exit 2
+        ;;
+esac
 
 need=()
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
@@ -14,7 +24,7 @@ command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
-if ((${#need[@]})); then
+if [[ "$what" != oha ]] && ((${#need[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "bench: missing ${need[*]}; run as root or install them" >&2
         exit 1
@@ -50,7 +60,8 @@ fi
 # oha: built once, cached in bench/.tools/bin. A failed build is remembered (so each run does
 # not spend minutes retrying) until bench/.tools/oha.failed is removed.
 OHA_VERSION="${OHA_VERSION:-1.14.0}"
-if [[ ! -x "$tools/bin/oha" && ! -e "$tools/oha.failed" && "${BENCH_NO_OHA:-0}" != 1 ]]; then
+if [[ "$what" != packages && ! -x "$tools/bin/oha" && ! -e "$tools/oha.failed" &&
+    "${BENCH_NO_OHA:-0}" != 1 ]]; then
     echo "bench: building oha $OHA_VERSION from crates.io into bench/.tools (once; takes minutes)"
     if ! cargo install --locked --quiet --root "$tools" --version "$OHA_VERSION" oha \
         >"$tools/oha-build.log" 2>&1; then
