@@ -388,6 +388,10 @@ class Prometheus:
     def alert_states(self, name: str = ALERT) -> list[dict]:
         return [a for a in self.api("alerts")["alerts"] if a["labels"].get("alertname") == name]
 
+    def firing(self, name: str) -> list[dict] | None:
+        """The alerts of rule `name` that fire now, or None (for `wait_for`)."""
+        return [a for a in self.alert_states(name) if a["state"] == "firing"] or None
+
     def rule(self, name: str = ALERT) -> dict:
         for group in self.api("rules")["groups"]:
             for rule in group["rules"]:
@@ -530,12 +534,9 @@ def check_fingerprints(gate: Gate, other: Gate, prom: Prometheus) -> None:
         s["metric"]["fingerprint"] for s in prom.query('sig_gate_config_info{job="sig-gate"}')} == expected or None)
     record("fingerprints: Prometheus holds both gates' sig_gate_config_info", bool(seen), f"{sorted(expected)}")
 
-    def firing(name: str):
-        return lambda: [a for a in prom.alert_states(name) if a["state"] == "firing"] or None
-
     started = time.monotonic()
     try:
-        alerts = prom.wait_for(f"{MISMATCH} firing", firing(MISMATCH), timeout=90)
+        alerts = prom.wait_for(f"{MISMATCH} firing", lambda: prom.firing(MISMATCH), timeout=90)
     except TimeoutError as err:
         record(f"fingerprints: {MISMATCH} fires", False, f"{err}; rule {prom.rule(MISMATCH)}")
         return
@@ -549,7 +550,7 @@ def check_fingerprints(gate: Gate, other: Gate, prom: Prometheus) -> None:
     code = other.stop()
     record("drain: the second gate exits 0 on SIGTERM", code == 0, f"exit {code}")
     try:
-        down = prom.wait_for(f"{DOWN} firing", firing(DOWN), timeout=90)
+        down = prom.wait_for(f"{DOWN} firing", lambda: prom.firing(DOWN), timeout=90)
     except TimeoutError as err:
         record(f"fingerprints: {DOWN} fires for the stopped gate", False, f"{err}; rule {prom.rule(DOWN)}")
         return
@@ -597,15 +598,12 @@ def check_store(gate: Gate, redis: Redis, prom: Prometheus) -> None:
     record("store: Redis killed: every signed request gets 503 replay store unavailable",
            outcomes == {"503 replay store unavailable": 30}, f"got {outcomes}")
 
-    def firing(name: str):
-        return lambda: [a for a in prom.alert_states(name) if a["state"] == "firing"] or None
-
     started = time.monotonic()
     for name, anchor, severity, labels in (
             (STORE_DOWN, "siggatereplaystoredown", "critical", {"job": STORE_JOB, "instance": gate.admin_addr}),
             (STORE_ERRORS, "siggatereplaystoreerrors", "warning", {"job": STORE_JOB})):
         try:
-            alerts = prom.wait_for(f"{name} firing", firing(name), timeout=90)
+            alerts = prom.wait_for(f"{name} firing", lambda name=name: prom.firing(name), timeout=90)
         except TimeoutError as err:
             record(f"store: {name} fires for the gate whose Redis is down", False, f"{err}; rule {prom.rule(name)}")
             continue
