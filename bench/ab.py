@@ -9,11 +9,11 @@ usage: bench/ab.py [--rounds N] [--seconds S] [--workers N] [--no-others] NAME=B
   `@W` runs that binary with GATE_WORKERS=W instead of --workers (same CPUs), e.g.
   bench/ab.py --workers 2 one=target/release/sig-gate@1 two=target/release/sig-gate@2
   `+redis` runs that binary with the replay store on a Redis the run starts (`sig-gate-redis` of
-  `bench/run.py`); its CPU per request then includes Redis's own, e.g.
+  `bench/run.py`); Redis's own CPU per request is printed beside the gate's, e.g.
   bench/ab.py --no-others memory=target/release/sig-gate redis=target/release/sig-gate+redis
-Prints, per target, the median req/s, proxy CPU µs per request and TCP segments sent per
-request (system-wide `/proc/net/snmp` OutSegs, so load generator and upstream included), and
-each binary's ratio to the first one (per-round ratios, median).
+Prints, per target, the median req/s, proxy CPU µs per request (and Redis's, for `+redis`) and
+TCP segments sent per request (system-wide `/proc/net/snmp` OutSegs, so load generator and
+upstream included), and each binary's ratio to the first one (per-round ratios, median).
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def main() -> int:
     cpus = lab.layout.client_cpus
     names = ([] if args.no_others else ["nginx", "haproxy"]) + list(gates)
     results: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    store_cpu: dict[str, list[float]] = {n: [] for n in names}
     segments: dict[str, list[float]] = {n: [] for n in names}
     per_run = 0
     try:
@@ -77,14 +78,18 @@ def main() -> int:
                     proc = lab.start(target, gate_workers[name])
                 else:
                     proc = lab.start(name)
-                pids = proc.pids() + (lab.redis.pids() if lab.redis else [])
+                pids = proc.pids()
+                store_pids = lab.redis.pids() if lab.redis else []
                 batch.used = 0
                 first, count = batch.take(batch.count)
                 run.wrk(cpus, proc.port, 1, batch, first, count // 5)
                 c0, s0 = run.cpu_seconds(pids), out_segments()
+                r0 = run.cpu_seconds(store_pids)
                 res = run.wrk(cpus, proc.port, args.seconds, batch, first + count // 5,
                               count - count // 5)
                 cpu = (run.cpu_seconds(pids) - c0) * 1e6 / max(res["requests"], 1)
+                store = (run.cpu_seconds(store_pids) - r0) * 1e6 / max(res["requests"], 1)
+                store_cpu[name].append(store)
                 segments[name].append((out_segments() - s0) / max(res["requests"], 1))
                 if res["failed"] or res["wrapped"]:
                     print(f"{name}: {res['failed']} failed, wrapped {res['wrapped']}",
@@ -92,20 +97,21 @@ def main() -> int:
                 lab.stop(proc)
                 results[name].append((res["rps"], cpu))
                 per_run = max(per_run, int(res["rps"] * (args.seconds + 1) * 1.5))
-                print(f"round {r + 1} {name:10s} {res['rps']:9.0f} req/s {cpu:6.1f} µs/req",
-                      flush=True)
+                print(f"round {r + 1} {name:10s} {res['rps']:9.0f} req/s {cpu:6.1f} µs/req"
+                      + (f" + Redis {store:4.1f} µs/req" if store_pids else ""), flush=True)
     finally:
         lab.close()
     first = list(gates)[0]
-    print(f"\n{'target':10s} {'req/s':>9s} {'cpu µs/req':>11s} {'segs/req':>9s}"
-          f"   ratio to {first}: req/s, cpu")
+    print(f"\n{'target':10s} {'req/s':>9s} {'cpu µs/req':>11s} {'Redis µs/req':>13s}"
+          f" {'segs/req':>9s}   ratio to {first}: req/s, cpu")
     for name in names:
         rps = statistics.median(x[0] for x in results[name])
         cpu = statistics.median(x[1] for x in results[name])
         rr = statistics.median(a[0] / b[0] for a, b in zip(results[name], results[first]))
         rc = statistics.median(a[1] / b[1] for a, b in zip(results[name], results[first]))
         segs = statistics.median(segments[name])
-        print(f"{name:10s} {rps:9.0f} {cpu:11.1f} {segs:9.2f}   {rr:.2f}x  {rc:.2f}x")
+        store = f"{statistics.median(store_cpu[name]):13.1f}" if name in on_redis else " " * 13
+        print(f"{name:10s} {rps:9.0f} {cpu:11.1f} {store} {segs:9.2f}   {rr:.2f}x  {rc:.2f}x")
     return 0
 
 
