@@ -661,38 +661,47 @@ def check_secret_template(problems: Problems) -> None:
     p(not any("kind: Secret" in f.read_text() for f in base_files), "a Secret is committed in the base")
 
 
+def check_rollback_equals_base(problems: Problems) -> None:
+    base = render(KUSTOMIZE_DIR / "base")
+    rollback = render(KUSTOMIZE_DIR / "overlays" / "rollback")
+    for doc in base + rollback:
+        if doc["kind"] == "Deployment":
+            doc["spec"]["template"]["metadata"]["labels"].pop(PHASE_LABEL)
+    problems.check(base == rollback, "rollback differs from the base beyond its phase label")
+
+
+def check_phase(phase: str, problems: Problems) -> None:
+    """One rollout phase's rendering (the base or an overlay): schemas and the phase's rules."""
+    path = KUSTOMIZE_DIR / ("base" if phase == "base" else f"overlays/{phase}")
+    docs = render(path)
+    schema_validate(docs, problems)
+    check_rendering(docs, phase, problems)
+    kinds = sorted(d["kind"] for d in docs)
+    print(f"  {phase}: rendered {len(docs)} objects ({', '.join(kinds)}), schemas {' and '.join(K8S_VERSIONS)}")
+
+
+# The targets other than the rollout phases, each with its check.
+CHECKS = {
+    "secret-template": check_secret_template,
+    "component": check_component,
+    "prometheus": check_prometheus,
+    "replay-store": check_replay_store,
+    "reload": check_reload,
+    "keys-template": check_keys_template,
+    "rollback-equals-base": check_rollback_equals_base,
+}
+
+
 def main() -> int:
     if len(sys.argv) != 2:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
     target = sys.argv[1]
     problems = Problems()
-    if target == "secret-template":
-        check_secret_template(problems)
-    elif target == "component":
-        check_component(problems)
-    elif target == "prometheus":
-        check_prometheus(problems)
-    elif target == "replay-store":
-        check_replay_store(problems)
-    elif target == "reload":
-        check_reload(problems)
-    elif target == "keys-template":
-        check_keys_template(problems)
-    elif target == "rollback-equals-base":
-        base = render(KUSTOMIZE_DIR / "base")
-        rollback = render(KUSTOMIZE_DIR / "overlays" / "rollback")
-        for doc in base + rollback:
-            if doc["kind"] == "Deployment":
-                doc["spec"]["template"]["metadata"]["labels"].pop(PHASE_LABEL)
-        problems.check(base == rollback, "rollback differs from the base beyond its phase label")
+    if target in CHECKS:
+        CHECKS[target](problems)
     elif target in PHASES:
-        path = KUSTOMIZE_DIR / ("base" if target == "base" else f"overlays/{target}")
-        docs = render(path)
-        schema_validate(docs, problems)
-        check_rendering(docs, target, problems)
-        kinds = sorted(d["kind"] for d in docs)
-        print(f"  {target}: rendered {len(docs)} objects ({', '.join(kinds)}), schemas {' and '.join(K8S_VERSIONS)}")
+        check_phase(target, problems)
     else:
         print(f"unknown target {target!r}", file=sys.stderr)
         return 2
