@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import signal
 import statistics
 import sys
@@ -101,6 +102,8 @@ def main() -> int:
                       + (f" + Redis {store:4.1f} µs/req" if store_pids else ""), flush=True)
     finally:
         lab.close()
+        # Signed batches of hundreds of MB: removed however the run ended.
+        shutil.rmtree(workdir, ignore_errors=True)
     first = list(gates)[0]
     print(f"\n{'target':10s} {'req/s':>9s} {'cpu µs/req':>11s} {'Redis µs/req':>13s}"
           f" {'segs/req':>9s}   ratio to {first}: req/s, cpu")
