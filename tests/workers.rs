@@ -25,7 +25,7 @@ fn worker_series(worker: usize) -> String {
     format!("{WORKER_CONNECTIONS}{{worker=\"{worker}\"}}")
 }
 
-/// Connections each worker has accepted so far.
+/// Connections each worker has served so far.
 async fn accepted_by_worker(gate: &TestGate, workers: usize) -> Vec<f64> {
     let metrics = gate.metrics().await;
     (0..workers)
@@ -82,16 +82,16 @@ impl KeepAlive {
     }
 }
 
-/// Open connections until one is accepted by a worker `wanted` accepts (every worker when
-/// `None`); the connection and the worker that accepted it. The test is the gate's only client,
-/// so the worker whose count goes up is the one that took this connection.
+/// Open connections until one is served by a worker `wanted` accepts; the connection and the
+/// worker that serves it. The test is the gate's only client, so the worker whose count goes up
+/// is the one that took this connection.
 async fn connect_to(
     gate: &TestGate,
     workers: usize,
     wanted: impl Fn(usize) -> bool,
 ) -> (KeepAlive, usize) {
-    // The kernel picks a worker by a hash of the connection's addresses: a few dozen tries
-    // find either worker with near certainty.
+    // A connection goes to the worker serving the fewest; between workers serving as many,
+    // the kernel picks by a hash of its addresses: a few dozen tries find either worker.
     for _ in 0..200 {
         let before = accepted_by_worker(gate, workers).await;
         let connection = KeepAlive::open(gate.addr).await;
@@ -243,11 +243,11 @@ async fn connections_and_requests_are_counted_once_for_the_process() {
         metrics[r#"sig_gate_verified_total{slot="current"}"#],
         HELD as f64
     );
-    let accepted = accepted_by_worker(&gate, 2).await;
-    assert_eq!(accepted.iter().sum::<f64>(), HELD as f64);
-    assert!(
-        accepted.iter().all(|&n| n > 0.0),
-        "both workers took connections: {accepted:?}"
+    // Whichever worker the kernel gives a connection to, the one serving fewer serves it.
+    assert_eq!(
+        accepted_by_worker(&gate, 2).await,
+        [(HELD / 2) as f64; 2],
+        "an even split"
     );
     assert_eq!(
         metrics.get(&worker_series(2)),
@@ -292,12 +292,11 @@ async fn the_connection_cap_is_one_for_the_process() {
         gate.metric("sig_gate_connections_refused_total").await,
         OVER as f64
     );
-    let accepted = accepted_by_worker(&gate, 2).await;
-    assert_eq!(accepted.iter().sum::<f64>(), (3 + OVER) as f64);
-    assert!(
-        accepted.iter().all(|&n| n > 0.0),
-        "both workers refused or held connections: {accepted:?}"
-    );
+    // The three held are spread over both workers, so neither alone had three open: the cap
+    // that refused the others counts the whole process's connections.
+    let mut served = accepted_by_worker(&gate, 2).await;
+    served.sort_by(f64::total_cmp);
+    assert_eq!(served, [1.0, 2.0], "refused connections count on no worker");
     // A slot given back is free for either worker.
     drop(held.pop());
     assert_eq!(

@@ -22,7 +22,7 @@
 //! | [`reload`] | the keys in force: one immutable [`reload::Generation`] swapped whole ([`reload::KeysInForce`]); the task that reloads on SIGHUP and on a changed key file |
 //! | [`budget`] | the body budget: request-body bytes held per connection and per process while bodies arrive |
 //! | [`upstream`] | the keep-alive [`upstream::Pool`] to the upstream, one per worker, driven in the request's own task (`upstream/`: pool, request encoding, response head, chunked decoding, body); strict response framing |
-//! | [`server`] | the listeners (socket activation, one `SO_REUSEPORT` socket per worker) and [`server::run`]: the workers, the admin endpoints, the drain of every worker (`server/`: `worker.rs` a worker's thread, runtime and accept loop, and what the workers share; `connection.rs` one connection's limits and timeouts; `admin.rs` `/metrics`, `/healthz`, `/readyz`) |
+//! | [`server`] | the listeners (socket activation, one `SO_REUSEPORT` socket per worker) and [`server::run`]: the workers, the admin endpoints, the drain of every worker (`server/`: `worker.rs` a worker's thread, runtime and accept loop, and what the workers share; `balance.rs` which worker serves a new connection; `connection.rs` one connection's limits and timeouts; `admin.rs` `/metrics`, `/healthz`, `/readyz`) |
 //! | [`metrics`] | every Prometheus series, registered at start-up; where a reason is counted; `metrics/keys.rs`: the series of the keys in force, installed on every reload |
 //! | [`logging`] | JSON or text log lines on stderr |
 //!

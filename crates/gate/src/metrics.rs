@@ -264,8 +264,10 @@ impl Metrics {
             ),
             per_worker: counter_vec(
                 "sig_gate_worker_connections_total",
-                "Client connections accepted by each worker (GATE_WORKERS), those closed at \
-                 once for GATE_MAX_CONNECTIONS included: how the kernel spreads them.",
+                "Client connections served by each worker (GATE_WORKERS). A worker hands a \
+                 connection it accepts to the worker serving the fewest, so the open \
+                 connections stay even; those closed at once for GATE_MAX_CONNECTIONS count \
+                 on no worker.",
                 "worker",
                 &worker_labels.iter().map(String::as_str).collect::<Vec<_>>(),
             ),
@@ -381,7 +383,7 @@ impl Metrics {
         self.connections.refused.inc();
     }
 
-    /// The counter of connections accepted by worker `worker` (< `GATE_WORKERS`), resolved
+    /// The counter of connections served by worker `worker` (< `GATE_WORKERS`), resolved
     /// once by the worker.
     pub fn worker_connections(&self, worker: usize) -> IntCounter {
         self.connections.per_worker[worker].clone()

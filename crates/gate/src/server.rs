@@ -12,21 +12,25 @@
 //! (`LISTEN_FDS`: fd 3 is the proxy listener, fd 4 the admin listener when two are passed), and
 //! every worker then accepts on a duplicate of that one socket; or it binds one socket per
 //! worker with `SO_REUSEPORT`, and the kernel spreads new connections across them. Either way a
-//! new process can serve on the same port before the old one drains.
+//! new process can serve on the same port before the old one drains, and either way the
+//! worker that accepts a connection hands it to the worker serving the fewest when that is not
+//! itself, so the workers' open connections stay even (`server/balance.rs`).
 //!
 //! One for the whole process, whatever the number of workers: the gate's configuration, keys,
 //! replay cache and metrics, the connection cap (`GATE_MAX_CONNECTIONS`), the body budget, the
-//! admin listener and the drain. One per worker: its listener, its connections and their
-//! limits, and its upstream keep-alive pool.
+//! admin listener, the drain and the count of each worker's open connections. One per worker:
+//! its listener, its connections and their limits, and its upstream keep-alive pool.
 //!
 //! | file | owns |
 //! | --- | --- |
 //! | `server.rs` | [`Listeners`], [`run`]: start the workers, serve the admin listener, drain |
 //! | `server/worker.rs` | one worker: its thread and runtime, the accept loop, the connection cap, its share of the drain; what the workers share |
+//! | `server/balance.rs` | which worker serves a new connection: the one serving the fewest |
 //! | `server/connection.rs` | one client connection: hyper's settings, the head, idle and drain deadlines, the requests in flight |
 //! | `server/admin.rs` | `/metrics`, `/healthz`, `/readyz` |
 
 mod admin;
+mod balance;
 mod connection;
 mod worker;
 
@@ -179,7 +183,8 @@ pub async fn run(
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .expect("SIGHUP handler");
     let (key_source, key_files) = (config.key_source.clone(), config.key_files.clone());
-    let shared = Arc::new(Shared::new(config));
+    let (shared, inboxes) = Shared::new(config);
+    let shared = Arc::new(shared);
     let gate = Arc::clone(&shared.gate);
     // The keys are the gate's, one set for every worker: one watcher, on this runtime.
     let _reloader = AbortOnDrop(tokio::spawn(reload::watch(
@@ -195,10 +200,12 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(None);
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut workers = 0;
-    for (index, listener) in std::iter::once(proxy).chain(more_proxies).enumerate() {
+    let listeners = std::iter::once(proxy).chain(more_proxies);
+    for (index, (listener, inbox)) in listeners.zip(inboxes).enumerate() {
         worker::spawn(
             index,
             listener,
+            inbox,
             Arc::clone(&shared),
             stop_rx.clone(),
             events_tx.clone(),

@@ -2,14 +2,16 @@
 //! own connections and its own upstream keep-alive pool ([`spawn`]), and what every worker
 //! shares with the others ([`Shared`]).
 //!
-//! A connection stays on the worker that accepted it, and so does everything its requests
-//! touch that is registered with a runtime: the client socket, hyper's timers, the upstream
-//! sockets (a pooled socket may only be polled by the runtime whose I/O driver it is
-//! registered with, so each worker has a pool of its own). What must be one for the whole
-//! process lives in [`Shared`]: the gate (its configuration, keys, replay cache and metrics),
-//! the connection cap and the body budget.
+//! A connection is served start to end by one worker: the one that accepted it, or the one
+//! serving the fewest connections, which the accepting worker hands it to (`balance.rs`). So
+//! does everything its requests touch that is registered with a runtime: the client socket,
+//! hyper's timers, the upstream sockets (a pooled socket may only be polled by the runtime
+//! whose I/O driver it is registered with, so each worker has a pool of its own). What must be
+//! one for the whole process lives in [`Shared`]: the gate (its configuration, keys, replay
+//! cache and metrics), the connection cap, the body budget and the workers' balance.
 
 use std::io;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,11 +23,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use super::Drain;
+use super::balance::{Accepted, Balancer, Inbox, Load, Placement};
 use super::connection::{
     Activity, ClientStream, ConnectionLimits, Serving, connection_builder, drive,
 };
@@ -62,10 +65,14 @@ pub(super) struct Shared {
     over_cap_log: Throttle,
     /// Where each worker's upstream pool connects.
     upstream: Authority,
+    /// Each worker's open connections, and the way to hand it one.
+    balancer: Balancer,
 }
 
 impl Shared {
-    pub(super) fn new(config: Config) -> Shared {
+    /// What the workers share, and each worker's inbox of connections handed to it, by index
+    /// (`config.workers` of them).
+    pub(super) fn new(config: Config) -> (Shared, Vec<Inbox>) {
         let limits = ConnectionLimits::new(&config);
         let builder = connection_builder(&config);
         let budget = BodyBudget::new(
@@ -75,7 +82,8 @@ impl Shared {
         let max_connections = config.max_connections;
         let upstream = config.upstream.authority.clone();
         let metrics = Metrics::new(&config);
-        Shared {
+        let (balancer, inboxes) = Balancer::new(config.workers);
+        let shared = Shared {
             gate: Arc::new(Gate::new(config, metrics)),
             limits,
             builder,
@@ -84,7 +92,9 @@ impl Shared {
             max_connections,
             over_cap_log: Throttle::new(Duration::from_secs(1)),
             upstream,
-        }
+            balancer,
+        };
+        (shared, inboxes)
     }
 }
 
@@ -109,11 +119,13 @@ pub(super) struct Drained {
     pub(super) open: usize,
 }
 
-/// Start worker `index` on a thread of its own, accepting on `listener` until `stop` holds a
-/// drain deadline (or its sender is gone: then it closes its connections at once).
+/// Start worker `index` on a thread of its own, accepting on `listener` and taking the
+/// connections other workers hand it from `inbox` until `stop` holds a drain deadline (or its
+/// sender is gone: then it closes its connections at once).
 pub(super) fn spawn(
     index: usize,
     listener: std::net::TcpListener,
+    inbox: Inbox,
     shared: Arc<Shared>,
     stop: watch::Receiver<Option<Instant>>,
     events: mpsc::UnboundedSender<Event>,
@@ -121,7 +133,7 @@ pub(super) fn spawn(
     std::thread::Builder::new()
         .name(format!("sig-gate-worker-{index}"))
         .spawn(move || {
-            let run = || run_thread(index, listener, &shared, stop, &events);
+            let run = || run_thread(index, listener, inbox, &shared, stop, &events);
             // A panic that escapes the runtime (tokio catches those of connection tasks) still
             // reports, so the process does not wait for this worker forever.
             let result = std::panic::catch_unwind(AssertUnwindSafe(run))
@@ -137,6 +149,7 @@ pub(super) fn spawn(
 fn run_thread(
     index: usize,
     listener: std::net::TcpListener,
+    inbox: Inbox,
     shared: &Shared,
     stop: watch::Receiver<Option<Instant>>,
     events: &mpsc::UnboundedSender<Event>,
@@ -147,7 +160,7 @@ fn run_thread(
     let drained = runtime.block_on(async {
         let listener = TcpListener::from_std(listener)?;
         let _ = events.send(Event::Listening);
-        Ok::<_, io::Error>(serve(index, listener, shared, stop).await)
+        Ok::<_, io::Error>(serve(index, listener, inbox, shared, stop).await)
     });
     // Connection tasks still running after an expired drain are dropped here, closing their
     // sockets; a blocking task (an upstream name lookup) is not waited for.
@@ -155,66 +168,159 @@ fn run_thread(
     drained
 }
 
-/// Accept and serve until `stop` says to drain, then drain this worker's connections by the
-/// deadline it carries.
+/// Accept, and take up connections other workers hand over, until `stop` says to drain; then
+/// drain this worker's connections by the deadline it carries.
 async fn serve(
     index: usize,
     listener: TcpListener,
+    mut inbox: Inbox,
     shared: &Shared,
     mut stop: watch::Receiver<Option<Instant>>,
 ) -> Drained {
-    let gate = &shared.gate;
-    let upstream = Arc::new(upstream::Pool::new(&shared.upstream));
-    let accepted = gate.metrics().worker_connections(index);
     // Each connection task holds a receiver; a send starts every graceful shutdown, and the
     // sender sees the last receiver go when the last connection has closed.
     let (drain_tx, drain_rx) = watch::channel(());
+    let worker = Worker {
+        index,
+        shared,
+        upstream: Arc::new(upstream::Pool::new(&shared.upstream)),
+        served: shared.gate.metrics().worker_connections(index),
+        drain: drain_rx,
+    };
     let stopped = stop.wait_for(Option::is_some);
     tokio::pin!(stopped);
 
     let deadline = loop {
-        let (stream, addr) = tokio::select! {
+        tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok((stream, peer)) => worker.accepted(stream, peer),
                 Err(err) => {
                     // Out of file descriptors or a connection reset before accept: back off
                     // briefly instead of spinning, and keep serving.
                     tracing::warn!(error = %err, worker = index, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
                 }
             },
+            // `None` only once every sender is gone, and `shared` holds them.
+            Some(handed) = inbox.recv() => worker.take_up(handed),
             stopped = &mut stopped => break match stopped {
                 Ok(deadline) => deadline.unwrap_or_else(Instant::now),
                 // The process is no longer waiting for this worker: no grace.
                 Err(_) => Instant::now(),
             },
-        };
-        accepted.inc();
+        }
+    };
+
+    // A connection handed over before the inbox closed is served and drained like the others;
+    // one handed over after stays with the worker that accepted it.
+    inbox.close();
+    while let Ok(handed) = inbox.try_recv() {
+        worker.take_up(handed);
+    }
+    let Worker {
+        drain: drain_rx, ..
+    } = worker;
+    drop(listener);
+    drop(drain_rx);
+    let linger_end = (Instant::now() + DRAIN_LINGER).min(deadline);
+    while drain_tx.receiver_count() > 0 && Instant::now() < linger_end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let open = drain_tx.receiver_count();
+    // No receiver left means no connection to tell; the drain is then already complete.
+    let _ = drain_tx.send(());
+    let drain = match tokio::time::timeout_at(deadline, drain_tx.closed()).await {
+        Ok(()) => Drain::Complete,
+        Err(_) => Drain::Expired,
+    };
+    Drained { drain, open }
+}
+
+/// One worker's side of its connections: where they are placed and how each is served.
+struct Worker<'a> {
+    index: usize,
+    shared: &'a Shared,
+    /// This worker's upstream keep-alive pool.
+    upstream: Arc<upstream::Pool>,
+    /// `sig_gate_worker_connections_total` of this worker.
+    served: prometheus::IntCounter,
+    /// Cloned into every connection task: the drain's signal.
+    drain: watch::Receiver<()>,
+}
+
+impl Worker<'_> {
+    /// A connection this worker's listener accepted: closed at once over the connection cap,
+    /// else served here or handed to the worker serving the fewest.
+    fn accepted(&self, stream: TcpStream, peer: SocketAddr) {
+        let shared = self.shared;
         let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
             // Over the cap: close at once, so the client fails fast (and can try another
             // replica) instead of waiting in the backlog behind connections that may be slow.
-            gate.metrics().connection_refused();
+            shared.gate.metrics().connection_refused();
             if shared.over_cap_log.allow() {
                 tracing::warn!(
                     max_connections = shared.max_connections,
-                    peer = %addr,
+                    peer = %peer,
                     "connection limit reached: closing new connections (GATE_MAX_CONNECTIONS; \
                      sig_gate_connections_refused_total counts every one)"
                 );
             }
             drop(stream);
-            continue;
+            return;
         };
+        let (to, load) = match shared.balancer.place(self.index) {
+            Placement::Here(load) => return self.serve(stream, peer, slot, load),
+            Placement::There { to, load } => (to, load),
+        };
+        // Out of this runtime's I/O driver, to be registered with the other worker's.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, peer = %peer, "could not hand a connection over");
+                return;
+            }
+        };
+        let accepted = Accepted {
+            stream,
+            peer,
+            slot,
+            load,
+        };
+        if let Err(returned) = shared.balancer.hand_off(to, self.index, accepted) {
+            self.take_up(returned);
+        }
+    }
+
+    /// A connection handed to this worker (or given back to it): registered with this
+    /// worker's runtime and served.
+    fn take_up(&self, accepted: Accepted) {
+        let Accepted {
+            stream,
+            peer,
+            slot,
+            load,
+        } = accepted;
+        match TcpStream::from_std(stream) {
+            Ok(stream) => self.serve(stream, peer, slot, load),
+            Err(err) => {
+                tracing::warn!(error = %err, peer = %peer, "could not take up a connection")
+            }
+        }
+    }
+
+    /// Serve `stream` on this worker until it closes or the drain closes it.
+    fn serve(&self, stream: TcpStream, peer: SocketAddr, slot: OwnedSemaphorePermit, load: Load) {
+        let shared = self.shared;
+        self.served.inc();
         // Latency matters more than packet count for small request/response exchanges.
         let _ = stream.set_nodelay(true);
-        let open = gate.metrics().connection_opened();
+        let open = shared.gate.metrics().connection_opened();
         let activity = Arc::new(Activity::new());
-        let gate = Arc::clone(gate);
+        let gate = Arc::clone(&shared.gate);
         let peer = Arc::new(Peer::new(
-            addr,
+            peer,
             shared.budget.connection(),
-            Arc::clone(&upstream),
+            Arc::clone(&self.upstream),
         ));
         let limits = shared.limits;
         let service_activity = Arc::clone(&activity);
@@ -235,28 +341,13 @@ async fn serve(
                 service,
             )
             .into_owned();
-        let drain = drain_rx.clone();
+        let drain = self.drain.clone();
         tokio::spawn(async move {
             let close_gracefully = |connection: Pin<&mut _>| {
                 auto::Connection::graceful_shutdown(connection);
             };
             drive(connection, close_gracefully, &activity, limits, drain).await;
-            drop((slot, open));
+            drop((slot, open, load));
         });
-    };
-
-    drop(listener);
-    drop(drain_rx);
-    let linger_end = (Instant::now() + DRAIN_LINGER).min(deadline);
-    while drain_tx.receiver_count() > 0 && Instant::now() < linger_end {
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let open = drain_tx.receiver_count();
-    // No receiver left means no connection to tell; the drain is then already complete.
-    let _ = drain_tx.send(());
-    let drain = match tokio::time::timeout_at(deadline, drain_tx.closed()).await {
-        Ok(()) => Drain::Complete,
-        Err(_) => Drain::Expired,
-    };
-    Drained { drain, open }
 }
