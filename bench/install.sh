@@ -24,9 +24,12 @@ command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
-# oha is built on the system's OpenSSL (below).
-command -v pkg-config >/dev/null || need+=(pkg-config)
-[[ -e /usr/include/openssl/ssl.h ]] || need+=(libssl-dev)
+# oha is built on the system's OpenSSL (below), which its build finds with pkg-config.
+if command -v pkg-config >/dev/null; then
+    pkg-config --exists openssl || need+=(libssl-dev)
+else
+    need+=(pkg-config libssl-dev)
+fi
 if [[ "$what" != oha ]] && ((${#need[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "bench: missing ${need[*]}; run as root or install them" >&2

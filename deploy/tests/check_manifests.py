@@ -662,6 +662,8 @@ def check_secret_template(problems: Problems) -> None:
 
 
 def check_rollback_equals_base(problems: Problems) -> None:
+    """The rollback overlay renders exactly the base but for its phase label: rolling back is
+    redeploying the base."""
     base = render(KUSTOMIZE_DIR / "base")
     rollback = render(KUSTOMIZE_DIR / "overlays" / "rollback")
     for doc in base + rollback:
