@@ -9,6 +9,8 @@
 //! serving the fewest when that is not itself (HAProxy spreads its threads' connections the
 //! same way). The hand-off happens once per connection, never per request: a handed-off
 //! connection is then served start to end on its new worker, with no cross-thread wake-ups.
+//! The balance counts connections, not requests: an idle keep-alive connection weighs as much
+//! as a busy one, and one busy HTTP/2 connection stays one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
