@@ -66,9 +66,8 @@ fi
 # oha: built once, cached in bench/.tools/bin. A failed build is remembered (so each run does
 # not spend minutes retrying) until bench/.tools/oha.failed is removed. Its default TLS (rustls
 # on aws-lc, a C library compiled from source) is the slower build, and the benchmark speaks
-# plain HTTP, so oha links the system's OpenSSL instead: 3 min 45 s against 4 min 50 s, each
-# built alone on the 2-core machine (6.2 against 7.5 min of CPU, which on a new machine the
-# project's own builds would otherwise wait for).
+# plain HTTP, so oha links the system's OpenSSL instead (bench/analysis.md has both build
+# times).
 OHA_VERSION="${OHA_VERSION:-1.14.0}"
 if [[ "$what" != packages && ! -x "$tools/bin/oha" && ! -e "$tools/oha.failed" &&
     "${BENCH_NO_OHA:-0}" != 1 ]]; then
