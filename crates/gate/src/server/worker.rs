@@ -351,3 +351,82 @@ impl Worker<'_> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::config::Raw;
+
+    /// Two workers in front of an upstream that is never reached (every request here fails
+    /// verification).
+    fn two_workers() -> Config {
+        let raw: Raw = Figment::from(Toml::string(
+            r#"
+            interservice_hmac_secret = "secret-a-0123456789abcdefghijklmnopqrstuv"
+            gate_upstream = "http://127.0.0.1:9"
+            gate_workers = 2
+            "#,
+        ))
+        .extract()
+        .expect("known variable names");
+        Config::try_from(raw).expect("valid configuration")
+    }
+
+    /// A connection handed to a worker in the instant its drain begins is served and drained
+    /// like one it accepted itself: whichever of the two the worker sees first (the select picks
+    /// at random between a ready inbox and a ready stop), the request on it is answered and the
+    /// drain completes. Dropped from the inbox instead, the client would read nothing.
+    #[tokio::test]
+    async fn a_connection_handed_over_as_the_drain_begins_is_served_and_drained() {
+        for _ in 0..16 {
+            let (shared, mut inboxes) = Shared::new(two_workers());
+            let inbox = inboxes.pop().expect("worker 1's inbox");
+
+            // The connection worker 0 accepted, with an unsigned request already sent on it.
+            let accepting = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let mut client = TcpStream::connect(accepting.local_addr().expect("addr"))
+                .await
+                .expect("connect");
+            let (stream, peer) = accepting.accept().expect("accept");
+            // As `into_std` leaves a tokio socket.
+            stream.set_nonblocking(true).expect("non-blocking");
+            let unsigned = "POST /tools/call HTTP/1.1\r\nHost: tool-gate\r\n\
+                            Connection: close\r\nContent-Length: 2\r\n\r\n{}";
+            client.write_all(unsigned.as_bytes()).await.expect("send");
+            let slot = Arc::clone(&shared.slots)
+                .try_acquire_owned()
+                .expect("under the cap");
+            let (Placement::Here(load) | Placement::There { load, .. }) = shared.balancer.place(1);
+            let handed = Accepted {
+                stream,
+                peer,
+                slot,
+                load,
+            };
+            shared
+                .balancer
+                .hand_off(1, 0, handed)
+                .expect("worker 1 still takes connections");
+
+            // Worker 1's stop already holds its deadline when it first looks.
+            let (_stop_tx, stop) = watch::channel(Some(Instant::now() + Duration::from_secs(5)));
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let drained = serve(1, listener, inbox, &shared, stop).await;
+
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.expect("read");
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(
+                answer.starts_with("HTTP/1.1 401 "),
+                "served by worker 1: {answer:?}"
+            );
+            assert!(matches!(drained.drain, Drain::Complete), "{drained:?}");
+            let served = shared.gate.metrics().worker_connections(1).get();
+            assert_eq!(served, 1, "counted on the worker that served it");
+        }
+    }
+}
