@@ -11,9 +11,10 @@ usage: bench/ab.py [--rounds N] [--seconds S] [--workers N] [--no-others] NAME=B
   `+redis` runs that binary with the replay store on a Redis the run starts (`sig-gate-redis` of
   `bench/run.py`); Redis's own CPU per request is printed beside the gate's, e.g.
   bench/ab.py --no-others memory=target/release/sig-gate redis=target/release/sig-gate+redis
-Prints, per target, the median req/s, proxy CPU µs per request (and Redis's, for `+redis`) and
+Prints, per target, the median req/s, proxy CPU µs per request (and Redis's, for `+redis`),
 TCP segments sent per request (system-wide `/proc/net/snmp` OutSegs, so load generator and
-upstream included), and each binary's ratio to the first one (per-round ratios, median).
+upstream included), the proxy's context switches per request (preempted, and slept), and each
+binary's ratio to the first one (per-round ratios, median).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def main() -> int:
     results: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
     store_cpu: dict[str, list[float]] = {n: [] for n in names}
     segments: dict[str, list[float]] = {n: [] for n in names}
+    switches: dict[str, list[list[float]]] = {n: [] for n in names}
     per_run = 0
     try:
         lab.start_upstream()
@@ -84,7 +86,7 @@ def main() -> int:
                 batch.used = 0
                 first, count = batch.take(batch.count)
                 run.wrk(cpus, proc.port, 1, batch, first, count // 5)
-                c0, s0 = run.cpu_seconds(pids), out_segments()
+                c0, s0, sw0 = run.cpu_seconds(pids), out_segments(), run.context_switches(pids)
                 r0 = run.cpu_seconds(store_pids)
                 res = run.wrk(cpus, proc.port, args.seconds, batch, first + count // 5,
                               count - count // 5)
@@ -92,6 +94,8 @@ def main() -> int:
                 store = (run.cpu_seconds(store_pids) - r0) * 1e6 / max(res["requests"], 1)
                 store_cpu[name].append(store)
                 segments[name].append((out_segments() - s0) / max(res["requests"], 1))
+                switches[name].append([(b - a) / max(res["requests"], 1)
+                                       for a, b in zip(sw0, run.context_switches(pids))])
                 if res["failed"] or res["wrapped"]:
                     print(f"{name}: {res['failed']} failed, wrapped {res['wrapped']}",
                           file=sys.stderr)
@@ -106,7 +110,7 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     first = list(gates)[0]
     print(f"\n{'target':10s} {'req/s':>9s} {'cpu µs/req':>11s} {'Redis µs/req':>13s}"
-          f" {'segs/req':>9s}   ratio to {first}: req/s, cpu")
+          f" {'segs/req':>9s} {'preempted':>9s} {'slept':>6s}   ratio to {first}: req/s, cpu")
     for name in names:
         rps = statistics.median(x[0] for x in results[name])
         cpu = statistics.median(x[1] for x in results[name])
@@ -114,7 +118,9 @@ def main() -> int:
         rc = statistics.median(a[1] / b[1] for a, b in zip(results[name], results[first]))
         segs = statistics.median(segments[name])
         store = f"{statistics.median(store_cpu[name]):13.1f}" if name in on_redis else " " * 13
-        print(f"{name:10s} {rps:9.0f} {cpu:11.1f} {store} {segs:9.2f}   {rr:.2f}x  {rc:.2f}x")
+        slept, preempted = (statistics.median(x[i] for x in switches[name]) for i in (0, 1))
+        print(f"{name:10s} {rps:9.0f} {cpu:11.1f} {store} {segs:9.2f} {preempted:9.3f}"
+              f" {slept:6.3f}   {rr:.2f}x  {rc:.2f}x")
     return 0
 
 

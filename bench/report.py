@@ -87,6 +87,11 @@ def summarize_block(block: dict) -> dict:
             "upstream_cpu_us": (med([r.get("upstream_cpu_us_per_req") for r in rs])
                                 if t != "direct" else None),
             "peak_rss_mib": med([r["peak_rss_kib"] / 1024 for r in rs]) if t != "direct" else None,
+            # [voluntary, involuntary] per request; absent from results files before them.
+            **{key: ([med([r[key][i] for r in rs]) for i in (0, 1)]
+                     if all(key in r for r in rs) else None)
+               for key in ("switches_per_req", "upstream_switches_per_req",
+                           "gen_switches_per_req")},
             "failed": sum(r["closed"]["failed"] + sum(o["non_2xx"] + o["errors"] for o in r["open"])
                           for r in rs),
             "wrapped": sum(r["closed"]["wrapped"] for r in rs),
@@ -436,6 +441,15 @@ def markdown(data: dict, s: dict) -> str:
             [fmt_us(T[t]["closed_p99"]) for t in TARGETS], rn["closed_p99"], rh["closed_p99"], True)
         row("peak RSS, MiB (VmHWM)", [fmt(T[t]["peak_rss_mib"]) for t in TARGETS],
             rn["peak_rss"], rh["peak_rss"], True)
+        switch_rows = (("switches_per_req", "the proxy's"), ("upstream_switches_per_req",
+                        "the upstream's"), ("gen_switches_per_req", "the load generator's"))
+        for key, whose in switch_rows:
+            if T["sig-gate"][key] is None:
+                continue
+            for i, how in ((1, "preempted (involuntary)"), (0, "slept (voluntary)")):
+                w(f"| {whose} context switches per request, {how}, closed loop | " + " | ".join(
+                    "-" if key == "switches_per_req" and t == "direct" else fmt(T[t][key][i], ".3f")
+                    for t in TARGETS) + " | | |")
         w("| failed or non-2xx requests, all runs | " + " | ".join(
             f"{T[t]['failed']:,}" for t in TARGETS) + " | | |")
         w("")
@@ -564,7 +578,12 @@ def markdown(data: dict, s: dict) -> str:
       f"{st['warmup_secs']} s warm-up then {st['closed_secs']} s measured. CPU per request = "
       "utime + stime of every process of the proxy from `/proc/<pid>/stat` over the measured run, "
       "divided by the requests completed. The load generator's CPU is wrk's own utime + stime "
-      "(from `getrusage` of the finished child), the upstream's from `/proc` as for the proxies.")
+      "(from `getrusage` of the finished child), the upstream's from `/proc` as for the proxies. "
+      "Context switches per request over the same runs: every thread's `voluntary_ctxt_switches` "
+      "(it slept: a proxy waiting in `epoll_wait`) and `nonvoluntary_ctxt_switches` (it was "
+      "preempted) from `/proc/<pid>/task/*/status`, wrk's from the same `getrusage`. Where the "
+      "CPUs are shared, each time one of them wakes another the woken one may preempt whoever "
+      "runs, and both pay for the switch.")
     w("- **Open loop** (latency below the knee): fixed rates of " + "; ".join(
         ", ".join(rate_label(r) for r in B[n]["rates"]) + f" at {workers_label(n)}"
         for n in workers) + " req/s" + (" (" + ", ".join(f"{f:.0%}" for f in st["rate_fractions"])

@@ -167,6 +167,30 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+def context_switches(pids: list[int]) -> tuple[int, int]:
+    """Context switches of these processes' threads so far: voluntary (the thread slept, in
+    `epoll_wait` for a proxy) and involuntary (it was preempted, on these CPUs mostly by a
+    neighbour woken by its own send). A thread that ends between two readings takes its
+    counts with it; the proxies' threads live as long as the process."""
+    voluntary = involuntary = 0
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                lines = (task / "status").read_text().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
+
+
 def status_kib(pids: list[int], key: str) -> int:
     total = 0
     for pid in pids:
@@ -498,13 +522,16 @@ def sign_batch(workdir: Path, count: int, name: str, ed_key: Path | None = None)
     return SignedBatch(out, meta["record_len"], meta["count"])
 
 
-def measured_child(argv: list[str]) -> tuple[str, float]:
-    """Run a load generator to completion: its stdout and the CPU seconds it used (user and
-    system; it is this process's only child running meanwhile)."""
+def measured_child(argv: list[str]) -> tuple[str, dict]:
+    """Run a load generator to completion: its stdout, and the CPU seconds (user and system)
+    and context switches it used (it is this process's only child running meanwhile)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return out, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return out, {
+        "gen_cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "gen_switches": [after.ru_nvcsw - before.ru_nvcsw, after.ru_nivcsw - before.ru_nivcsw],
+    }
 
 
 def wrk(cpus: str, port: int, seconds: float, batch: SignedBatch, first: int, count: int) -> dict:
@@ -512,10 +539,9 @@ def wrk(cpus: str, port: int, seconds: float, batch: SignedBatch, first: int, co
         "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{round(seconds)}s", "--timeout", "5s", "-s", str(LUA),
         f"http://127.0.0.1:{port}/", "--", str(batch.dir), str(batch.record_len), str(first),
         str(count), "1"])
-    out, gen_cpu = measured_child(argv)
+    out, usage = measured_child(argv)
     line = [l for l in out.splitlines() if l.startswith("{")][-1]
-    result = json.loads(line)
-    result["gen_cpu"] = gen_cpu
+    result = json.loads(line) | usage
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     result["failed"] = (result["status_errors"] + result["read_errors"] + result["write_errors"]
                         + result["connect_errors"] + result["timeouts"])
@@ -528,8 +554,8 @@ def open_loop(cpus: str, port: int, rate: float, seconds: float, batch: SignedBa
         str(LOADGEN), "open", "--addr", f"127.0.0.1:{port}", "--requests", str(batch.dir),
         "--record-len", str(batch.record_len), "--first", str(first), "--count", str(count),
         "--rate", str(rate), "--duration", str(seconds), "--connections", str(OPEN_CONNECTIONS)])
-    out, gen_cpu = measured_child(argv)
-    return dict(json.loads(out), gen_cpu=gen_cpu)
+    out, usage = measured_child(argv)
+    return json.loads(out) | usage
 
 
 def oha(cpus: str, port: int, rate: float, seconds: float, workdir: Path) -> dict | None:
@@ -650,12 +676,15 @@ def run_round(lab: Lab, workdir: Path, index: int, rates: list[float], per_run: 
     for _ in range(SLICES):
         for t in order:
             cpu0, up0 = cpu_seconds(pids[t]), cpu_seconds(upstream_pids)
+            sw0, up_sw0 = context_switches(pids[t]), context_switches(upstream_pids)
             store0 = cpu_seconds(redis_pids) if t == REDIS else 0.0
             t0 = time.monotonic()
             r = wrk(cpus, procs[t].port, slice_secs, *take(t, per_sec[t] * slice_secs))
             r["wall"] = time.monotonic() - t0
             r["cpu"] = cpu_seconds(pids[t]) - cpu0
             r["upstream_cpu"] = cpu_seconds(upstream_pids) - up0
+            r["switches"] = [b - a for a, b in zip(sw0, context_switches(pids[t]))]
+            r["upstream_switches"] = [b - a for a, b in zip(up_sw0, context_switches(upstream_pids))]
             r["store_cpu"] = cpu_seconds(redis_pids) - store0 if t == REDIS else 0.0
             slices[t].append(r)
     res["sig-gate"]["replay_entries_added"] = (
@@ -690,6 +719,13 @@ def run_round(lab: Lab, workdir: Path, index: int, rates: list[float], per_run: 
         if t == REDIS:
             # Redis's own CPU, beside the gate's: the store's share of a request.
             res[t]["store_cpu_us_per_req"] = store_cpu * 1e6 / max(requests, 1)
+        # Context switches per request, [voluntary, involuntary], of the proxy, the upstream and
+        # the generator: where the CPUs are shared, each wake-up of one of them can preempt
+        # another, and both sides pay for the switch (bench/analysis.md, "2 workers").
+        for key, field in (("switches", "switches"), ("upstream_switches", "upstream_switches"),
+                           ("gen_switches", "gen_switches")):
+            res[t][f"{key}_per_req"] = [sum(x[field][i] for x in sl) / max(requests, 1)
+                                        for i in (0, 1)]
         res[t]["open"] = []
     for rate in rates:
         for t in order:
