@@ -15,6 +15,10 @@ requests with the replay store on a Redis server the round starts on a free loop
 the gate with a key registry holding one Ed25519 caller key, sent requests signed version 2
 with it (closed loop only: throughput and CPU per request).
 
+Beside each proxy's CPU per request, the closed-loop runs record the load generator's and the
+upstream's, and the context switches per request of all three (slept and preempted): on
+shared CPUs those say how much each costs the others.
+
 Environment:
   BENCH_QUICK=1     smoke run: one short round per worker count (about four minutes here)
   BENCH_ROUNDS=N    interleaved rounds (default 3: with the Redis and Ed25519 targets, each
@@ -722,9 +726,8 @@ def run_round(lab: Lab, workdir: Path, index: int, rates: list[float], per_run: 
         # Context switches per request, [voluntary, involuntary], of the proxy, the upstream and
         # the generator: where the CPUs are shared, each wake-up of one of them can preempt
         # another, and both sides pay for the switch (bench/analysis.md, "2 workers").
-        for key, field in (("switches", "switches"), ("upstream_switches", "upstream_switches"),
-                           ("gen_switches", "gen_switches")):
-            res[t][f"{key}_per_req"] = [sum(x[field][i] for x in sl) / max(requests, 1)
+        for key in ("switches", "upstream_switches", "gen_switches"):
+            res[t][f"{key}_per_req"] = [sum(x[key][i] for x in sl) / max(requests, 1)
                                         for i in (0, 1)]
         res[t]["open"] = []
     for rate in rates:
