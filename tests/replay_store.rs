@@ -236,6 +236,82 @@ async fn a_gate_holds_one_store_connection_per_worker_and_one_for_its_probe() {
     assert_eq!(gate_connections, 3, "{clients}");
 }
 
+/// A worker sends its store commands in batches (one on its way, the rest queued for the
+/// next), so many requests share one pipeline: each must still get its own command's answer.
+/// Requests in flight together on one worker: fresh nonces pass, replays of nonces accepted
+/// before are refused, and of two requests carrying the same new nonce exactly one passes; Redis
+/// ran every command exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sharing_a_batch_each_get_their_own_answer() {
+    let redis = RedisServer::start(&[]).expect("redis-server starts");
+    let upstream = RecordingUpstream::start().await.expect("upstream starts");
+    let url = redis.url();
+    let vars = [
+        (STORE, url.as_str()),
+        (TIMEOUT_MS, EASY_BUDGET_MS),
+        ("GATE_WORKERS", "1"),
+    ];
+    let gate = TestGate::start(&upstream.url(), &vars).await;
+    let accepted: Vec<_> = (0..60).map(|_| signed()).collect();
+    for request in &accepted {
+        assert_eq!(post(&gate, request).await.status, StatusCode::OK);
+    }
+    let sets_before = set_calls(&redis);
+
+    // Interleaved: a fresh request, a replay, and a new nonce sent twice.
+    let twice: Vec<_> = (0..30).map(|_| signed()).collect();
+    let mut requests = Vec::new();
+    for i in 0..60 {
+        requests.push(("fresh", 0, signed()));
+        requests.push(("replay", 0, accepted[i].clone()));
+        if i % 2 == 0 {
+            requests.push(("twice", i / 2, twice[i / 2].clone()));
+            requests.push(("twice", i / 2, twice[i / 2].clone()));
+        }
+    }
+    let addr = gate.addr;
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|(kind, pair, request)| {
+            tokio::spawn(async move {
+                let reply = send(addr, "POST", "/tool", &request.0, request.1).await;
+                (kind, pair, reply)
+            })
+        })
+        .collect();
+    let mut passed_of_pair = [0; 30];
+    for task in tasks {
+        let (kind, pair, reply) = task.await.expect("request task");
+        match kind {
+            "fresh" => assert_eq!(reply.status, StatusCode::OK, "{}", reply.text()),
+            "replay" => assert_replayed(&reply, "a replay sharing a batch"),
+            _ if reply.status == StatusCode::OK => passed_of_pair[pair] += 1,
+            _ => assert_replayed(&reply, "the second of a pair"),
+        }
+    }
+    assert_eq!(passed_of_pair, [1; 30], "one of each pair passed");
+    assert_eq!(upstream.total(), 60 + 60 + 30);
+    assert_eq!(set_calls(&redis) - sets_before, 60 + 60 + 60);
+    for kind in ["timeout", "connection", "reply"] {
+        let series = format!(r#"sig_gate_replay_store_errors_total{{kind="{kind}"}}"#);
+        assert_eq!(gate.metric(&series).await, 0.0, "{series}");
+    }
+}
+
+/// How many `SET` commands `redis` has run.
+fn set_calls(redis: &RedisServer) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]).expect("INFO");
+    let line = stats
+        .lines()
+        .find(|line| line.starts_with("cmdstat_set:"))
+        .unwrap_or_else(|| panic!("no SET counted: {stats}"));
+    let calls = line
+        .split(&[':', ','][..])
+        .find_map(|field| field.strip_prefix("calls="))
+        .expect("calls=");
+    calls.parse().expect("a count")
+}
+
 /// What one request of [`load`] saw.
 struct Sent {
     started: Instant,

@@ -29,6 +29,7 @@
 //! | `replay/memory.rs` | [`NonceCache`]: the nonce's keyed hash, the shards and their shares of the capacity, the entry count |
 //! | `replay/location.rs` | [`StoreLocation`]: `GATE_REPLAY_STORE` parsed, its password never printed |
 //! | `replay/redis.rs` | [`RedisStore`]: `SET NX PX` on one server or a cluster, the time budget, reconnecting, the health probe |
+//! | `replay/redis/lane.rs` | group commit on one worker's connection to a single server: one batch on its way, the next one queued |
 //! | `replay/table.rs` | one shard's open-addressing probe table: slots, lookup and insert, incremental growth and sweeps, the slot prefetch |
 //! | `replay/tests.rs` | the tests: answers against a plain model, every table invariant after every step |
 

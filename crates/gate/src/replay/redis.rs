@@ -14,10 +14,12 @@
 //!   runtime: the requests of one worker pipeline their commands on it instead of taking a
 //!   connection each, and the connection's own task runs on the worker's thread, so a command
 //!   and its answer never hop to another thread. With `GATE_WORKERS=N` that is N connections
-//!   and the probe's. A thread whose operation failed opens a new connection for its next
-//!   one, so once the store is back every thread's next request reaches it; no command is
-//!   retried (the budget is too short for it), and a connection attempt fails at once
-//!   rather than backing off, so a request during an outage waits at most its budget.
+//!   and the probe's. On a single server the worker's commands go out in batches, one on its
+//!   way at a time (group commit, `redis/lane.rs`). A thread whose operation failed opens a
+//!   new connection for its next one, so once the store is back every thread's next request
+//!   reaches it; no command is retried (the budget is too short for it), and a connection
+//!   attempt fails at once rather than backing off, so a request during an outage waits at
+//!   most its budget.
 //! - A probe task sends `PING` every second on a connection of its own, so
 //!   `sig_gate_replay_store_up` and the reconnection follow the store on an idle gate too;
 //!   after three failed probes in a row it replaces every connection of the store (each thread
@@ -46,10 +48,13 @@ use redis::{
     RedisError, Value,
 };
 
+use self::lane::{Answer, Lane};
 use super::location::RedisUrl;
 use super::{Admitted, ReplayError, StoreFailure};
 use crate::metrics::ReplayStoreMetrics;
 use crate::verify::Verified;
+
+mod lane;
 
 /// How often the probe task pings the store.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -58,16 +63,35 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 const REPLACE_AFTER: u32 = 3;
 
 thread_local! {
-    /// This thread's connection to each store it has used (a process runs one gate, but a
-    /// test process many): the store's `Weak`, so an entry of a dropped store is recognised
-    /// and removed, and the generation the connection was opened in.
-    static CONNECTIONS: RefCell<Vec<ThreadConnection>> = const { RefCell::new(Vec::new()) };
+    /// This thread's link to each store it has used (a process runs one gate, but a test
+    /// process many): the store's `Weak`, so an entry of a dropped store is recognised and
+    /// removed, and the generation the link was opened in.
+    static LINKS: RefCell<Vec<ThreadLink>> = const { RefCell::new(Vec::new()) };
 }
 
-struct ThreadConnection {
+struct ThreadLink {
     store: Weak<Shared>,
     generation: u64,
-    connection: Connection,
+    link: Link,
+}
+
+/// How a thread's commands reach the store.
+#[derive(Clone)]
+enum Link {
+    /// A single server: through the thread's [`Lane`], in batches.
+    Single(Arc<Lane>),
+    /// A cluster: each command on its own, routed by its key's slot.
+    Cluster(ClusterConnection),
+}
+
+impl Link {
+    fn open(url: &RedisUrl, budget: Duration) -> Link {
+        if url.cluster {
+            Link::Cluster(open_cluster(url, budget))
+        } else {
+            Link::Single(Arc::new(Lane::new(open_single(url, budget))))
+        }
+    }
 }
 
 /// The shared store: the connection, the key layout and the window, the series it counts into.
@@ -140,7 +164,7 @@ impl RedisStore {
         &self,
         verified: Verified<'_>,
     ) -> Pin<Box<dyn Future<Output = Result<Admitted, ReplayError>> + Send + '_>> {
-        let shared = &*self.shared;
+        let shared = &self.shared;
         let nonce = verified.nonce().as_bytes();
         let mut key = Vec::with_capacity(shared.key_prefix.len() + nonce.len());
         key.extend_from_slice(&shared.key_prefix);
@@ -149,14 +173,20 @@ impl RedisStore {
         let mut command = redis::cmd("SET");
         command.arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms);
         let admitted = Admitted::new(&verified);
-        let connection = thread_connection(&self.shared);
+        let link = thread_link(shared);
         Box::pin(async move {
             let started = Instant::now();
-            let answer = shared.run(connection, &command).await;
+            let answer = match link {
+                Link::Single(lane) => shared.queue(&lane, command).await,
+                Link::Cluster(cluster) => {
+                    let answer = shared.run(Connection::Cluster(cluster), &command).await;
+                    if answer.is_err() {
+                        forget_thread_link(shared);
+                    }
+                    answer
+                }
+            };
             shared.metrics.operation(started.elapsed().as_secs_f64());
-            if answer.is_err() {
-                forget_thread_connection(shared);
-            }
             match answer {
                 Ok(Value::Okay) => Ok(admitted),
                 Ok(Value::Nil) => Err(ReplayError::Replayed),
@@ -183,6 +213,31 @@ impl Shared {
             Ok(Err(err)) => {
                 let kind = failure_kind(&err);
                 self.failed(kind, &err.to_string());
+                Err(kind)
+            }
+            Err(_elapsed) => {
+                let kind = StoreFailure::Timeout;
+                let budget_ms = self.budget.as_millis();
+                self.failed(kind, &format!("no answer within {budget_ms} ms"));
+                Err(kind)
+            }
+        }
+    }
+
+    /// Queue `command` on `lane` for its next batch and wait for the reply under the budget.
+    /// A failed batch has marked the store down already; this counts the failure against the
+    /// request.
+    async fn queue(self: &Arc<Shared>, lane: &Arc<Lane>, command: Cmd) -> Answer {
+        let reply = lane.submit(self, command);
+        match tokio::time::timeout(self.budget, reply).await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(kind))) => {
+                self.metrics.failed(kind);
+                Err(kind)
+            }
+            Ok(Err(_dropped)) => {
+                let kind = StoreFailure::Connection;
+                self.failed(kind, "the batch carrying the command was dropped");
                 Err(kind)
             }
             Err(_elapsed) => {
@@ -226,38 +281,38 @@ impl Shared {
     }
 }
 
-/// This thread's connection to `store` (a cheap clone of it), opened here, on this thread's
-/// runtime, when the thread has none of the store's current generation.
-fn thread_connection(store: &Arc<Shared>) -> Connection {
+/// This thread's link to `store` (a cheap clone of it), opened here, on this thread's runtime,
+/// when the thread has none of the store's current generation.
+fn thread_link(store: &Arc<Shared>) -> Link {
     let generation = store.generation.load(Ordering::Relaxed);
-    CONNECTIONS.with_borrow_mut(|connections| {
-        if let Some(entry) = connections
+    LINKS.with_borrow_mut(|links| {
+        if let Some(entry) = links
             .iter_mut()
             .find(|entry| std::ptr::eq(entry.store.as_ptr(), Arc::as_ptr(store)))
         {
             if entry.generation != generation {
                 entry.generation = generation;
-                entry.connection = Connection::open(&store.url, store.budget);
+                entry.link = Link::open(&store.url, store.budget);
             }
-            return entry.connection.clone();
+            return entry.link.clone();
         }
-        connections.retain(|entry| entry.store.strong_count() > 0);
-        let connection = Connection::open(&store.url, store.budget);
-        connections.push(ThreadConnection {
+        links.retain(|entry| entry.store.strong_count() > 0);
+        let link = Link::open(&store.url, store.budget);
+        links.push(ThreadLink {
             store: Arc::downgrade(store),
             generation,
-            connection: connection.clone(),
+            link: link.clone(),
         });
-        connection
+        link
     })
 }
 
-/// Drop this thread's connection to `store`, so that its next operation opens a new one
-/// rather than waiting on a connection that failed (or on the client library's attempt to
-/// reconnect it, made while the store may still have been down).
-fn forget_thread_connection(store: &Shared) {
-    CONNECTIONS.with_borrow_mut(|connections| {
-        connections.retain(|entry| !std::ptr::eq(entry.store.as_ptr(), store));
+/// Drop this thread's link to `store`, so that its next operation opens a new connection
+/// rather than waiting on one that failed (or on the client library's attempt to reconnect
+/// it, made while the store may still have been down). A lane replaces its connection itself.
+fn forget_thread_link(store: &Shared) {
+    LINKS.with_borrow_mut(|links| {
+        links.retain(|entry| !std::ptr::eq(entry.store.as_ptr(), store));
     });
 }
 
@@ -320,63 +375,10 @@ enum Connection {
 impl Connection {
     /// A connection that connects on first use, each attempt bounded by `budget`.
     fn open(url: &RedisUrl, budget: Duration) -> Connection {
-        let tcp = TcpSettings::default()
-            .set_nodelay(true)
-            .set_keepalive(
-                socket2::TcpKeepalive::new()
-                    .with_time(Duration::from_secs(10))
-                    .with_interval(Duration::from_secs(2))
-                    .with_retries(3),
-            )
-            .set_user_timeout(Duration::from_secs(10));
-        let mut settings = RedisConnectionInfo::default()
-            .set_db(i64::from(url.db))
-            .set_skip_set_lib_name();
-        if let Some(password) = &url.password {
-            settings = settings.set_password(password.expose());
-        }
-        if let Some(username) = &url.username {
-            settings = settings.set_username(username);
-        }
-        let infos = url.nodes.iter().map(|node| {
-            ConnectionAddr::Tcp(node.host.clone(), node.port)
-                .into_connection_info()
-                .expect("a TCP address is always connection info")
-                .set_tcp_settings(tcp.clone())
-                .set_redis_settings(settings.clone())
-        });
         if url.cluster {
-            let mut builder = ClusterClientBuilder::new(infos.collect::<Vec<ConnectionInfo>>())
-                .connection_timeout(budget)
-                .response_timeout(budget)
-                .tcp_settings(tcp);
-            if let Some(password) = &url.password {
-                builder = builder.password(password.expose());
-            }
-            if let Some(username) = &url.username {
-                builder = builder.username(username);
-            }
-            // The URL was checked when the configuration was read: at least one node, every
-            // node with the same credentials and database 0.
-            let client = builder
-                .build()
-                .expect("a checked cluster URL builds a client");
-            let config = ClusterConfig::new()
-                .set_connection_timeout(budget)
-                .set_response_timeout(budget);
-            Connection::Cluster(client.get_pending_async_connection_with_config(config))
+            Connection::Cluster(open_cluster(url, budget))
         } else {
-            let info = infos.into_iter().next().expect("redis:// names one node");
-            let client = redis::Client::open(info).expect("connection info opens a client");
-            // The library's own response timeout (500 ms by default) follows the budget, so a
-            // budget above it is honoured; the budget bounds each operation in any case.
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(budget))
-                .set_response_timeout(Some(budget))
-                .set_number_of_retries(0);
-            let manager = ConnectionManager::new_lazy_with_config(client, config)
-                .expect("a manager without push settings builds");
-            Connection::Single(manager)
+            Connection::Single(open_single(url, budget))
         }
     }
 
@@ -386,6 +388,81 @@ impl Connection {
             Connection::Cluster(cluster) => cluster.req_packed_command(command),
         }
     }
+}
+
+/// How the gate reaches each node: TCP settings and login.
+fn node_infos(url: &RedisUrl) -> (Vec<ConnectionInfo>, TcpSettings) {
+    let tcp = TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(
+            socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(10))
+                .with_interval(Duration::from_secs(2))
+                .with_retries(3),
+        )
+        .set_user_timeout(Duration::from_secs(10));
+    let mut settings = RedisConnectionInfo::default()
+        .set_db(i64::from(url.db))
+        .set_skip_set_lib_name();
+    if let Some(password) = &url.password {
+        settings = settings.set_password(password.expose());
+    }
+    if let Some(username) = &url.username {
+        settings = settings.set_username(username);
+    }
+    let infos = url
+        .nodes
+        .iter()
+        .map(|node| {
+            ConnectionAddr::Tcp(node.host.clone(), node.port)
+                .into_connection_info()
+                .expect("a TCP address is always connection info")
+                .set_tcp_settings(tcp.clone())
+                .set_redis_settings(settings.clone())
+        })
+        .collect();
+    (infos, tcp)
+}
+
+/// A connection to the server of a `redis://` URL that connects on first use, each attempt
+/// bounded by `budget`.
+fn open_single(url: &RedisUrl, budget: Duration) -> ConnectionManager {
+    let (infos, _) = node_infos(url);
+    let info = infos.into_iter().next().expect("redis:// names one node");
+    let client = redis::Client::open(info).expect("connection info opens a client");
+    // The library's own response timeout (500 ms by default) follows the budget, so a budget
+    // above it is honoured; the budget bounds each operation in any case.
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(budget))
+        .set_response_timeout(Some(budget))
+        .set_number_of_retries(0);
+    ConnectionManager::new_lazy_with_config(client, config)
+        .expect("a manager without push settings builds")
+}
+
+/// A connection to the cluster of a `redis-cluster://` URL (one to each node) that connects on
+/// first use, each attempt bounded by `budget`.
+fn open_cluster(url: &RedisUrl, budget: Duration) -> ClusterConnection {
+    let (infos, tcp) = node_infos(url);
+    let mut builder = ClusterClientBuilder::new(infos)
+        .connection_timeout(budget)
+        .response_timeout(budget)
+        .tcp_settings(tcp);
+    if let Some(password) = &url.password {
+        builder = builder.password(password.expose());
+    }
+    if let Some(username) = &url.username {
+        builder = builder.username(username);
+    }
+    // The URL was checked when the configuration was read: at least one node, every node with
+    // the same credentials and database 0.
+    let client = builder
+        .build()
+        .expect("a checked cluster URL builds a client");
+    let config = ClusterConfig::new()
+        .set_connection_timeout(budget)
+        .set_response_timeout(budget);
+    client.get_pending_async_connection_with_config(config)
 }
 
 /// The `kind` a client error counts under.
