@@ -197,20 +197,27 @@ async fn the_memory_store_is_always_up_and_labelled() {
     }));
 }
 
-/// Each worker keeps one connection to the store, opened at its first request, and the probe
-/// one more: `GATE_WORKERS` + 1 in all, however many requests and connections the gate serves
-/// (docs/operations.md sizes Redis's `maxclients` by it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gate_holds_one_store_connection_per_worker_and_one_for_its_probe() {
+/// A Redis, an upstream, and a gate with `workers` workers in front of it keeping its nonces in
+/// that Redis, with a budget that a healthy Redis always meets.
+async fn gate_on_redis(workers: &str) -> (RedisServer, RecordingUpstream, TestGate) {
     let redis = RedisServer::start(&[]).expect("redis-server starts");
     let upstream = RecordingUpstream::start().await.expect("upstream starts");
     let url = redis.url();
     let vars = [
         (STORE, url.as_str()),
         (TIMEOUT_MS, EASY_BUDGET_MS),
-        ("GATE_WORKERS", "2"),
+        ("GATE_WORKERS", workers),
     ];
     let gate = TestGate::start(&upstream.url(), &vars).await;
+    (redis, upstream, gate)
+}
+
+/// Each worker keeps one connection to the store, opened at its first request, and the probe
+/// one more: `GATE_WORKERS` + 1 in all, however many requests and connections the gate serves
+/// (docs/operations.md sizes Redis's `maxclients` by it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_holds_one_store_connection_per_worker_and_one_for_its_probe() {
+    let (redis, _upstream, gate) = gate_on_redis("2").await;
     // Every request is a new client connection; the kernel spreads them over the two workers.
     for sent in 0.. {
         let metrics = gate.metrics().await;
@@ -243,15 +250,7 @@ async fn a_gate_holds_one_store_connection_per_worker_and_one_for_its_probe() {
 /// ran every command exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_sharing_a_batch_each_get_their_own_answer() {
-    let redis = RedisServer::start(&[]).expect("redis-server starts");
-    let upstream = RecordingUpstream::start().await.expect("upstream starts");
-    let url = redis.url();
-    let vars = [
-        (STORE, url.as_str()),
-        (TIMEOUT_MS, EASY_BUDGET_MS),
-        ("GATE_WORKERS", "1"),
-    ];
-    let gate = TestGate::start(&upstream.url(), &vars).await;
+    let (redis, upstream, gate) = gate_on_redis("1").await;
     let accepted: Vec<_> = (0..60).map(|_| signed()).collect();
     for request in &accepted {
         assert_eq!(post(&gate, request).await.status, StatusCode::OK);

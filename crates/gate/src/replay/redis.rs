@@ -86,10 +86,9 @@ enum Link {
 
 impl Link {
     fn open(url: &RedisUrl, budget: Duration) -> Link {
-        if url.cluster {
-            Link::Cluster(open_cluster(url, budget))
-        } else {
-            Link::Single(Arc::new(Lane::new(open_single(url, budget))))
+        match Connection::open(url, budget) {
+            Connection::Single(manager) => Link::Single(Arc::new(Lane::new(manager))),
+            Connection::Cluster(cluster) => Link::Cluster(cluster),
         }
     }
 }
