@@ -3,10 +3,10 @@
 //! meanwhile wait and go together in the next batch, in one write.
 //!
 //! Why: on a busy worker the library's own pipelining sends each event-loop turn's commands in
-//! one write, about three a write under the benchmark's load; waiting for the batch on its way
-//! sends several times that, and each write and read saved on the gate's socket is CPU the
-//! worker spends on requests instead (bench/analysis.md, "Redis"). A request that arrives while
-//! a batch is on its way waits up to one more round trip, inside its budget.
+//! one write, one to three a write under the benchmark's load; waiting for the batch on its way
+//! sends about five, and each write and read saved on the gate's socket is CPU the worker
+//! spends on requests instead (bench/analysis.md, "Group commit, kept"). A request that arrives
+//! while a batch is on its way waits up to one more round trip, inside its budget.
 //!
 //! What it keeps of the store's promises:
 //! - Every request still waits at most its budget: the caller's own timeout covers the wait
