@@ -214,12 +214,7 @@ impl Shared {
                 self.failed(kind, &err.to_string());
                 Err(kind)
             }
-            Err(_elapsed) => {
-                let kind = StoreFailure::Timeout;
-                let budget_ms = self.budget.as_millis();
-                self.failed(kind, &format!("no answer within {budget_ms} ms"));
-                Err(kind)
-            }
+            Err(_elapsed) => Err(self.timed_out()),
         }
     }
 
@@ -239,13 +234,16 @@ impl Shared {
                 self.failed(kind, "the batch carrying the command was dropped");
                 Err(kind)
             }
-            Err(_elapsed) => {
-                let kind = StoreFailure::Timeout;
-                let budget_ms = self.budget.as_millis();
-                self.failed(kind, &format!("no answer within {budget_ms} ms"));
-                Err(kind)
-            }
+            Err(_elapsed) => Err(self.timed_out()),
         }
+    }
+
+    /// Count and log an operation the budget cut short.
+    fn timed_out(&self) -> StoreFailure {
+        let kind = StoreFailure::Timeout;
+        let budget_ms = self.budget.as_millis();
+        self.failed(kind, &format!("no answer within {budget_ms} ms"));
+        kind
     }
 
     /// Have every thread replace its connection at its next operation (see the module
