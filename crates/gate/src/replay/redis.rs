@@ -177,13 +177,7 @@ impl RedisStore {
             let started = Instant::now();
             let answer = match link {
                 Link::Single(lane) => shared.queue(&lane, command).await,
-                Link::Cluster(cluster) => {
-                    let answer = shared.run(Connection::Cluster(cluster), &command).await;
-                    if answer.is_err() {
-                        forget_thread_link(shared);
-                    }
-                    answer
-                }
+                Link::Cluster(cluster) => shared.send_to_cluster(cluster, &command).await,
             };
             shared.metrics.operation(started.elapsed().as_secs_f64());
             match answer {
@@ -201,21 +195,25 @@ impl RedisStore {
 }
 
 impl Shared {
-    /// Send `command` under the budget. An answer marks the store up; a failure is counted,
-    /// marks it down and is logged when that changes its state.
-    async fn run(&self, mut connection: Connection, command: &Cmd) -> Result<Value, StoreFailure> {
-        match tokio::time::timeout(self.budget, connection.req_packed_command(command)).await {
-            Ok(Ok(value)) => {
-                self.set_up(true, None);
-                Ok(value)
-            }
-            Ok(Err(err)) => {
-                let kind = failure_kind(&err);
-                self.failed(kind, &err.to_string());
-                Err(kind)
-            }
-            Err(_elapsed) => Err(self.timed_out()),
-        }
+    /// Send `command` to the cluster on its own under the budget. An answer marks the store
+    /// up; a failure is counted, marks it down (logged when that changes its state) and drops
+    /// this thread's link, so that its next operation opens a new one.
+    async fn send_to_cluster(&self, mut cluster: ClusterConnection, command: &Cmd) -> Answer {
+        let kind =
+            match tokio::time::timeout(self.budget, cluster.req_packed_command(command)).await {
+                Ok(Ok(value)) => {
+                    self.set_up(true, None);
+                    return Ok(value);
+                }
+                Ok(Err(err)) => {
+                    let kind = failure_kind(&err);
+                    self.failed(kind, &err.to_string());
+                    kind
+                }
+                Err(_elapsed) => self.timed_out(),
+            };
+        forget_thread_link(self);
+        Err(kind)
     }
 
     /// Queue `command` on `lane` for its next batch and wait for the reply under the budget.
@@ -241,9 +239,13 @@ impl Shared {
     /// Count and log an operation the budget cut short.
     fn timed_out(&self) -> StoreFailure {
         let kind = StoreFailure::Timeout;
-        let budget_ms = self.budget.as_millis();
-        self.failed(kind, &format!("no answer within {budget_ms} ms"));
+        self.failed(kind, &self.no_answer());
         kind
+    }
+
+    /// What the log says of an operation the budget cut short.
+    fn no_answer(&self) -> String {
+        format!("no answer within {} ms", self.budget.as_millis())
     }
 
     /// Have every thread replace its connection at its next operation (see the module
@@ -306,7 +308,8 @@ fn thread_link(store: &Arc<Shared>) -> Link {
 
 /// Drop this thread's link to `store`, so that its next operation opens a new connection
 /// rather than waiting on one that failed (or on the client library's attempt to reconnect
-/// it, made while the store may still have been down). A lane replaces its connection itself.
+/// it, made while the store may still have been down). Only a cluster link is dropped so: a
+/// lane replaces its connection itself.
 fn forget_thread_link(store: &Shared) {
     LINKS.with_borrow_mut(|links| {
         links.retain(|entry| !std::ptr::eq(entry.store.as_ptr(), store));

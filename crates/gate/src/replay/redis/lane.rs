@@ -135,10 +135,7 @@ async fn send_batches(lane: Arc<Lane>, shared: Arc<Shared>, mut connection: Conn
                     format!("{} replies to a pipeline of {count}", values.len()),
                 )),
                 Ok(Err(err)) => Some((super::failure_kind(&err), err.to_string())),
-                Err(_elapsed) => Some((
-                    StoreFailure::Timeout,
-                    format!("no answer within {} ms", shared.budget.as_millis()),
-                )),
+                Err(_elapsed) => Some((StoreFailure::Timeout, shared.no_answer())),
             };
             if let Some((kind, detail)) = failure {
                 shared.set_up(false, Some((kind, &detail)));
