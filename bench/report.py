@@ -62,6 +62,27 @@ def blocks_of(data: dict) -> dict[int, dict]:
                 "calibration": data.get("calibration", {})}}
 
 
+def cpus_busy(rs: list[dict]) -> dict[str, float] | None:
+    """How busy each CPU was in one target's closed-loop runs, the median over the rounds;
+    None for results files from before it was recorded."""
+    if not all("cpus_busy" in r for r in rs):
+        return None
+    return {cpu: med([r["cpus_busy"][cpu] for r in rs]) for cpu in rs[0]["cpus_busy"]}
+
+
+def fmt_busy(busy: dict[str, float] | None) -> str:
+    return " / ".join(f"{v:.2f}" for v in busy.values()) if busy else "-"
+
+
+def busy_label(B: dict) -> str:
+    """"CPU 0 / CPU 1" for the CPUs `fmt_busy` lists, as the results name them."""
+    for b in B.values():
+        for e in b["targets"].values():
+            if e.get("cpus_busy"):
+                return " / ".join(f"CPU {cpu}" for cpu in e["cpus_busy"])
+    return "each CPU"
+
+
 def summarize_block(block: dict) -> dict:
     """Targets and ratios at one worker count."""
     rounds = block["round_results"]
@@ -86,6 +107,7 @@ def summarize_block(block: dict) -> dict:
             "gen_cpu_util": med([r.get("gen_cpu_util") for r in rs]),
             "upstream_cpu_us": (med([r.get("upstream_cpu_us_per_req") for r in rs])
                                 if t != "direct" else None),
+            "cpus_busy": cpus_busy(rs),
             "peak_rss_mib": med([r["peak_rss_kib"] / 1024 for r in rs]) if t != "direct" else None,
             # [voluntary, involuntary] per request; absent from results files before them.
             **{key: ([med([r[key][i] for r in rs]) for i in (0, 1)]
@@ -157,6 +179,7 @@ def summarize_block(block: dict) -> dict:
             "cpu_us_best": min(x for r in rs for x in r["closed"]["slices_cpu_us"]),
             "store_cpu_us": med([r.get("store_cpu_us_per_req") for r in rs]),
             "gen_cpu_util": med([r.get("gen_cpu_util") for r in rs]),
+            "cpus_busy": cpus_busy(rs),
             "closed_p99": med([r["closed"]["lat_p99_us"] for r in rs]),
             "peak_rss_mib": med([r["peak_rss_kib"] / 1024 for r in rs]),
             "failed": sum(r["closed"]["failed"] + sum(o["non_2xx"] + o["errors"] for o in r["open"])
@@ -355,7 +378,9 @@ def markdown(data: dict, s: dict) -> str:
       "signed bytes. Each figure is the median over the rounds. Ratios are sig-gate's figure "
       "divided by the other proxy's, computed within each round and then the median taken; ✗ "
       "marks a ratio where sig-gate is behind. The load generator's own CPU is in the table: "
-      "wrk runs one thread, so near 1.00 CPUs it, not the proxy, is the limit.\n")
+      "wrk runs one thread, so near 1.00 CPUs it, not the proxy, is the limit. So is the busy "
+      "time of each CPU: in a closed loop the CPU near 1.00 holds the throughput, whichever "
+      "process on it spends the time.\n")
     w("| | workers | direct (no proxy) | nginx | HAProxy | sig-gate | sig-gate ÷ nginx | "
       "sig-gate ÷ HAProxy |")
     w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -378,6 +403,8 @@ def markdown(data: dict, s: dict) -> str:
     scaled("load generator (wrk) CPU per request, µs", lambda e, b: fmt(e["gen_cpu_us"]))
     scaled("load generator (wrk) CPU use, CPUs", lambda e, b: fmt(e["gen_cpu_util"], ".2f"))
     scaled("upstream CPU per request, µs", lambda e, b: fmt(e["upstream_cpu_us"]))
+    scaled(f"busy time of {busy_label(B)}, whoever runs there (closed loop)",
+           lambda e, b: fmt_busy(e["cpus_busy"]))
     mid_of = lambda b: len(b["rates"]) // 2  # noqa: E731
     scaled(f"p99 latency at {st['rate_fractions'][len(st['rate_fractions']) // 2]:.0%} of the "
            "slowest proxy's maximum (open loop)",
@@ -627,17 +654,18 @@ def variants_section(w, B: dict, workers: list[int]) -> None:
     rates_of = {n: B[n]["rates"] for n in workers}
     nrates = max(len(r) for r in rates_of.values())
     w("| | workers | max throughput, req/s | ÷ memory | gate CPU per request, µs | ÷ memory | "
-      "Redis CPU per request, µs | " + " | ".join(f"p99 at rate {i + 1} (open loop)"
-                                                   for i in range(nrates))
+      f"Redis CPU per request, µs | busy time of {busy_label(B)} | "
+      + " | ".join(f"p99 at rate {i + 1} (open loop)" for i in range(nrates))
       + " | failed or non-2xx |")
-    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in range(nrates))
-      + " | ---: |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+      + " | ".join("---:" for _ in range(nrates)) + " | ---: |")
     for name in ("sig-gate",) + VARIANTS:
         for i, n in enumerate(workers):
             b = B[n]
             if name == "sig-gate":
                 e = b["targets"]["sig-gate"]
-                cells = [f"{e['rps']:,.0f}", "", fmt(e["cpu_us"]), "", "-"]
+                cells = [f"{e['rps']:,.0f}", "", fmt(e["cpu_us"]), "", "-",
+                         fmt_busy(e["cpus_busy"])]
                 p99s = [f"{fmt_us(o['p99'])} at {rate_label(o['rate'])}/s" for o in e["open"]]
                 failed = e["failed"]
                 label = "memory store, HMAC v1"
@@ -646,7 +674,8 @@ def variants_section(w, B: dict, workers: list[int]) -> None:
                 if not e:
                     continue
                 cells = [f"{e['rps']:,.0f}", ratio_cell(e["rps_ratio"], False), fmt(e["cpu_us"]),
-                         ratio_cell(e["cpu_ratio"], True), fmt(e["store_cpu_us"])]
+                         ratio_cell(e["cpu_ratio"], True), fmt(e["store_cpu_us"]),
+                         fmt_busy(e["cpus_busy"])]
                 p99s = [f"{fmt_us(o['p99'])} ({ratio_cell(r, True)})"
                         for o, r in zip(e["open"], e["open_p99_ratio"])]
                 failed = e["failed"]

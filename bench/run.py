@@ -113,6 +113,11 @@ class Layout:
     def shared(self) -> bool:
         return self.proxy_cpus == self.client_cpus
 
+    @property
+    def cpus(self) -> list[int]:
+        """Every CPU this layout runs on, proxies' and clients'."""
+        return sorted({int(c) for c in f"{self.proxy_cpus},{self.client_cpus}".split(",")})
+
 
 def layout(workers: int) -> Layout:
     cpus = sorted(os.sched_getaffinity(0))
@@ -169,6 +174,19 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
     return total / CLK_TCK
+
+
+def cpu_jiffies(cpus: list[int]) -> list[tuple[int, int]]:
+    """(busy, total) clock ticks of each of these CPUs so far, from `/proc/stat`; idle and
+    iowait are the not-busy part, interrupts and softirqs count as busy (loopback TCP is
+    largely softirq work)."""
+    times = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            ticks = [int(f) for f in fields[:8]]  # guest time is inside user time already
+            times[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))
+    return [times[c] for c in cpus]
 
 
 def context_switches(pids: list[int]) -> tuple[int, int]:
@@ -682,6 +700,7 @@ def run_round(lab: Lab, workdir: Path, index: int, rates: list[float], per_run: 
             cpu0, up0 = cpu_seconds(pids[t]), cpu_seconds(upstream_pids)
             sw0, up_sw0 = context_switches(pids[t]), context_switches(upstream_pids)
             store0 = cpu_seconds(redis_pids) if t == REDIS else 0.0
+            jiffies0 = cpu_jiffies(lab.layout.cpus)
             t0 = time.monotonic()
             r = wrk(cpus, procs[t].port, slice_secs, *take(t, per_sec[t] * slice_secs))
             r["wall"] = time.monotonic() - t0
@@ -690,6 +709,8 @@ def run_round(lab: Lab, workdir: Path, index: int, rates: list[float], per_run: 
             r["switches"] = [b - a for a, b in zip(sw0, context_switches(pids[t]))]
             r["upstream_switches"] = [b - a for a, b in zip(up_sw0, context_switches(upstream_pids))]
             r["store_cpu"] = cpu_seconds(redis_pids) - store0 if t == REDIS else 0.0
+            r["cpu_jiffies"] = [(busy - busy0, total - total0) for (busy0, total0), (busy, total)
+                                in zip(jiffies0, cpu_jiffies(lab.layout.cpus))]
             slices[t].append(r)
     res["sig-gate"]["replay_entries_added"] = (
         metric(gate.admin_port, "sig_gate_nonce_cache_entries") - entries0)
@@ -720,6 +741,12 @@ def run_round(lab: Lab, workdir: Path, index: int, rates: list[float], per_run: 
         res[t]["gen_cpu_us_per_req"] = gen_cpu * 1e6 / max(requests, 1)
         res[t]["gen_cpu_util"] = gen_cpu / wall
         res[t]["upstream_cpu_us_per_req"] = upstream_cpu * 1e6 / max(requests, 1)
+        # How busy each CPU was, whoever ran on it: a CPU near 1.00 is where the closed loop is
+        # held, which tells the proxy's limit from its neighbours' (bench/analysis.md).
+        res[t]["cpus_busy"] = {
+            str(cpu): sum(x["cpu_jiffies"][i][0] for x in sl)
+            / max(sum(x["cpu_jiffies"][i][1] for x in sl), 1)
+            for i, cpu in enumerate(lab.layout.cpus)}
         if t == REDIS:
             # Redis's own CPU, beside the gate's: the store's share of a request.
             res[t]["store_cpu_us_per_req"] = store_cpu * 1e6 / max(requests, 1)
