@@ -177,9 +177,10 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def cpu_jiffies(cpus: list[int]) -> list[tuple[int, int]]:
-    """(busy, total) clock ticks of each of these CPUs so far, from `/proc/stat`; idle and
-    iowait are the not-busy part, interrupts and softirqs count as busy (loopback TCP is
-    largely softirq work)."""
+    """(busy, total) clock ticks of each of these CPUs so far, from `/proc/stat`. Idle and
+    iowait are the not-busy part. Interrupts and softirqs count as busy (loopback TCP is largely
+    softirq work), and so does steal (the hypervisor running another machine): either way the
+    CPU was not free for the benchmark's processes."""
     times = {}
     for line in Path("/proc/stat").read_text().splitlines():
         name, *fields = line.split()
