@@ -13,7 +13,8 @@ usage: bench/ab.py [--rounds N] [--seconds S] [--workers N] [--no-others] NAME=B
   bench/ab.py --no-others memory=target/release/sig-gate redis=target/release/sig-gate+redis
 Prints, per target, the median req/s, proxy CPU µs per request (and Redis's, for `+redis`),
 TCP segments sent per request (system-wide `/proc/net/snmp` OutSegs, so load generator and
-upstream included), the proxy's context switches per request (preempted, and slept), and each
+upstream included), the proxy's context switches per request (preempted, and slept), how busy
+each CPU was (`/proc/stat`, whoever ran there: the CPU near 1.00 holds the closed loop), and each
 binary's ratio to the first one (per-round ratios, median).
 """
 
@@ -68,6 +69,7 @@ def main() -> int:
     store_cpu: dict[str, list[float]] = {n: [] for n in names}
     segments: dict[str, list[float]] = {n: [] for n in names}
     switches: dict[str, list[list[float]]] = {n: [] for n in names}
+    busy: dict[str, list[list[float]]] = {n: [] for n in names}
     per_run = 0
     try:
         lab.start_upstream()
@@ -88,6 +90,7 @@ def main() -> int:
                 run.wrk(cpus, proc.port, 1, batch, first, count // 5)
                 c0, s0, sw0 = run.cpu_seconds(pids), out_segments(), run.context_switches(pids)
                 r0 = run.cpu_seconds(store_pids)
+                j0 = run.cpu_jiffies(lab.layout.cpus)
                 res = run.wrk(cpus, proc.port, args.seconds, batch, first + count // 5,
                               count - count // 5)
                 cpu = (run.cpu_seconds(pids) - c0) * 1e6 / max(res["requests"], 1)
@@ -96,6 +99,8 @@ def main() -> int:
                 segments[name].append((out_segments() - s0) / max(res["requests"], 1))
                 switches[name].append([(b - a) / max(res["requests"], 1)
                                        for a, b in zip(sw0, run.context_switches(pids))])
+                busy[name].append([(b1 - b0) / max(t1 - t0, 1) for (b0, t0), (b1, t1)
+                                   in zip(j0, run.cpu_jiffies(lab.layout.cpus))])
                 if res["failed"] or res["wrapped"]:
                     print(f"{name}: {res['failed']} failed, wrapped {res['wrapped']}",
                           file=sys.stderr)
@@ -110,7 +115,8 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     first = list(gates)[0]
     print(f"\n{'target':10s} {'req/s':>9s} {'cpu µs/req':>11s} {'Redis µs/req':>13s}"
-          f" {'segs/req':>9s} {'preempted':>9s} {'slept':>6s}   ratio to {first}: req/s, cpu")
+          f" {'segs/req':>9s} {'preempted':>9s} {'slept':>6s}"
+          f" {'busy ' + '/'.join(map(str, lab.layout.cpus)):>10s}   ratio to {first}: req/s, cpu")
     for name in names:
         rps = statistics.median(x[0] for x in results[name])
         cpu = statistics.median(x[1] for x in results[name])
@@ -119,8 +125,10 @@ def main() -> int:
         segs = statistics.median(segments[name])
         store = f"{statistics.median(store_cpu[name]):13.1f}" if name in on_redis else " " * 13
         slept, preempted = (statistics.median(x[i] for x in switches[name]) for i in (0, 1))
+        cpus_busy = "/".join(f"{statistics.median(x[i] for x in busy[name]):.2f}"
+                             for i in range(len(lab.layout.cpus)))
         print(f"{name:10s} {rps:9.0f} {cpu:11.1f} {store} {segs:9.2f} {preempted:9.3f}"
-              f" {slept:6.3f}   {rr:.2f}x  {rc:.2f}x")
+              f" {slept:6.3f} {cpus_busy:>10s}   {rr:.2f}x  {rc:.2f}x")
     return 0
 
 
