@@ -16,9 +16,10 @@ criterion=()
 if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
     criterion=(--warm-up-time 1 --measurement-time 2)
 fi
-# Every build first, then the measurements. oha (optional, built once into bench/.tools)
-# compiles in the background beside the project's own builds, so that on a new machine they
-# share the two cores instead of taking turns; nothing is measured until all of them are done.
+# Every build first, then the measurements. oha (optional: with BENCH_OHA=1, built once into
+# bench/.tools) compiles in the background beside the project's own builds, so that on a new
+# machine they share the two cores instead of taking turns; nothing is measured until all of
+# them are done.
 "$here/install.sh" packages
 scripts/install-redis.sh  # the replay store of the sig-gate-redis target
 "$here/install.sh" oha &

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Install what the load benchmark needs, when missing: nginx, HAProxy and wrk from Debian's
 # packages (their system services are kept from starting: the benchmark runs its own
-# instances on loopback), and oha from crates.io into bench/.tools (never onto the user's PATH).
-# oha is optional: when it cannot be built the benchmark says so and carries on without it.
+# instances on loopback), and, with BENCH_OHA=1, oha from crates.io into bench/.tools (never
+# onto the user's PATH). oha is optional, for a cross-check of the open-loop generator, and
+# not built by default: on 2 CPUs its build takes about 7 minutes, more than the project's own,
+# and held a new machine's first `make bench` over 25 minutes (bench/analysis.md). When it
+# cannot be built the benchmark says so and carries on without it.
 # usage: install.sh [packages|oha] (both when no argument: `bench.sh` runs the two apart, so
 # that oha compiles while the project's own builds do)
 set -euo pipefail
@@ -70,7 +73,7 @@ fi
 # times).
 OHA_VERSION="${OHA_VERSION:-1.14.0}"
 if [[ "$what" != packages && ! -x "$tools/bin/oha" && ! -e "$tools/oha.failed" &&
-    "${BENCH_NO_OHA:-0}" != 1 ]]; then
+    "${BENCH_OHA:-}" == 1 ]]; then
     echo "bench: building oha $OHA_VERSION from crates.io into bench/.tools (once; takes minutes)"
     if ! cargo install --locked --quiet --root "$tools" --version "$OHA_VERSION" \
         --no-default-features --features native-tls oha \

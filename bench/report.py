@@ -562,8 +562,9 @@ def markdown(data: dict, s: dict) -> str:
                   f"{fmt_us(o['p99'])} / {fmt_us(o['p999'])} |")
         w("")
     else:
-        w("oha was not available in this run (it failed to build or was disabled), so the "
-          "open-loop figures come from bench/loadgen alone.\n")
+        w("oha was not available in this run (not built: `BENCH_OHA=1 make bench` builds it "
+          "once; or its build failed, or `BENCH_OHA=0`), so the open-loop figures come from "
+          "bench/loadgen alone.\n")
 
     w("## Method\n")
     w(f"- **Machine**: {m['cpu']}, {m['cpus']} CPUs, {m['mem_gib']} GiB, {m['os']}, Linux "

@@ -26,6 +26,10 @@ Environment:
                     whole must stay under 25 minutes on a 2-CPU machine)
   BENCH_WORKERS     worker counts to measure (default "1,2"; each at most the CPUs available)
   BENCH_NO_DOCS=1   print the table but leave docs/ untouched
+  BENCH_OHA         1: build oha into bench/.tools when it is not there, for the cross-check of
+                    the open-loop generator (by default the cross-check runs only when oha is
+                    there already: its build takes longer than the benchmark's own builds);
+                    0: skip the cross-check
   BENCH_NICE        niceness of every benchmark process when run as root (default -10; 0: off)
   BENCH_STARTED     Unix time `make bench` started (bench/bench.sh sets it): the report's
                     end-to-end wall time then includes the builds and criterion
@@ -57,6 +61,8 @@ TOOLS = BENCH / ".tools"
 LOADGEN = TOOLS / "target" / "release" / "sig-gate-loadgen"
 GATE = ROOT / "target" / "release" / "sig-gate"
 OHA = TOOLS / "bin" / "oha"
+# oha's cross-check runs when bench/.tools holds oha, unless BENCH_OHA=0 (BENCH_OHA=1 builds it).
+USE_OHA = os.environ.get("BENCH_OHA") != "0" and OHA.exists()
 LUA = BENCH / "wrk" / "signed.lua"
 
 sys.path.insert(0, str(BENCH))
@@ -584,7 +590,7 @@ def open_loop(cpus: str, port: int, rate: float, seconds: float, batch: SignedBa
 def oha(cpus: str, port: int, rate: float, seconds: float, workdir: Path) -> dict | None:
     """oha at a fixed rate with latency correction. It sends one fixed request over and over,
     so it cannot carry a fresh nonce per request: used for the targets that do not verify."""
-    if not OHA.exists():
+    if not USE_OHA:
         return None
     argv = pinned(cpus, [
         str(OHA), "--no-tui", "--output-format", "json", "-q", str(rate), "--latency-correction",
@@ -937,7 +943,7 @@ def machine() -> dict:
         "nginx": first(["nginx", "-v"]).replace("nginx version: ", ""),
         "haproxy": first(["haproxy", "-v"]).split(" - ")[0],
         "wrk": first(["wrk", "--version"]).split(" [")[0],
-        "oha": first([str(OHA), "--version"]) if OHA.exists() else None,
+        "oha": first([str(OHA), "--version"]) if USE_OHA else None,
         "rustc": first(["rustc", "--version"]),
         "sig_gate": commit + (" (with uncommitted changes in src/ or crates/)" if dirty.strip() else ""),
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
@@ -958,8 +964,10 @@ def main() -> int:
     for path in (GATE, LOADGEN):
         if not path.exists():
             sys.exit(f"bench: {path} is missing (bench/bench.sh builds it)")
-    if not OHA.exists():
-        log("oha is not available: the oha cross-check of the open-loop figures is skipped")
+    if not USE_OHA:
+        log("oha's cross-check of the open-loop figures is skipped: "
+            + ("BENCH_OHA=0" if OHA.exists() else
+               "bench/.tools has no oha (BENCH_OHA=1 builds it, once: about 7 minutes here)"))
     nice = int(os.environ.get("BENCH_NICE", "-10"))
     if nice and os.geteuid() == 0:
         # Every process of the benchmark (proxies, upstream, generators) inherits this, alike:
