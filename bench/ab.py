@@ -99,8 +99,8 @@ def main() -> int:
                 segments[name].append((out_segments() - s0) / max(res["requests"], 1))
                 switches[name].append([(b - a) / max(res["requests"], 1)
                                        for a, b in zip(sw0, run.context_switches(pids))])
-                busy[name].append([(b1 - b0) / max(t1 - t0, 1) for (b0, t0), (b1, t1)
-                                   in zip(j0, run.cpu_jiffies(lab.layout.cpus))])
+                busy[name].append([ticks / max(total, 1) for ticks, total
+                                   in run.cpu_jiffies_since(j0, lab.layout.cpus)])
                 if res["failed"] or res["wrapped"]:
                     print(f"{name}: {res['failed']} failed, wrapped {res['wrapped']}",
                           file=sys.stderr)

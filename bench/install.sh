@@ -27,11 +27,14 @@ command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
-# oha is built on the system's OpenSSL (below), which its build finds with pkg-config.
-if command -v pkg-config >/dev/null; then
-    pkg-config --exists openssl || need+=(libssl-dev)
-else
-    need+=(pkg-config libssl-dev)
+# oha, when it is to be built (BENCH_OHA=1), links the system's OpenSSL (below), which its
+# build finds with pkg-config.
+if [[ "${BENCH_OHA:-}" == 1 ]]; then
+    if command -v pkg-config >/dev/null; then
+        pkg-config --exists openssl || need+=(libssl-dev)
+    else
+        need+=(pkg-config libssl-dev)
+    fi
 fi
 if [[ "$what" != oha ]] && ((${#need[@]})); then
     if [[ $(id -u) -ne 0 ]]; then

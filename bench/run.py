@@ -196,6 +196,12 @@ def cpu_jiffies(cpus: list[int]) -> list[tuple[int, int]]:
     return [times[c] for c in cpus]
 
 
+def cpu_jiffies_since(before: list[tuple[int, int]], cpus: list[int]) -> list[tuple[int, int]]:
+    """(busy, total) clock ticks of each of these CPUs since `before` (`cpu_jiffies(cpus)`)."""
+    return [(busy - busy0, total - total0)
+            for (busy0, total0), (busy, total) in zip(before, cpu_jiffies(cpus))]
+
+
 def context_switches(pids: list[int]) -> tuple[int, int]:
     """Context switches of these processes' threads so far: voluntary (the thread slept, in
     `epoll_wait` for a proxy) and involuntary (it was preempted, on these CPUs mostly by a
@@ -716,8 +722,7 @@ def run_round(lab: Lab, workdir: Path, index: int, rates: list[float], per_run: 
             r["switches"] = [b - a for a, b in zip(sw0, context_switches(pids[t]))]
             r["upstream_switches"] = [b - a for a, b in zip(up_sw0, context_switches(upstream_pids))]
             r["store_cpu"] = cpu_seconds(redis_pids) - store0 if t == REDIS else 0.0
-            r["cpu_jiffies"] = [(busy - busy0, total - total0) for (busy0, total0), (busy, total)
-                                in zip(jiffies0, cpu_jiffies(lab.layout.cpus))]
+            r["cpu_jiffies"] = cpu_jiffies_since(jiffies0, lab.layout.cpus)
             slices[t].append(r)
     res["sig-gate"]["replay_entries_added"] = (
         metric(gate.admin_port, "sig_gate_nonce_cache_entries") - entries0)
