@@ -34,6 +34,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
+use std::io::Write;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -45,7 +46,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
 use redis::{
     Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisConnectionInfo,
-    RedisError, Value,
+    RedisError, RedisWrite, Value,
 };
 
 use self::lane::{Answer, Lane};
@@ -164,13 +165,11 @@ impl RedisStore {
         verified: Verified<'_>,
     ) -> Pin<Box<dyn Future<Output = Result<Admitted, ReplayError>> + Send + '_>> {
         let shared = &self.shared;
-        let nonce = verified.nonce().as_bytes();
-        let mut key = Vec::with_capacity(shared.key_prefix.len() + nonce.len());
-        key.extend_from_slice(&shared.key_prefix);
-        key.extend_from_slice(nonce);
-        let ttl_ms = ttl_ms(verified.timestamp(), shared.keep_ms, unix_now_ms());
-        let mut command = redis::cmd("SET");
-        command.arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms);
+        let command = set_nx(
+            &shared.key_prefix,
+            verified.nonce().as_bytes(),
+            ttl_ms(verified.timestamp(), shared.keep_ms, unix_now_ms()),
+        );
         let admitted = Admitted::new(&verified);
         let link = thread_link(shared);
         Box::pin(async move {
@@ -486,6 +485,21 @@ fn scrub(detail: &str, url: &RedisUrl) -> String {
     }
 }
 
+/// `SET <key_prefix><nonce> 1 NX PX <ttl_ms>`, built in buffers sized for it up front: the
+/// key is written into the command in place, and neither buffer grows on the way.
+fn set_nx(key_prefix: &[u8], nonce: &[u8], ttl_ms: u64) -> Cmd {
+    // Six arguments; the fixed ones take 9 bytes and the TTL at most 20 digits.
+    let mut command = Cmd::with_capacity(6, key_prefix.len() + nonce.len() + 29);
+    command.arg("SET");
+    let mut key = command.writer_for_next_arg();
+    key.write_all(key_prefix)
+        .and_then(|()| key.write_all(nonce))
+        .expect("a command's buffer takes any bytes");
+    drop(key);
+    command.arg(1).arg("NX").arg("PX").arg(ttl_ms);
+    command
+}
+
 /// Milliseconds from `now_ms` until `keep_ms` past `timestamp` (seconds); at least 1, as `PX`
 /// takes no 0. A verified request's timestamp is within the window of the clock, so this is
 /// more than a second in practice.
@@ -524,6 +538,16 @@ mod tests {
         assert_eq!(ttl_ms(timestamp + 300, keep_ms, timestamp * 1000), 601_000);
         // Never 0 or less, which SET PX refuses.
         assert_eq!(ttl_ms(timestamp, keep_ms, (timestamp + 400) * 1000), 1);
+    }
+
+    #[test]
+    fn the_command_is_set_if_absent_with_the_prefixed_key() {
+        let command = set_nx(b"sig-gate:nonce:", b"n-0123456789", 301_000);
+        assert_eq!(
+            command.get_packed_command(),
+            b"*6\r\n$3\r\nSET\r\n$27\r\nsig-gate:nonce:n-0123456789\r\n$1\r\n1\r\n\
+              $2\r\nNX\r\n$2\r\nPX\r\n$6\r\n301000\r\n"
+        );
     }
 
     #[test]
