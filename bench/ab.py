@@ -4,13 +4,16 @@ setup: same upstream, same pre-signed requests, the same workers pinned to the s
 (`bench/run.py`'s layout for `--workers`), interleaved closed-loop runs. For checking a change to
 the gate before running the whole `make bench`.
 
-usage: bench/ab.py [--rounds N] [--seconds S] [--workers N] [--no-others] NAME=BINARY[@W][+redis] [...]
+usage: bench/ab.py [--rounds N] [--seconds S] [--workers N] [--no-others] [--cpu-limit CPUS]
+                   NAME=BINARY[@W][+redis] [...]
   e.g. bench/ab.py base=target/release/sig-gate new=/tmp/other/target/release/sig-gate
   `@W` runs that binary with GATE_WORKERS=W instead of --workers (same CPUs), e.g.
   bench/ab.py --workers 2 one=target/release/sig-gate@1 two=target/release/sig-gate@2
   `+redis` runs that binary with the replay store on a Redis the run starts (`sig-gate-redis` of
   `bench/run.py`); Redis's own CPU per request is printed beside the gate's, e.g.
   bench/ab.py --no-others memory=target/release/sig-gate redis=target/release/sig-gate+redis
+  `--cpu-limit 0.5` runs every proxy under a CFS quota of half a CPU (`make bench`'s capped
+  comparison, as root): the proxy's own CPU is then the limit, whatever its neighbours cost.
 Prints, per target, the median req/s, proxy CPU µs per request (and Redis's, for `+redis`),
 TCP segments sent per request (system-wide `/proc/net/snmp` OutSegs, so load generator and
 upstream included), the proxy's context switches per request (preempted, and slept), how busy
@@ -41,6 +44,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1,
                         help="workers of every proxy (GATE_WORKERS, worker_processes, nbthread)")
     parser.add_argument("--no-others", action="store_true", help="skip nginx and HAProxy")
+    parser.add_argument("--cpu-limit", type=float, metavar="CPUS",
+                        help="run every proxy under a CFS quota of this many CPUs")
     parser.add_argument("binaries", nargs="+", metavar="NAME=BINARY")
     args = parser.parse_args()
     gates = dict(b.split("=", 1) for b in args.binaries)
@@ -71,6 +76,11 @@ def main() -> int:
     switches: dict[str, list[list[float]]] = {n: [] for n in names}
     busy: dict[str, list[list[float]]] = {n: [] for n in names}
     per_run = 0
+    limit = None
+    if args.cpu_limit:
+        limit = run.CpuLimit.create(args.cpu_limit, run.CAPPED_PERIOD_US)
+        if isinstance(limit, str):
+            sys.exit(f"ab: --cpu-limit: {limit}")
     try:
         lab.start_upstream()
         for r in range(args.rounds):
@@ -80,9 +90,9 @@ def main() -> int:
                 if name in gates:
                     run.GATE = Path(gates[name]).resolve()
                     target = run.REDIS if name in on_redis else "sig-gate"
-                    proc = lab.start(target, gate_workers[name])
+                    proc = lab.start(target, gate_workers[name], limit)
                 else:
-                    proc = lab.start(name)
+                    proc = lab.start(name, limit=limit)
                 pids = proc.pids()
                 store_pids = lab.redis.pids() if lab.redis else []
                 batch.used = 0
@@ -111,6 +121,8 @@ def main() -> int:
                       + (f" + Redis {store:4.1f} µs/req" if store_pids else ""), flush=True)
     finally:
         lab.close()
+        if limit:
+            limit.remove()
         # Signed batches of hundreds of MB: removed however the run ended.
         shutil.rmtree(workdir, ignore_errors=True)
     first = list(gates)[0]

@@ -202,8 +202,33 @@ def summarize_block(block: dict) -> dict:
     return {"targets": targets, "ratios": ratios, "rates": rates, "variants": variants}
 
 
+def summarize_capped(capped: dict | None) -> dict | None:
+    """sig-gate with the memory store and with Redis, each under the same CPU limit (bench/run.py,
+    `capped_round`): medians over the rounds, ratios per round. None for results files from
+    before it; {"skipped": why} when the run could not set a CPU limit."""
+    if not capped or "skipped" in capped:
+        return capped
+    rounds = capped["round_results"]
+    if not rounds:
+        return None
+    out = {"cpus": capped["cpus"], "workers": capped["workers"]}
+    for t in ("sig-gate", REDIS):
+        rs = [r[t] for r in rounds]
+        out[t] = {"rps": med([r["rps"] for r in rs]),
+                  "cpu_us": med([r["cpu_us_per_req"] for r in rs]),
+                  "store_cpu_us": med([r["store_cpu_us_per_req"] for r in rs]),
+                  "throttled": med([r["throttled"] for r in rs]),
+                  "cpus_busy": cpus_busy(rs),
+                  "failed": sum(r["failed"] for r in rs)}
+    out["rps_ratio"] = med([r[REDIS]["rps"] / r["sig-gate"]["rps"] for r in rounds])
+    out["cpu_ratio"] = med([r[REDIS]["cpu_us_per_req"] / r["sig-gate"]["cpu_us_per_req"]
+                            for r in rounds])
+    return out
+
+
 def summarize(data: dict) -> dict:
     blocks = {w: summarize_block(b) for w, b in sorted(blocks_of(data).items())}
+    capped = summarize_capped(data.get("capped"))
     workers = sorted(blocks)
     startup = {t: {"median": med(v), "min": min(v), "max": max(v)}
                for t, v in data.get("startup_ms", {}).items() if v}
@@ -250,6 +275,13 @@ def summarize(data: dict) -> dict:
         check(f"Redis store: throughput >= {REDIS_RPS_TARGET}x the memory store's" + at,
               f"{red['rps_ratio']:.2f}x", red["rps_ratio"] >= REDIS_RPS_TARGET,
               f"closed loop; {red['rps']:,.0f} vs {mem['rps']:,.0f} req/s")
+    if capped and "skipped" not in capped:
+        at = f" ({workers_label(capped['workers'])}, the gate at a CPU limit of {capped['cpus']:g} CPU)"
+        check(f"Redis store: throughput >= {REDIS_RPS_TARGET}x the memory store's" + at,
+              f"{capped['rps_ratio']:.2f}x", capped["rps_ratio"] >= REDIS_RPS_TARGET,
+              f"closed loop; {capped[REDIS]['rps']:,.0f} vs {capped['sig-gate']['rps']:,.0f} "
+              f"req/s, quota spent in {capped[REDIS]['throttled']:.0%} and "
+              f"{capped['sig-gate']['throttled']:.0%} of periods")
     if "sig-gate" in startup:
         s = startup["sig-gate"]
         check(f"Startup to ready < {STARTUP_TARGET_MS} ms", f"{s['median']:.1f} ms",
@@ -280,7 +312,7 @@ def summarize(data: dict) -> dict:
 
     return {"workers": workers, "blocks": blocks, "startup": startup,
             "idle": idle, "idle_detail": idle_detail, "replay": replay, "criterion": crit,
-            "checks": checks}
+            "capped": capped, "checks": checks}
 
 
 def workers_label(n: int) -> str:
@@ -348,6 +380,19 @@ def console(s: dict) -> str:
             if e["failed"] or e["wrapped"]:
                 lines.append(f"WARNING: {LABEL[t]}: {e['failed']} failed or non-2xx requests, "
                              f"{e['wrapped']} wrap-arounds of the pre-signed requests")
+    c = s["capped"]
+    if c and "skipped" not in c:
+        lines += ["", f"{workers_label(c['workers'])}, the gate at a CPU limit of {c['cpus']:g} CPU:"]
+        for t in ("sig-gate", REDIS):
+            e = c[t]
+            lines.append(f"{LABEL[t]:22s} {e['rps']:9.0f} req/s {fmt(e['cpu_us']):>6s} µs cpu/req"
+                         f"  quota spent in {e['throttled']:.0%} of periods"
+                         + (f", Redis {e['store_cpu_us']:.1f} µs cpu/req" if e["store_cpu_us"]
+                            else ""))
+        lines.append(f"{LABEL[REDIS]} / sig-gate: req/s {c['rps_ratio']:.2f}x, gate cpu "
+                     f"{c['cpu_ratio']:.2f}x")
+    elif c:
+        lines += ["", f"the gate at a CPU limit: not measured ({c['skipped']})"]
     lines.append("")
     for c in s["checks"]:
         lines.append(f"[{'met' if c['met'] else 'MISSED'}] {c['name']}: {c['value']}")
@@ -430,6 +475,8 @@ def markdown(data: dict, s: dict) -> str:
     w("")
     if any(B[n]["variants"] for n in workers):
         variants_section(w, B, workers)
+    if s["capped"]:
+        capped_section(w, s["capped"])
 
     for n in reversed(workers):
         b = B[n]
@@ -689,6 +736,36 @@ def variants_section(w, B: dict, workers: list[int]) -> None:
       f"row are {REDIS_CPU_TARGET}x the gate's CPU and {REDIS_RPS_TARGET}x the throughput "
       "(Targets, above). Version 2 Ed25519 has no load target: its cost is the signature check, "
       "which criterion compares with ring's own verify (Targets).\n")
+
+
+def capped_section(w, c: dict) -> None:
+    """The memory and Redis stores with the gate at a CPU limit, or why that was not measured."""
+    w("### Redis store with the gate at its CPU limit\n")
+    if "skipped" in c:
+        w(f"Not measured in this run: {c['skipped']} (the comparison needs a writable cgroup "
+          "`cpu` controller, as root).\n")
+        return
+    w(f"In the {workers_label(c['workers'])} rows above, the load generator, the upstream and "
+      "Redis share one CPU, and with Redis that CPU holds the closed loop (its busy time), not "
+      "the gate's. Here the same two gates run with a CFS quota of "
+      f"{c['cpus']:g} CPU (what a Kubernetes CPU limit sets), so that the gate's own CPU is the "
+      "limit in both, as in a pod at its limit with Redis on other machines: the throughput "
+      "ratio then reads what the shared store costs the gate. \"Quota spent\" is the share of "
+      "CFS periods in which the gate used all of its quota; near 100 % the gate was at its "
+      "limit. Closed loop, medians over the rounds, ratios per round.\n")
+    w(f"| | max throughput, req/s | ÷ memory | gate CPU per request, µs | ÷ memory | "
+      f"Redis CPU per request, µs | quota spent | busy time of "
+      f"{' / '.join(f'CPU {cpu}' for cpu in (c['sig-gate']['cpus_busy'] or {}))} | "
+      "failed or non-2xx |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for t, label in (("sig-gate", "memory store"), (REDIS, "Redis store")):
+        e = c[t]
+        ratios = (["", ""] if t == "sig-gate" else
+                  [ratio_cell(c["rps_ratio"], False), ratio_cell(c["cpu_ratio"], True)])
+        w(f"| {label} | {e['rps']:,.0f} | {ratios[0]} | {fmt(e['cpu_us'])} | {ratios[1]} | "
+          f"{fmt(e['store_cpu_us'])} | {e['throttled']:.0%} | {fmt_busy(e['cpus_busy'])} | "
+          f"{e['failed']:,} |")
+    w("")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,14 @@ Beside each proxy's CPU per request, the closed-loop runs record the load genera
 upstream's, and the context switches per request of all three (slept and preempted): on
 shared CPUs those say how much each costs the others.
 
+On one CPU left for them, the load generator, the upstream and Redis can hold the closed loop
+below what the gate could do, and then `sig-gate-redis`'s throughput reads their CPU rather
+than the gate's. So each round at one worker also runs sig-gate and sig-gate-redis under a CPU
+limit (a CFS quota of CAPPED_CPUS, what a Kubernetes CPU limit sets): the gate's limit is then
+the closed loop's, as in a pod at its limit with Redis on other machines, and the throughput
+ratio reads what the store costs the gate. It needs a writable cgroup `cpu` controller (v1 or
+v2, as root); without one it is skipped and the report says why.
+
 Environment:
   BENCH_QUICK=1     smoke run: one short round per worker count (about four minutes here)
   BENCH_ROUNDS=N    interleaved rounds (default 3: with the Redis and Ed25519 targets, each
@@ -81,6 +89,9 @@ STARTS = 5 if QUICK else 11
 IDLE_CONNECTIONS = 1000
 IDLE_REPEATS = 1 if QUICK else 3
 REPLAY_ENTRIES = 1_000_000
+CAPPED_CPUS = 0.5          # the gate's CPU limit in the capped comparison
+CAPPED_PERIOD_US = 100_000  # its CFS period, the one a Kubernetes CPU limit sets (a shorter
+                            # one made the gate's CPU per request swing by half between rounds)
 SECRET = "bench-secret-not-for-production-0123456789abcdef"
 TARGET_PATH = "/tools/call?session=42&stream=false"
 HOST = "tool-gate.internal"
@@ -282,6 +293,59 @@ class Proc:
                 self.popen.wait()
 
 
+class CpuLimit:
+    """A cgroup with a CFS quota, as a Kubernetes CPU limit sets for a container: the processes
+    started in it (`wrap`) get at most `cpus` CPUs of time in each period, all their threads
+    together. cgroup v2 (`cpu.max`) or v1 (`cpu.cfs_quota_us`)."""
+
+    def __init__(self, path: Path, cpus: float):
+        self.path = path
+        self.cpus = cpus
+
+    @staticmethod
+    def create(cpus: float, period_us: int) -> CpuLimit | str:
+        """The cgroup, or why it cannot be made (no cgroup `cpu` controller this process may
+        write: not root, or a container without one delegated)."""
+        quota_us = int(cpus * period_us)
+        name = f"sig-gate-bench-{os.getpid()}"
+        v2 = Path("/sys/fs/cgroup")
+        v1 = Path("/sys/fs/cgroup/cpu")
+        try:
+            if (v2 / "cgroup.controllers").exists():
+                if "cpu" not in (v2 / "cgroup.controllers").read_text().split():
+                    return "cgroup v2 without the cpu controller"
+                if "cpu" not in (v2 / "cgroup.subtree_control").read_text().split():
+                    (v2 / "cgroup.subtree_control").write_text("+cpu")
+                path = v2 / name
+                path.mkdir()
+                (path / "cpu.max").write_text(f"{quota_us} {period_us}")
+            elif (v1 / "cpu.cfs_quota_us").exists():
+                path = v1 / name
+                path.mkdir()
+                (path / "cpu.cfs_period_us").write_text(str(period_us))
+                (path / "cpu.cfs_quota_us").write_text(str(quota_us))
+            else:
+                return "no cgroup cpu controller under /sys/fs/cgroup"
+        except OSError as err:
+            return f"cannot set a CPU quota: {err}"
+        return CpuLimit(path, cpus)
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """argv started inside the cgroup (it moves itself in, then becomes argv)."""
+        return ["sh", "-c", f'echo $$ > {self.path / "cgroup.procs"} && exec "$@"', "sh"] + argv
+
+    def throttling(self) -> tuple[int, int]:
+        """(periods, periods in which the quota ran out) so far, from `cpu.stat`."""
+        stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines())
+        return int(stat["nr_periods"]), int(stat["nr_throttled"])
+
+    def remove(self) -> None:
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
+
 class Lab:
     """Configs in a temp dir, the upstream, and each target started on demand, all at one
     worker count (`layout`)."""
@@ -342,7 +406,8 @@ http {{
         self.upstream = Proc("upstream", popen, self.upstream_port)
         wait_for(lambda: http_status(self.upstream_port) == 200, popen, "upstream nginx")
 
-    def start(self, target: str, gate_workers: int | None = None) -> Proc:
+    def start(self, target: str, gate_workers: int | None = None,
+              limit: CpuLimit | None = None) -> Proc:
         """Start `target`; sig-gate with `gate_workers` workers instead of the layout's when
         given (bench/ab.py compares worker counts on one layout)."""
         if target == "direct":
@@ -423,8 +488,9 @@ backend tool_gate
             ready = lambda: http_status(admin, "/readyz") == 200  # noqa: E731
         else:
             raise ValueError(target)
+        argv = pinned(self.layout.proxy_cpus, argv)
         popen = subprocess.Popen(
-            pinned(self.layout.proxy_cpus, argv), cwd=self.dir, env=env,
+            limit.wrap(argv) if limit else argv, cwd=self.dir, env=env,
             stdout=subprocess.DEVNULL, stderr=open(self.dir / f"{target}.log", "ab"),
             start_new_session=True)
         proc = Proc(target, popen, port, admin)
@@ -812,6 +878,79 @@ def run_round(lab: Lab, workdir: Path, index: int, rates: list[float], per_run: 
     return res
 
 
+def capped_round(lab: Lab, workdir: Path, index: int, per_run: dict[str, int],
+                 limit: CpuLimit) -> dict:
+    """sig-gate and sig-gate-redis under `limit`, closed loop, in turns of one slice each as in
+    `run_round`: the throughput each holds when its own CPU is the limit, and how often the
+    quota ran out (a gate seldom throttled was not at its limit, and its figure reads something
+    else)."""
+    cpus = lab.layout.client_cpus
+    order = ["sig-gate", REDIS] if index % 2 == 0 else [REDIS, "sig-gate"]
+    per_sec = per_run["sig-gate"] // (WARMUP_SECS + CLOSED_SECS)
+    slice_secs = CLOSED_SECS // SLICES
+    batch = sign_batch(workdir, per_run["sig-gate"] + 10, f"capped{index}")
+    # Each gate has a replay store of its own (a fresh Redis for sig-gate-redis): both read
+    # the same records, as in run_round.
+    cursor = {t: 0 for t in order}
+
+    def take(target: str, n: int) -> tuple[SignedBatch, int, int]:
+        first = cursor[target]
+        if first + n > batch.count:
+            sys.exit(f"bench: out of pre-signed requests ({first}+{n} > {batch.count})")
+        cursor[target] += n
+        return batch, first, n
+
+    procs = {t: lab.start(t, limit=limit) for t in order}
+    pids = {t: procs[t].pids() for t in order}
+    redis_pids = lab.redis.pids() if lab.redis else []
+    for t in order:
+        wrk(cpus, procs[t].port, WARMUP_SECS, *take(t, per_sec * WARMUP_SECS))
+    totals = {t: {"requests": 0, "duration_us": 0, "cpu": 0.0, "store_cpu": 0.0, "periods": 0,
+                  "throttled": 0, "failed": 0, "jiffies": [(0, 0)] * len(lab.layout.cpus)}
+              for t in order}
+    for _ in range(SLICES):
+        for t in order:
+            cpu0 = cpu_seconds(pids[t])
+            store0 = cpu_seconds(redis_pids) if t == REDIS else 0.0
+            periods0, throttled0 = limit.throttling()
+            jiffies0 = cpu_jiffies(lab.layout.cpus)
+            r = wrk(cpus, procs[t].port, slice_secs, *take(t, per_sec * slice_secs))
+            periods, throttled = limit.throttling()
+            acc = totals[t]
+            acc["requests"] += r["requests"]
+            acc["duration_us"] += r["duration_us"]
+            acc["failed"] += r["failed"]
+            acc["cpu"] += cpu_seconds(pids[t]) - cpu0
+            acc["store_cpu"] += cpu_seconds(redis_pids) - store0 if t == REDIS else 0.0
+            acc["periods"] += periods - periods0
+            acc["throttled"] += throttled - throttled0
+            acc["jiffies"] = [(b + db, n + dn) for (b, n), (db, dn)
+                              in zip(acc["jiffies"], cpu_jiffies_since(jiffies0, lab.layout.cpus))]
+    for t in order:
+        lab.stop(procs[t])
+    shutil.rmtree(batch.dir, ignore_errors=True)
+    res = {}
+    for t in order:
+        acc = totals[t]
+        requests = max(acc["requests"], 1)
+        res[t] = {
+            "requests": acc["requests"],
+            "rps": acc["requests"] / (acc["duration_us"] / 1e6),
+            "cpu_us_per_req": acc["cpu"] * 1e6 / requests,
+            "store_cpu_us_per_req": acc["store_cpu"] * 1e6 / requests if t == REDIS else None,
+            "throttled": acc["throttled"] / max(acc["periods"], 1),
+            "cpus_busy": {str(cpu): busy / max(total, 1)
+                          for cpu, (busy, total) in zip(lab.layout.cpus, acc["jiffies"])},
+            "failed": acc["failed"],
+        }
+        log(f"round {index + 1} {lab.layout.workers}w {t:16s} at {limit.cpus:g} CPU: "
+            f"{res[t]['rps']:9.0f} req/s  {res[t]['cpu_us_per_req']:6.1f} us cpu/req  "
+            f"throttled in {res[t]['throttled']:.0%} of periods"
+            + (f"  store {res[t]['store_cpu_us_per_req']:.1f} us cpu/req" if t == REDIS else "")
+            + (f"  failed {acc['failed']}" if acc["failed"] else ""))
+    return res
+
+
 def rate_label(rate: float) -> str:
     return f"{rate / 1000:g}k" if rate >= 1000 else f"{rate:g}"
 
@@ -1009,6 +1148,16 @@ def main() -> int:
                                "rate_fractions": RATE_FRACTIONS}}
     by_workers: dict[str, dict] = {}
     data["by_workers"] = by_workers
+    # The capped comparison (module documentation), at one worker when that is measured.
+    capped_workers = 1 if 1 in labs else None
+    limit = CpuLimit.create(CAPPED_CPUS, CAPPED_PERIOD_US) if capped_workers else None
+    if isinstance(limit, str):
+        log(f"sig-gate and sig-gate-redis at a CPU limit: skipped ({limit})")
+        data["capped"] = {"skipped": limit}
+        limit = None
+    elif limit:
+        data["capped"] = {"cpus": CAPPED_CPUS, "period_us": CAPPED_PERIOD_US,
+                          "workers": capped_workers, "round_results": []}
     try:
         for workers, lab in labs.items():
             lab.start_upstream()
@@ -1035,6 +1184,9 @@ def main() -> int:
                 block["round_results"].append(run_round(
                     labs[workers], workdir, index, block["rates"], block["per_run"],
                     cross_check=index == 0 and workers == WORKER_COUNTS[0]))
+                if limit and workers == capped_workers:
+                    data["capped"]["round_results"].append(capped_round(
+                        labs[workers], workdir, index, block["per_run"], limit))
         # Startup and idle memory as a sidecar with the most CPUs measured would run.
         largest = labs[max(WORKER_COUNTS)]
         data["startup_ms"] = startup_times(largest)
@@ -1048,6 +1200,8 @@ def main() -> int:
     finally:
         for lab in labs.values():
             lab.close()
+        if limit:
+            limit.remove()
         # Signed batches of hundreds of MB: removed however the run ended.
         shutil.rmtree(workdir, ignore_errors=True)
     data["wall_secs"] = time.monotonic() - started
