@@ -274,9 +274,12 @@ def summarize(data: dict) -> dict:
               f"{fmt(red['store_cpu_us'])} us in Redis")
         check(f"Redis store: throughput >= {REDIS_RPS_TARGET}x the memory store's" + at,
               f"{red['rps_ratio']:.2f}x", red["rps_ratio"] >= REDIS_RPS_TARGET,
-              f"closed loop; {red['rps']:,.0f} vs {mem['rps']:,.0f} req/s")
+              f"closed loop; {red['rps']:,.0f} vs {mem['rps']:,.0f} req/s"
+              + (f"; busy time of {busy_label(blocks)}: {fmt_busy(red['cpus_busy'])} "
+                 "(the CPU nearest 1 holds the loop)" if red["cpus_busy"] else ""))
     if capped and "skipped" not in capped:
-        at = f" ({workers_label(capped['workers'])}, the gate at a CPU limit of {capped['cpus']:g} CPU)"
+        at = (f" ({workers_label(capped['workers'])}, the gate at a CPU limit of "
+              f"{capped['cpus']:g} CPU)")
         check(f"Redis store: throughput >= {REDIS_RPS_TARGET}x the memory store's" + at,
               f"{capped['rps_ratio']:.2f}x", capped["rps_ratio"] >= REDIS_RPS_TARGET,
               f"closed loop; {capped[REDIS]['rps']:,.0f} vs {capped['sig-gate']['rps']:,.0f} "
@@ -382,7 +385,8 @@ def console(s: dict) -> str:
                              f"{e['wrapped']} wrap-arounds of the pre-signed requests")
     c = s["capped"]
     if c and "skipped" not in c:
-        lines += ["", f"{workers_label(c['workers'])}, the gate at a CPU limit of {c['cpus']:g} CPU:"]
+        lines += ["", f"{workers_label(c['workers'])}, "
+                      f"the gate at a CPU limit of {c['cpus']:g} CPU:"]
         for t in ("sig-gate", REDIS):
             e = c[t]
             lines.append(f"{LABEL[t]:22s} {e['rps']:9.0f} req/s {fmt(e['cpu_us']):>6s} µs cpu/req"
@@ -745,7 +749,7 @@ def capped_section(w, c: dict) -> None:
         w(f"Not measured in this run: {c['skipped']} (the comparison needs a writable cgroup "
           "`cpu` controller, as root).\n")
         return
-    w(f"In the {workers_label(c['workers'])} rows above, the load generator, the upstream and "
+    w(f"In the rows above at {workers_label(c['workers'])}, the load generator, the upstream and "
       "Redis share one CPU, and with Redis that CPU holds the closed loop (its busy time), not "
       "the gate's. Here the same two gates run with a CFS quota of "
       f"{c['cpus']:g} CPU (what a Kubernetes CPU limit sets), so that the gate's own CPU is the "
