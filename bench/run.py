@@ -409,7 +409,8 @@ http {{
     def start(self, target: str, gate_workers: int | None = None,
               limit: CpuLimit | None = None) -> Proc:
         """Start `target`; sig-gate with `gate_workers` workers instead of the layout's when
-        given (bench/ab.py compares worker counts on one layout)."""
+        given (bench/ab.py compares worker counts on one layout); inside `limit`'s cgroup when
+        given."""
         if target == "direct":
             assert self.upstream
             return self.upstream

@@ -488,8 +488,8 @@ fn scrub(detail: &str, url: &RedisUrl) -> String {
 /// `SET <key_prefix><nonce> 1 NX PX <ttl_ms>`, built in buffers sized for it up front: the
 /// key is written into the command in place, and neither buffer grows on the way.
 fn set_nx(key_prefix: &[u8], nonce: &[u8], ttl_ms: u64) -> Cmd {
-    // Six arguments; the fixed ones take 9 bytes and the TTL at most 20 digits.
-    let mut command = Cmd::with_capacity(6, key_prefix.len() + nonce.len() + 29);
+    // Six arguments: `SET`, `1`, `NX` and `PX` take 8 bytes, the TTL at most 20 digits.
+    let mut command = Cmd::with_capacity(6, key_prefix.len() + nonce.len() + 28);
     command.arg("SET");
     let mut key = command.writer_for_next_arg();
     key.write_all(key_prefix)
