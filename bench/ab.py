@@ -83,6 +83,7 @@ def main() -> int:
             sys.exit(f"ab: --cpu-limit: {limit}")
     try:
         lab.start_upstream()
+        upstream_pids = lab.upstream.pids()
         for r in range(args.rounds):
             batch = run.sign_batch(workdir, max(per_run, 400_000), f"ab{r}")
             order = names[r % len(names):] + names[:r % len(names)]
@@ -90,27 +91,24 @@ def main() -> int:
                 if name in gates:
                     run.GATE = Path(gates[name]).resolve()
                     target = run.REDIS if name in on_redis else "sig-gate"
-                    proc = lab.start(target, gate_workers[name], limit)
+                    proc = lab.start(target, gate_workers[name], limit=limit)
                 else:
                     proc = lab.start(name, limit=limit)
-                pids = proc.pids()
                 store_pids = lab.redis.pids() if lab.redis else []
                 batch.used = 0
                 first, count = batch.take(batch.count)
                 run.wrk(cpus, proc.port, 1, batch, first, count // 5)
-                c0, s0, sw0 = run.cpu_seconds(pids), out_segments(), run.context_switches(pids)
-                r0 = run.cpu_seconds(store_pids)
-                j0 = run.cpu_jiffies(lab.layout.cpus)
-                res = run.wrk(cpus, proc.port, args.seconds, batch, first + count // 5,
-                              count - count // 5)
-                cpu = (run.cpu_seconds(pids) - c0) * 1e6 / max(res["requests"], 1)
-                store = (run.cpu_seconds(store_pids) - r0) * 1e6 / max(res["requests"], 1)
+                s0 = out_segments()
+                res = run.measured_wrk(lab, proc.port, args.seconds,
+                                       (batch, first + count // 5, count - count // 5),
+                                       proc.pids(), upstream_pids, store_pids)
+                requests = max(res["requests"], 1)
+                cpu = res["cpu"] * 1e6 / requests
+                store = res["store_cpu"] * 1e6 / requests
                 store_cpu[name].append(store)
-                segments[name].append((out_segments() - s0) / max(res["requests"], 1))
-                switches[name].append([(b - a) / max(res["requests"], 1)
-                                       for a, b in zip(sw0, run.context_switches(pids))])
-                busy[name].append([ticks / max(total, 1) for ticks, total
-                                   in run.cpu_jiffies_since(j0, lab.layout.cpus)])
+                segments[name].append((out_segments() - s0) / requests)
+                switches[name].append([n / requests for n in res["switches"]])
+                busy[name].append(run.busy_shares(lab.layout.cpus, [res["cpu_jiffies"]]))
                 if res["failed"] or res["wrapped"]:
                     print(f"{name}: {res['failed']} failed, wrapped {res['wrapped']}",
                           file=sys.stderr)
@@ -137,8 +135,8 @@ def main() -> int:
         segs = statistics.median(segments[name])
         store = f"{statistics.median(store_cpu[name]):13.1f}" if name in on_redis else " " * 13
         slept, preempted = (statistics.median(x[i] for x in switches[name]) for i in (0, 1))
-        cpus_busy = "/".join(f"{statistics.median(x[i] for x in busy[name]):.2f}"
-                             for i in range(len(lab.layout.cpus)))
+        cpus_busy = "/".join(f"{statistics.median(x[str(cpu)] for x in busy[name]):.2f}"
+                             for cpu in lab.layout.cpus)
         print(f"{name:10s} {rps:9.0f} {cpu:11.1f} {store} {segs:9.2f} {preempted:9.3f}"
               f" {slept:6.3f} {cpus_busy:>10s}   {rr:.2f}x  {rc:.2f}x")
     return 0

@@ -213,6 +213,14 @@ def cpu_jiffies_since(before: list[tuple[int, int]], cpus: list[int]) -> list[tu
             for (busy0, total0), (busy, total) in zip(before, cpu_jiffies(cpus))]
 
 
+def busy_shares(cpus: list[int], readings: list[list[tuple[int, int]]]) -> dict[str, float]:
+    """How busy each CPU was over these readings (`cpu_jiffies_since`, one per run), by CPU
+    number: its busy ticks over all its ticks. In a closed loop the CPU near 1.00 is where the
+    loop is held, whoever ran on it (bench/analysis.md)."""
+    return {str(cpu): sum(r[i][0] for r in readings) / max(sum(r[i][1] for r in readings), 1)
+            for i, cpu in enumerate(cpus)}
+
+
 def context_switches(pids: list[int]) -> tuple[int, int]:
     """Context switches of these processes' threads so far: voluntary (the thread slept, in
     `epoll_wait` for a proxy) and involuntary (it was preempted, on these CPUs mostly by a
@@ -609,6 +617,23 @@ class SignedBatch:
         return first, n
 
 
+class Cursors:
+    """Each target's own place in the batch of pre-signed requests it reads: targets sharing a
+    batch read the same records in the same order (identical bytes on the wire), and each
+    gate, a process with a replay store of its own, sees each nonce once."""
+
+    def __init__(self, batch_of: dict[str, SignedBatch]):
+        self.batch_of = batch_of
+        self.at = dict.fromkeys(batch_of, 0)
+
+    def take(self, target: str, n: int) -> tuple[SignedBatch, int, int]:
+        batch, first = self.batch_of[target], self.at[target]
+        if first + n > batch.count:
+            sys.exit(f"bench: out of pre-signed requests ({first}+{n} > {batch.count})")
+        self.at[target] += n
+        return batch, first, n
+
+
 def sign_batch(workdir: Path, count: int, name: str, ed_key: Path | None = None) -> SignedBatch:
     """`count` requests signed version 1 with the shared secret, or version 2 with the Ed25519
     caller key `ed_key` (sig-gate-ed25519's)."""
@@ -704,6 +729,26 @@ def metric(admin_port: int, name: str) -> float:
 # ---------------------------------------------------------------------------------------------
 # phases
 
+def measured_wrk(lab: Lab, port: int, seconds: float, work: tuple[SignedBatch, int, int],
+                 pids: list[int], upstream_pids: list[int], store_pids: list[int]) -> dict:
+    """One closed-loop wrk run against the target on `port`, with what it cost beside wrk's own
+    figures: the target's CPU seconds and context switches (`pids`), the upstream's, the
+    store's CPU (`store_pids`: its Redis, or none), and each CPU's busy and total ticks."""
+    cpu0, up0, store0 = (cpu_seconds(p) for p in (pids, upstream_pids, store_pids))
+    sw0, up_sw0 = context_switches(pids), context_switches(upstream_pids)
+    jiffies0 = cpu_jiffies(lab.layout.cpus)
+    t0 = time.monotonic()
+    r = wrk(lab.layout.client_cpus, port, seconds, *work)
+    r["wall"] = time.monotonic() - t0
+    r["cpu"] = cpu_seconds(pids) - cpu0
+    r["upstream_cpu"] = cpu_seconds(upstream_pids) - up0
+    r["store_cpu"] = cpu_seconds(store_pids) - store0
+    r["switches"] = [b - a for a, b in zip(sw0, context_switches(pids))]
+    r["upstream_switches"] = [b - a for a, b in zip(up_sw0, context_switches(upstream_pids))]
+    r["cpu_jiffies"] = cpu_jiffies_since(jiffies0, lab.layout.cpus)
+    return r
+
+
 def calibrate(lab: Lab, workdir: Path) -> dict[str, float]:
     """Short closed-loop runs per target, two interleaved passes, keeping each target's best:
     sizes the pre-signed batches and picks the fixed rates of the open-loop runs (fractions of
@@ -748,19 +793,8 @@ def run_round(lab: Lab, workdir: Path, index: int, rates: list[float], per_run: 
     shared = sign_batch(workdir, need, f"round{index}-w{lab.layout.workers}")
     ed = sign_batch(workdir, per_run[ED25519] + 10, f"round{index}-ed-w{lab.layout.workers}",
                     lab.ed_key)
-    # Every target but sig-gate-ed25519 reads the same records in the same order (identical
-    # bytes on the wire); each gate, a process with a replay store of its own, sees each nonce
-    # once.
-    batch_of = {t: ed if t == ED25519 else shared for t in order}
-    cursor = {t: 0 for t in order}
-
-    def take(target: str, n: int) -> tuple[SignedBatch, int, int]:
-        first = cursor[target]
-        if first + n > batch_of[target].count:
-            sys.exit(f"bench: out of pre-signed requests ({first}+{n} > "
-                     f"{batch_of[target].count})")
-        cursor[target] += n
-        return batch_of[target], first, n
+    # Every target but sig-gate-ed25519 reads the shared batch.
+    take = Cursors({t: ed if t == ED25519 else shared for t in order}).take
 
     procs = {t: lab.start(t) for t in order}
     pids = {t: procs[t].pids() for t in order}
@@ -777,20 +811,9 @@ def run_round(lab: Lab, workdir: Path, index: int, rates: list[float], per_run: 
     slices: dict[str, list[dict]] = {t: [] for t in order}
     for _ in range(SLICES):
         for t in order:
-            cpu0, up0 = cpu_seconds(pids[t]), cpu_seconds(upstream_pids)
-            sw0, up_sw0 = context_switches(pids[t]), context_switches(upstream_pids)
-            store0 = cpu_seconds(redis_pids) if t == REDIS else 0.0
-            jiffies0 = cpu_jiffies(lab.layout.cpus)
-            t0 = time.monotonic()
-            r = wrk(cpus, procs[t].port, slice_secs, *take(t, per_sec[t] * slice_secs))
-            r["wall"] = time.monotonic() - t0
-            r["cpu"] = cpu_seconds(pids[t]) - cpu0
-            r["upstream_cpu"] = cpu_seconds(upstream_pids) - up0
-            r["switches"] = [b - a for a, b in zip(sw0, context_switches(pids[t]))]
-            r["upstream_switches"] = [b - a for a, b in zip(up_sw0, context_switches(upstream_pids))]
-            r["store_cpu"] = cpu_seconds(redis_pids) - store0 if t == REDIS else 0.0
-            r["cpu_jiffies"] = cpu_jiffies_since(jiffies0, lab.layout.cpus)
-            slices[t].append(r)
+            slices[t].append(measured_wrk(
+                lab, procs[t].port, slice_secs, take(t, per_sec[t] * slice_secs), pids[t],
+                upstream_pids, redis_pids if t == REDIS else []))
     res["sig-gate"]["replay_entries_added"] = (
         metric(gate.admin_port, "sig_gate_nonce_cache_entries") - entries0)
     res["sig-gate"]["replay_rss_delta_kib"] = status_kib(pids["sig-gate"], "VmRSS") - rss0
@@ -820,12 +843,8 @@ def run_round(lab: Lab, workdir: Path, index: int, rates: list[float], per_run: 
         res[t]["gen_cpu_us_per_req"] = gen_cpu * 1e6 / max(requests, 1)
         res[t]["gen_cpu_util"] = gen_cpu / wall
         res[t]["upstream_cpu_us_per_req"] = upstream_cpu * 1e6 / max(requests, 1)
-        # How busy each CPU was, whoever ran on it: a CPU near 1.00 is where the closed loop is
-        # held, which tells the proxy's limit from its neighbours' (bench/analysis.md).
-        res[t]["cpus_busy"] = {
-            str(cpu): sum(x["cpu_jiffies"][i][0] for x in sl)
-            / max(sum(x["cpu_jiffies"][i][1] for x in sl), 1)
-            for i, cpu in enumerate(lab.layout.cpus)}
+        # How busy each CPU was, which tells the proxy's limit from its neighbours'.
+        res[t]["cpus_busy"] = busy_shares(lab.layout.cpus, [x["cpu_jiffies"] for x in sl])
         if t == REDIS:
             # Redis's own CPU, beside the gate's: the store's share of a request.
             res[t]["store_cpu_us_per_req"] = store_cpu * 1e6 / max(requests, 1)
@@ -885,70 +904,50 @@ def capped_round(lab: Lab, workdir: Path, index: int, per_run: dict[str, int],
     `run_round`: the throughput each holds when its own CPU is the limit, and how often the
     quota ran out (a gate seldom throttled was not at its limit, and its figure reads something
     else)."""
-    cpus = lab.layout.client_cpus
     order = ["sig-gate", REDIS] if index % 2 == 0 else [REDIS, "sig-gate"]
     per_sec = per_run["sig-gate"] // (WARMUP_SECS + CLOSED_SECS)
     slice_secs = CLOSED_SECS // SLICES
     batch = sign_batch(workdir, per_run["sig-gate"] + 10, f"capped{index}")
-    # Each gate has a replay store of its own (a fresh Redis for sig-gate-redis): both read
-    # the same records, as in run_round.
-    cursor = {t: 0 for t in order}
-
-    def take(target: str, n: int) -> tuple[SignedBatch, int, int]:
-        first = cursor[target]
-        if first + n > batch.count:
-            sys.exit(f"bench: out of pre-signed requests ({first}+{n} > {batch.count})")
-        cursor[target] += n
-        return batch, first, n
+    # Both read the same records (sig-gate-redis with a fresh Redis of its own).
+    take = Cursors(dict.fromkeys(order, batch)).take
 
     procs = {t: lab.start(t, limit=limit) for t in order}
     pids = {t: procs[t].pids() for t in order}
+    upstream_pids = lab.upstream.pids()
     redis_pids = lab.redis.pids() if lab.redis else []
     for t in order:
-        wrk(cpus, procs[t].port, WARMUP_SECS, *take(t, per_sec * WARMUP_SECS))
-    totals = {t: {"requests": 0, "duration_us": 0, "cpu": 0.0, "store_cpu": 0.0, "periods": 0,
-                  "throttled": 0, "failed": 0, "jiffies": [(0, 0)] * len(lab.layout.cpus)}
-              for t in order}
+        wrk(lab.layout.client_cpus, procs[t].port, WARMUP_SECS, *take(t, per_sec * WARMUP_SECS))
+    slices: dict[str, list[dict]] = {t: [] for t in order}
     for _ in range(SLICES):
         for t in order:
-            cpu0 = cpu_seconds(pids[t])
-            store0 = cpu_seconds(redis_pids) if t == REDIS else 0.0
             periods0, throttled0 = limit.throttling()
-            jiffies0 = cpu_jiffies(lab.layout.cpus)
-            r = wrk(cpus, procs[t].port, slice_secs, *take(t, per_sec * slice_secs))
+            r = measured_wrk(lab, procs[t].port, slice_secs, take(t, per_sec * slice_secs),
+                             pids[t], upstream_pids, redis_pids if t == REDIS else [])
             periods, throttled = limit.throttling()
-            acc = totals[t]
-            acc["requests"] += r["requests"]
-            acc["duration_us"] += r["duration_us"]
-            acc["failed"] += r["failed"]
-            acc["cpu"] += cpu_seconds(pids[t]) - cpu0
-            acc["store_cpu"] += cpu_seconds(redis_pids) - store0 if t == REDIS else 0.0
-            acc["periods"] += periods - periods0
-            acc["throttled"] += throttled - throttled0
-            acc["jiffies"] = [(b + db, n + dn) for (b, n), (db, dn)
-                              in zip(acc["jiffies"], cpu_jiffies_since(jiffies0, lab.layout.cpus))]
+            r["periods"], r["throttled"] = periods - periods0, throttled - throttled0
+            slices[t].append(r)
     for t in order:
         lab.stop(procs[t])
     shutil.rmtree(batch.dir, ignore_errors=True)
     res = {}
     for t in order:
-        acc = totals[t]
-        requests = max(acc["requests"], 1)
+        sl = slices[t]
+        requests = sum(x["requests"] for x in sl)
         res[t] = {
-            "requests": acc["requests"],
-            "rps": acc["requests"] / (acc["duration_us"] / 1e6),
-            "cpu_us_per_req": acc["cpu"] * 1e6 / requests,
-            "store_cpu_us_per_req": acc["store_cpu"] * 1e6 / requests if t == REDIS else None,
-            "throttled": acc["throttled"] / max(acc["periods"], 1),
-            "cpus_busy": {str(cpu): busy / max(total, 1)
-                          for cpu, (busy, total) in zip(lab.layout.cpus, acc["jiffies"])},
-            "failed": acc["failed"],
+            "requests": requests,
+            "rps": requests / (sum(x["duration_us"] for x in sl) / 1e6),
+            "cpu_us_per_req": sum(x["cpu"] for x in sl) * 1e6 / max(requests, 1),
+            "store_cpu_us_per_req": (sum(x["store_cpu"] for x in sl) * 1e6 / max(requests, 1)
+                                     if t == REDIS else None),
+            "throttled": sum(x["throttled"] for x in sl) / max(sum(x["periods"] for x in sl), 1),
+            "cpus_busy": busy_shares(lab.layout.cpus, [x["cpu_jiffies"] for x in sl]),
+            "failed": sum(x["failed"] for x in sl),
         }
         log(f"round {index + 1} {lab.layout.workers}w {t:16s} at {limit.cpus:g} CPU: "
             f"{res[t]['rps']:9.0f} req/s  {res[t]['cpu_us_per_req']:6.1f} us cpu/req  "
             f"throttled in {res[t]['throttled']:.0%} of periods"
             + (f"  store {res[t]['store_cpu_us_per_req']:.1f} us cpu/req" if t == REDIS else "")
-            + (f"  failed {acc['failed']}" if acc["failed"] else ""))
+            + (f"  failed {res[t]['failed']}" if res[t]["failed"] else ""))
     return res
 
 
